@@ -1,0 +1,696 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — throughput and latency of Portcullis against plain proxies.
+#
+# WHAT IT MEASURES
+#   wrk drives HTTP/1.1 keep-alive GET requests at each target below; every
+#   target ends at the same origin, a minimal nginx answering `200 "ok\n"`:
+#
+#     direct                      wrk -> origin                (the ceiling)
+#     nginx                       wrk -> nginx proxy -> origin (the yardstick)
+#     haproxy                     wrk -> haproxy     -> origin (only if installed)
+#     portcullis                  wrk -> portcullis  -> origin (public route, no access log)
+#     portcullis (access log on)  same, second instance writing its access log to a file
+#
+#   Fairness: every proxy runs ONE worker thread (portcullis `[server] threads = 1`,
+#   nginx `worker_processes 1`, haproxy `nbthread 1`); the proxies and the origin
+#   are pinned to CPU $SERVER_CPU (default 0) and wrk to CPU $WRK_CPU (default 1)
+#   with taskset, so each proxy shares the same single core with the origin.
+#   Same connections and duration for every target. Each measurement is preceded
+#   by a $WARMUP-second warm-up (same wrk settings, discarded). Targets are
+#   interleaved within a round (and the starting target rotates between rounds),
+#   so slow drift of the machine hits all targets alike. The table shows the
+#   MEDIAN over the rounds of each number.
+#   All nginx/haproxy instances keep connections alive indefinitely
+#   (keepalive_requests 1000000) so no target pays for reconnects the others
+#   don't; nginx's upstream pool keeps max(64, CONNECTIONS) idle connections.
+#
+# HOW TO READ THE TABLE
+#   req/s      median requests per second (higher is better).
+#   p50, p99   median over rounds of wrk's 50th/99th percentile latency, in ms.
+#              wrk runs a closed loop (CONNECTIONS requests always in flight),
+#              so latency here is mostly queueing: p50 ≈ CONNECTIONS / req/s.
+#              p99 shows the tail the proxy adds (scheduling, allocation, logging).
+#   spread     (max - min) / median of req/s over the rounds: the noise level.
+#              Differences smaller than the spread are not meaningful.
+#   /direct    req/s of this row ÷ req/s of direct. Proxies share the core with
+#              the origin, so even a free proxy would stay well below 1.0.
+#   /nginx     req/s of this row ÷ req/s of nginx: the headline comparison;
+#              1.00 means "as fast as nginx on one core".
+#   p99-nginx  this row's p99 minus nginx's p99, in ms (positive = slower tail).
+#   errors     non-2xx responses + socket errors summed over the measured runs;
+#              anything but 0 makes that row suspect.
+#   The summary lines under the table repeat the gateway ratios
+#   (gateway/direct, gateway/nginx throughput, gateway − nginx p99).
+#   With a single wrk thread on its own core, wrk itself may become the limit
+#   for the fastest target (usually direct); check that wrk's core is not the
+#   bottleneck before reading too much into the direct row.
+#   Results are only meaningful on an otherwise idle machine; the script warns
+#   when the load average says otherwise.
+#
+# USAGE
+#   scripts/bench.sh               full run (64 connections, 10 s, 3 rounds)
+#   scripts/bench.sh --quick       smoke run (2 s, 1 round)
+#   scripts/bench.sh --no-gateway  baselines only (to check the harness)
+#   Environment overrides:
+#     CONNECTIONS=64 DURATION=10 (seconds) ROUNDS=3 WRK_THREADS=1 WARMUP=1
+#     SERVER_CPU=0 WRK_CPU=1 STARTUP_TIMEOUT=10 (seconds)
+#     PORTCULLIS=target/release/portcullis NGINX=/usr/sbin/nginx WRK=wrk
+#     HAPROXY=/path/to/haproxy (default: from PATH; HAPROXY=off to skip)
+#     KEEP_TMP=1 keeps the temporary directory (configs, logs) for inspection.
+#   Exits non-zero if a server fails to start or a target answers non-2xx
+#   during its warm-up.
+#
+# EXTENDING
+#   Targets are declared in one list, define_targets(): `add_target NAME URL
+#   [extra wrk args...]`, e.g. `add_target "portcullis jwt" "$GW/jwt/" -H
+#   "Authorization: Bearer $TOKEN"`. Gateway routes (and any [auth] or limit
+#   sections they need) go in gateway_routes(); both gateway instances get them.
+
+set -euo pipefail
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+QUICK=0
+WITH_GATEWAY=1
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        --no-gateway) WITH_GATEWAY=0 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+if ((QUICK)); then
+    DURATION=${DURATION:-2}
+    ROUNDS=${ROUNDS:-1}
+fi
+CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+WRK_THREADS=${WRK_THREADS:-1}
+WARMUP=${WARMUP:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+WRK_CPU=${WRK_CPU:-1}
+STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-10}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PORTCULLIS=${PORTCULLIS:-$REPO/target/release/portcullis}
+NGINX=${NGINX:-/usr/sbin/nginx}
+WRK=${WRK:-wrk}
+HAPROXY=${HAPROXY:-$(command -v haproxy || true)}
+[[ $HAPROXY == off ]] && HAPROXY=""
+
+die() {
+    echo "bench.sh: $*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------- checks ---
+
+is_uint() { [[ $1 =~ ^(0|[1-9][0-9]*)$ ]]; }
+for v in CONNECTIONS DURATION ROUNDS WRK_THREADS WARMUP STARTUP_TIMEOUT SERVER_CPU WRK_CPU; do
+    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
+done
+((CONNECTIONS >= 1 && DURATION >= 1 && ROUNDS >= 1 && WRK_THREADS >= 1)) ||
+    die "CONNECTIONS, DURATION, ROUNDS and WRK_THREADS must be at least 1"
+((WRK_THREADS <= CONNECTIONS)) || die "WRK_THREADS ($WRK_THREADS) must not exceed CONNECTIONS ($CONNECTIONS)"
+
+command -v "$WRK" >/dev/null || die "wrk not found (Debian: apt-get install wrk)"
+[[ -x $NGINX ]] || die "nginx not found at $NGINX (set NGINX=...)"
+command -v taskset >/dev/null || die "taskset not found (util-linux)"
+if ((WITH_GATEWAY)) && [[ ! -x $PORTCULLIS ]]; then
+    die "gateway binary $PORTCULLIS not found; run 'cargo build --release' (or set PORTCULLIS=..., or pass --no-gateway)"
+fi
+taskset -c "$SERVER_CPU" true 2>/dev/null || die "cannot pin to CPU $SERVER_CPU (set SERVER_CPU=...)"
+taskset -c "$WRK_CPU" true 2>/dev/null || die "cannot pin to CPU $WRK_CPU (set WRK_CPU=...)"
+
+# Room for client + upstream sockets of every connection, with margin.
+NOFILE=$((CONNECTIONS * 4 + 1024))
+if (($(ulimit -n) < NOFILE)); then
+    ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
+
+# ------------------------------------------------------ processes & ports ---
+
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
+PIDS=()
+
+# Every process descended from $1 (nginx workers, ...), from /proc.
+descendants() {
+    local f line rest pid ppid state
+    local -a pids=() ppids=() todo=("$1")
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        rest=${line##*) }
+        read -r state ppid _ <<<"$rest"
+        : "$state"
+        pids+=("${line%% *}")
+        ppids+=("$ppid")
+    done
+    local i parent
+    while ((${#todo[@]})); do
+        parent=${todo[0]}
+        todo=("${todo[@]:1}")
+        for i in "${!pids[@]}"; do
+            if [[ ${ppids[$i]} == "$parent" ]]; then
+                pid=${pids[$i]}
+                echo "$pid"
+                todo+=("$pid")
+            fi
+        done
+    done
+}
+
+any_alive() {
+    local pid
+    for pid in "$@"; do
+        kill -0 "$pid" 2>/dev/null && return 0
+    done
+    return 1
+}
+
+WRK_PID=""
+stop_all() {
+    if [[ -n $WRK_PID ]]; then
+        kill -TERM "$WRK_PID" 2>/dev/null || true
+        wait "$WRK_PID" 2>/dev/null || true
+    fi
+    ((${#PIDS[@]})) || return 0
+    local pid i
+    local -a all=()
+    for pid in "${PIDS[@]}"; do
+        all+=("$pid")
+        mapfile -t -O "${#all[@]}" all < <(descendants "$pid")
+    done
+    kill -TERM "${PIDS[@]}" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        any_alive "${all[@]}" || break
+        sleep 0.1
+    done
+    kill -KILL "${all[@]}" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_all
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then
+        echo "kept $WORKDIR" >&2
+    else
+        rm -rf "$WORKDIR"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Sets FREE_PORT to a port nobody uses, below the ephemeral range so that
+# wrk's and the proxies' outgoing connections never collide with it.
+ALLOCATED_PORTS=" "
+FREE_PORT=""
+free_port() {
+    local lo=10000 hi eph_lo p hex n
+    read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range
+    hi=$((eph_lo - 1))
+    ((hi - lo >= 1000)) || { lo=20000; hi=65000; }
+    for ((n = 0; n < 200; n++)); do
+        p=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
+        [[ $ALLOCATED_PORTS == *" $p "* ]] && continue
+        printf -v hex '%04X' "$p"
+        if ! awk -v h=":$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { found = 1 } END { exit !found }' \
+            /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+            ALLOCATED_PORTS+="$p "
+            FREE_PORT=$p
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# start NAME LOGFILE COMMAND... : runs COMMAND pinned to SERVER_CPU in the
+# background; its pid is appended to PIDS.
+start() {
+    local name=$1 log=$2
+    shift 2
+    taskset -c "$SERVER_CPU" "$@" >"$log" 2>&1 &
+    PIDS+=("$!")
+    LAST_PID=$!
+    echo "  started $name (pid $LAST_PID)"
+}
+
+# wait_for NAME PID PORT LOGFILE...: bounded poll until PORT accepts; on
+# failure shows the tail of the log files.
+wait_for() {
+    local name=$1 pid=$2 port=$3 i
+    shift 3
+    for ((i = 0; i < STARTUP_TIMEOUT * 10; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "bench.sh: $name exited during startup; its output:" >&2
+            tail -n 30 "$@" >&2 || true
+            exit 1
+        fi
+        # shellcheck disable=SC2016 # $1 is expanded by the inner bash
+        if timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$port" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench.sh: $name did not accept on 127.0.0.1:$port within ${STARTUP_TIMEOUT}s; its output:" >&2
+    tail -n 30 "$@" >&2 || true
+    exit 1
+}
+
+# ------------------------------------------------------------ configs ---
+
+nginx_main() { # $1 = instance dir
+    local dir=$1
+    mkdir -p "$dir/tmp"
+    ((EUID == 0)) && echo "user root;"
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $NOFILE; }
+EOF
+}
+
+nginx_http_common() { # $1 = instance dir
+    cat <<EOF
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+EOF
+}
+
+write_origin_config() { # dir port
+    {
+        nginx_main "$1"
+        echo "http {"
+        nginx_http_common "$1"
+        cat <<EOF
+    server {
+        listen 127.0.0.1:$2;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+    } >"$1/nginx.conf"
+}
+
+write_nginx_proxy_config() { # dir port
+    local keepalive=$((CONNECTIONS > 64 ? CONNECTIONS : 64))
+    {
+        nginx_main "$1"
+        echo "http {"
+        nginx_http_common "$1"
+        cat <<EOF
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive $keepalive;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$1/nginx.conf"
+}
+
+write_haproxy_config() { # dir port
+    cat >"$1/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $NOFILE
+    pidfile $1/haproxy.pid
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend bench
+    bind 127.0.0.1:$2
+    default_backend origin
+
+backend origin
+    server origin 127.0.0.1:$ORIGIN_PORT
+EOF
+}
+
+# THE place for gateway routes: both gateway instances get exactly this.
+# Add routes for later benchmarks (JWT, API key, rate limit) here, together
+# with whatever sections they need, and a matching add_target line in
+# define_targets(). The upstream "origin" is defined before this text.
+gateway_routes() {
+    cat <<EOF
+[[routes]]
+name = "bench"
+path_prefix = "/"
+public = true
+upstream = "origin"
+EOF
+}
+
+write_gateway_config() { # dir port access_log
+    cat >"$1/portcullis.toml" <<EOF
+[server]
+threads = 1
+pid_file = "$1/portcullis.pid"
+upgrade_sock = "$1/portcullis.sock"
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+
+[log]
+level = "warn"
+access_log = "$3"
+security_log = "$1/security.log"
+
+[[listeners]]
+name = "http"
+listen = "127.0.0.1:$2"
+
+[upstreams.origin]
+targets = ["127.0.0.1:$ORIGIN_PORT"]
+
+$(gateway_routes)
+EOF
+}
+
+# ------------------------------------------------------------ targets ---
+
+T_NAMES=()
+T_URLS=()
+T_ARGS=() # extra wrk args, joined with \x1f
+add_target() { # NAME URL [extra wrk args...]
+    local name=$1 url=$2
+    shift 2
+    local IFS=$'\x1f'
+    T_NAMES+=("$name")
+    T_URLS+=("$url")
+    T_ARGS+=("$*")
+}
+
+# THE list of targets, in table order. Called once every server is up.
+# Rows named "direct" and "nginx" are the baselines of the ratio columns;
+# rows whose name starts with "portcullis" get a summary line.
+define_targets() {
+    add_target "direct" "http://127.0.0.1:$ORIGIN_PORT/"
+    add_target "nginx" "http://127.0.0.1:$NGINX_PORT/"
+    if [[ -n $HAPROXY_PORT ]]; then
+        add_target "haproxy" "http://127.0.0.1:$HAPROXY_PORT/"
+    fi
+    if ((WITH_GATEWAY)); then
+        add_target "portcullis" "http://127.0.0.1:$GW_PORT/"
+        add_target "portcullis (access log on)" "http://127.0.0.1:$GW_LOG_PORT/"
+    fi
+}
+
+# ---------------------------------------------------------------- wrk ---
+
+# Prints "rps p50_ms p99_ms requests non2xx socket_errors" from wrk output.
+parse_wrk() {
+    awk '
+    function ms(v,   n, u) {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") return n / 1000
+        if (u == "ms") return n
+        if (u == "s")  return n * 1000
+        if (u == "m")  return n * 60000
+        if (u == "h")  return n * 3600000
+        return -1
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    /requests in/ { total = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses:/ { non2xx = $5 }
+    /Socket errors:/ { gsub(/,/, ""); serr = $4 + $6 + $8 + $10 }
+    END {
+        if (rps == "" || p50 == "" || p99 == "" || p50 < 0 || p99 < 0) exit 1
+        printf "%.2f %.3f %.3f %d %d %d\n", rps, p50, p99, total, non2xx, serr
+    }'
+}
+
+# run_wrk INDEX SECONDS OUTFILE: one wrk run against target INDEX.
+run_wrk() {
+    local i=$1 secs=$2 out=$3
+    local -a extra=()
+    if [[ -n ${T_ARGS[$i]} ]]; then
+        IFS=$'\x1f' read -r -a extra <<<"${T_ARGS[$i]}"
+    fi
+    # In the background so that a signal to this script interrupts `wait`
+    # at once instead of after the run; cleanup() stops it.
+    timeout -k 5 $((secs + 30)) taskset -c "$WRK_CPU" "$WRK" \
+        -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency \
+        "${extra[@]+"${extra[@]}"}" "${T_URLS[$i]}" >"$out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || {
+        echo "bench.sh: wrk failed against ${T_NAMES[$i]} (${T_URLS[$i]}):" >&2
+        cat "$out" >&2
+        exit 1
+    }
+    WRK_PID=""
+}
+
+median() { # numbers on stdin
+    sort -g | awk '{ v[NR] = $1 }
+        END {
+            if (NR == 0) { print "nan"; exit }
+            if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+        }'
+}
+
+column_of() { # FILE COLUMN
+    awk -v k="$2" '{ print $k }' "$1"
+}
+
+# ---------------------------------------------------------- main ---
+
+# Header: what ran, where, with which settings.
+git_rev=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo "none (no commits yet)")
+if [[ -n $(git -C "$REPO" status --porcelain 2>/dev/null | head -n 1) ]]; then
+    git_rev+=" +uncommitted changes"
+fi
+cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo "Portcullis benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "git revision: $git_rev"
+echo "nproc:        $(nproc) (${cpu_model:-unknown cpu}), kernel $(uname -r)"
+if ((WITH_GATEWAY)); then
+    echo "gateway:      $PORTCULLIS ($("$PORTCULLIS" --version 2>/dev/null || echo '?'), built $(date -u -r "$PORTCULLIS" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$PORTCULLIS" | cut -c1-12))"
+fi
+echo "nginx:        $("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+echo "wrk:          $("$WRK" -v 2>&1 | awk 'NR == 1 { print $2 }')"
+if [[ -n $HAPROXY ]]; then
+    echo "haproxy:      $("$HAPROXY" -v 2>&1 | awk 'NR == 1 { print $3 }')"
+else
+    echo "haproxy:      not installed, skipped"
+fi
+echo "settings:     $CONNECTIONS connections, $WRK_THREADS wrk thread(s), ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s), medians"
+echo "pinning:      servers (origin + proxies, 1 worker each) on CPU $SERVER_CPU, wrk on CPU $WRK_CPU"
+((SERVER_CPU != WRK_CPU)) || echo "WARNING: servers and wrk share CPU $SERVER_CPU; results are not comparable to a normal run"
+read -r load1 _ </proc/loadavg
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "WARNING: load average is $load1 before starting: other work is running and will skew the results"
+fi
+echo
+
+echo "starting servers in $WORKDIR"
+free_port
+ORIGIN_PORT=$FREE_PORT
+mkdir -p "$WORKDIR/origin"
+write_origin_config "$WORKDIR/origin" "$ORIGIN_PORT"
+start "origin nginx on :$ORIGIN_PORT" "$WORKDIR/origin/stderr.log" \
+    "$NGINX" -p "$WORKDIR/origin/" -c "$WORKDIR/origin/nginx.conf" -e "$WORKDIR/origin/error.log"
+wait_for "origin nginx" "$LAST_PID" "$ORIGIN_PORT" "$WORKDIR/origin/stderr.log" "$WORKDIR/origin/error.log"
+
+free_port
+NGINX_PORT=$FREE_PORT
+mkdir -p "$WORKDIR/nginx"
+write_nginx_proxy_config "$WORKDIR/nginx" "$NGINX_PORT"
+start "nginx proxy on :$NGINX_PORT" "$WORKDIR/nginx/stderr.log" \
+    "$NGINX" -p "$WORKDIR/nginx/" -c "$WORKDIR/nginx/nginx.conf" -e "$WORKDIR/nginx/error.log"
+wait_for "nginx proxy" "$LAST_PID" "$NGINX_PORT" "$WORKDIR/nginx/stderr.log" "$WORKDIR/nginx/error.log"
+
+HAPROXY_PORT=""
+if [[ -n $HAPROXY ]]; then
+    free_port
+    HAPROXY_PORT=$FREE_PORT
+    mkdir -p "$WORKDIR/haproxy"
+    write_haproxy_config "$WORKDIR/haproxy" "$HAPROXY_PORT"
+    "$HAPROXY" -c -q -f "$WORKDIR/haproxy/haproxy.cfg" || die "haproxy rejects $WORKDIR/haproxy/haproxy.cfg"
+    start "haproxy on :$HAPROXY_PORT" "$WORKDIR/haproxy/stderr.log" \
+        "$HAPROXY" -db -f "$WORKDIR/haproxy/haproxy.cfg"
+    wait_for "haproxy" "$LAST_PID" "$HAPROXY_PORT" "$WORKDIR/haproxy/stderr.log"
+fi
+
+GW_PORT=""
+GW_LOG_PORT=""
+ACCESS_LOG="$WORKDIR/gw-log/access.log"
+if ((WITH_GATEWAY)); then
+    free_port
+    GW_PORT=$FREE_PORT
+    free_port
+    GW_LOG_PORT=$FREE_PORT
+    mkdir -p "$WORKDIR/gw" "$WORKDIR/gw-log"
+    write_gateway_config "$WORKDIR/gw" "$GW_PORT" "off"
+    write_gateway_config "$WORKDIR/gw-log" "$GW_LOG_PORT" "$ACCESS_LOG"
+    for d in gw gw-log; do
+        "$PORTCULLIS" check -c "$WORKDIR/$d/portcullis.toml" >/dev/null ||
+            die "portcullis rejects the generated $WORKDIR/$d/portcullis.toml"
+    done
+    start "portcullis on :$GW_PORT" "$WORKDIR/gw/stderr.log" \
+        "$PORTCULLIS" run -c "$WORKDIR/gw/portcullis.toml"
+    wait_for "portcullis" "$LAST_PID" "$GW_PORT" "$WORKDIR/gw/stderr.log"
+    start "portcullis (access log on) on :$GW_LOG_PORT" "$WORKDIR/gw-log/stderr.log" \
+        "$PORTCULLIS" run -c "$WORKDIR/gw-log/portcullis.toml"
+    wait_for "portcullis (access log on)" "$LAST_PID" "$GW_LOG_PORT" "$WORKDIR/gw-log/stderr.log"
+fi
+echo
+
+define_targets
+N=${#T_NAMES[@]}
+mkdir -p "$WORKDIR/results"
+for ((i = 0; i < N; i++)); do
+    : >"$WORKDIR/results/$i"
+    echo 0 >"$WORKDIR/results/$i.sent" # every request sent, warm-ups included
+done
+
+add_sent() { # INDEX COUNT
+    local f="$WORKDIR/results/$1.sent" sent
+    sent=$(<"$f")
+    echo $((sent + $2)) >"$f"
+}
+
+for ((r = 0; r < ROUNDS; r++)); do
+    for ((k = 0; k < N; k++)); do
+        i=$(((k + r) % N))
+        name=${T_NAMES[$i]}
+        if ((WARMUP > 0)); then
+            run_wrk "$i" "$WARMUP" "$WORKDIR/warmup.out"
+            if ! w=$(parse_wrk <"$WORKDIR/warmup.out"); then
+                cat "$WORKDIR/warmup.out" >&2
+                die "cannot parse wrk output (warm-up of $name)"
+            fi
+            read -r _ _ _ total non2xx serr <<<"$w"
+            add_sent "$i" "$total"
+            if ((total == 0 || non2xx > 0)); then
+                cat "$WORKDIR/warmup.out" >&2
+                die "$name (${T_URLS[$i]}) answered $non2xx non-2xx of $total requests during warm-up; fix the target before measuring"
+            fi
+        fi
+        out="$WORKDIR/results/$i.r$r.out"
+        run_wrk "$i" "$DURATION" "$out"
+        if ! m=$(parse_wrk <"$out"); then
+            cat "$out" >&2
+            die "cannot parse wrk output ($name)"
+        fi
+        echo "$m" >>"$WORKDIR/results/$i"
+        read -r rps p50 p99 total non2xx serr <<<"$m"
+        add_sent "$i" "$total"
+        printf '  round %d/%d  %-28s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms%s\n' \
+            $((r + 1)) "$ROUNDS" "$name" "$rps" "$p50" "$p99" \
+            "$( ((non2xx + serr == 0)) || echo "  ($non2xx non-2xx, $serr socket errors)")"
+    done
+done
+echo
+
+# Medians per target.
+MED_RPS=()
+MED_P50=()
+MED_P99=()
+SPREAD=()
+ERRORS=()
+for ((i = 0; i < N; i++)); do
+    f="$WORKDIR/results/$i"
+    MED_RPS+=("$(column_of "$f" 1 | median)")
+    MED_P50+=("$(column_of "$f" 2 | median)")
+    MED_P99+=("$(column_of "$f" 3 | median)")
+    SPREAD+=("$(awk 'NR == 1 || $1 < lo { lo = $1 } NR == 1 || $1 > hi { hi = $1 }
+        END { print lo, hi }' "$f")")
+    ERRORS+=("$(awk '{ e += $5 + $6 } END { print e + 0 }' "$f")")
+done
+
+index_of() { # NAME -> index or empty
+    local i
+    for ((i = 0; i < N; i++)); do
+        [[ ${T_NAMES[$i]} == "$1" ]] && { echo "$i"; return 0; }
+    done
+    return 0
+}
+DIRECT=$(index_of direct)
+NGINX_ROW=$(index_of nginx)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
+
+fmt='%-28s %10s %9s %9s %8s %8s %8s %10s %7s\n'
+# shellcheck disable=SC2059
+printf "$fmt" target "req/s" "p50 ms" "p99 ms" spread /direct /nginx "p99-nginx" errors
+# shellcheck disable=SC2059
+printf "$fmt" "$(printf '%.0s-' {1..28})" ---------- --------- --------- -------- -------- -------- ---------- -------
+for ((i = 0; i < N; i++)); do
+    read -r lo hi <<<"${SPREAD[$i]}"
+    spread=$(awk -v lo="$lo" -v hi="$hi" -v m="${MED_RPS[$i]}" 'BEGIN { printf "%.1f%%", (m > 0 ? (hi - lo) / m * 100 : 0) }')
+    vs_direct="-"
+    vs_nginx="-"
+    p99_nginx="-"
+    [[ -n $DIRECT ]] && vs_direct=$(ratio "${MED_RPS[$i]}" "${MED_RPS[$DIRECT]}")
+    if [[ -n $NGINX_ROW ]]; then
+        vs_nginx=$(ratio "${MED_RPS[$i]}" "${MED_RPS[$NGINX_ROW]}")
+        p99_nginx=$(diff_ms "${MED_P99[$i]}" "${MED_P99[$NGINX_ROW]}")
+    fi
+    # shellcheck disable=SC2059
+    printf "$fmt" "${T_NAMES[$i]}" \
+        "$(awk -v v="${MED_RPS[$i]}" 'BEGIN { printf "%.0f", v }')" \
+        "$(awk -v v="${MED_P50[$i]}" 'BEGIN { printf "%.3f", v }')" \
+        "$(awk -v v="${MED_P99[$i]}" 'BEGIN { printf "%.3f", v }')" \
+        "$spread" "$vs_direct" "$vs_nginx" "$p99_nginx" "${ERRORS[$i]}"
+done
+echo
+
+for ((i = 0; i < N; i++)); do
+    [[ ${T_NAMES[$i]} == portcullis* ]] || continue
+    line="${T_NAMES[$i]}:"
+    [[ -n $DIRECT ]] && line+="  gateway/direct = $(ratio "${MED_RPS[$i]}" "${MED_RPS[$DIRECT]}")"
+    if [[ -n $NGINX_ROW ]]; then
+        line+="  gateway/nginx = $(ratio "${MED_RPS[$i]}" "${MED_RPS[$NGINX_ROW]}")"
+        line+="  p99 gateway − nginx = $(diff_ms "${MED_P99[$i]}" "${MED_P99[$NGINX_ROW]}") ms"
+    fi
+    echo "$line"
+done
+
+# The access-log writer drops lines rather than block the request path;
+# say how many it kept.
+LOG_ROW=$(index_of "portcullis (access log on)")
+if [[ -n $LOG_ROW ]]; then
+    sleep 0.5 # let the writer thread flush its last batch
+    sent=$(<"$WORKDIR/results/$LOG_ROW.sent")
+    lines=0
+    [[ -f $ACCESS_LOG ]] && lines=$(wc -l <"$ACCESS_LOG")
+    bytes=0
+    [[ -f $ACCESS_LOG ]] && bytes=$(wc -c <"$ACCESS_LOG")
+    echo "access log: $lines lines ($((bytes / 1024 / 1024)) MiB) for $sent requests completed by wrk (warm-ups included)"
+fi

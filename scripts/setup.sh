@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system packages Portcullis needs to build and test on Debian:
+# Pingora builds zlib-ng with cmake and vendors OpenSSL with perl.
+set -euo pipefail
+packages=(build-essential cmake perl pkg-config libssl-dev curl)
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install a Rust toolchain (https://rustup.rs) and re-run" >&2
+  exit 1
+fi

@@ -1,0 +1,54 @@
+//! Configuration: the TOML file parsed, validated and reported with places.
+
+pub mod diag;
+pub mod model;
+mod parse;
+pub mod reader;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use diag::{ConfigError, ConfigErrors};
+pub use model::*;
+pub use parse::parse_cidr;
+
+use diag::Diagnostics;
+use reader::Table;
+
+/// Reads, parses and validates the configuration at `path`, reporting every
+/// problem at once.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read configuration: {e}"),
+        }])
+    })?;
+    parse_str(path, &text)
+}
+
+/// Validates configuration text as if it were read from `path`.
+pub fn parse_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+    let mut d = Diagnostics::new(path, text);
+    let (doc, parse_errors) = toml::de::DeTable::parse_recoverable(text);
+    if !parse_errors.is_empty() {
+        for e in parse_errors {
+            let span = e.span().unwrap_or(0..0);
+            d.error(span, e.message().trim_end().to_string());
+        }
+        return Err(ConfigErrors(d.into_errors()));
+    }
+    let root = Table::new(doc.get_ref(), doc.span(), "");
+    let config = parse::config(&mut d, &root, path, sha256);
+    root.finish(&mut d);
+    match config {
+        Some(c) if !d.has_errors() => Ok(c),
+        _ => Err(ConfigErrors(d.into_errors())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

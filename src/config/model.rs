@@ -1,0 +1,156 @@
+//! The validated configuration: what the program needs, not what the file says.
+//!
+//! Every value here has passed validation; later stages never re-check it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::routing::table::{MethodSet, PathMatch};
+
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    /// Hex SHA-256 of the main file's bytes, so operators can tell which
+    /// revision a running gateway serves.
+    pub sha256: String,
+    pub server: Server,
+    pub log: Log,
+    pub listeners: Vec<Listener>,
+    pub limits: Limits,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub threads: usize,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub level: String,
+    pub access_log: LogTarget,
+    pub security_log: LogTarget,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    /// The address exactly as written: Pingora matches inherited sockets on
+    /// upgrade by this string.
+    pub listen: String,
+    pub addr: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    pub tls: bool,
+    pub sni: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retries: usize,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub weight: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Random,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Consumer,
+    ClientIp,
+    Header(HeaderName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: usize,
+    pub healthy_threshold: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    Http { path: String, host: String },
+    Tcp,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub path: PathMatch,
+    pub methods: MethodSet,
+    pub action: RouteAction,
+    /// The route's own body limit; never above the global one.
+    pub max_body_bytes: u64,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug)]
+pub enum RouteAction {
+    Proxy {
+        /// Index into `Config::upstreams`.
+        upstream: usize,
+        strip_prefix: bool,
+    },
+    Respond {
+        status: u16,
+        body: Bytes,
+        content_type: HeaderValue,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}

@@ -1,0 +1,769 @@
+//! From the TOML document to the validated [`Config`], section by section.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+use serde_spanned::Spanned;
+use toml::de::DeValue;
+
+use super::diag::Diagnostics;
+use super::model::*;
+use super::reader::{Table, Value};
+use crate::routing::table::{MethodSet, PathMatch};
+
+const DEFAULT_MAX_URI_BYTES: u64 = 8192;
+const DEFAULT_MAX_HEADER_BYTES: u64 = 16384;
+const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+const ONE_HOUR_MS: u64 = 3_600_000;
+
+/// Headers whose framing meaning the gateway owns; letting configuration
+/// rewrite them would open request smuggling.
+const FRAMING_HEADERS: [&str; 5] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) -> Option<Config> {
+    let server = server(d, root);
+    let log = log(d, root);
+    let listeners = listeners(d, root);
+    let limits = limits(d, root);
+    let upstreams = upstreams(d, root);
+    let routes = routes(d, root, &upstreams, &limits);
+    if let Some(auth) = root.raw("auth") {
+        d.error(
+            auth.span(),
+            "[auth] providers are not available in this version of portcullis",
+        );
+    }
+    let span = root.span();
+    if listeners.is_empty() {
+        d.error(
+            span.start..span.start,
+            "at least one [[listeners]] is required",
+        );
+    }
+    Some(Config {
+        path: path.to_path_buf(),
+        sha256,
+        server,
+        log,
+        listeners,
+        limits,
+        upstreams,
+        routes,
+    })
+}
+
+fn server(d: &mut Diagnostics, root: &Table) -> Server {
+    let mut out = Server {
+        threads: 1,
+        pid_file: PathBuf::from("/tmp/portcullis.pid"),
+        upgrade_sock: PathBuf::from("/tmp/portcullis_upgrade.sock"),
+        grace_period_seconds: 30,
+        graceful_shutdown_timeout_seconds: 5,
+        trusted_proxies: Vec::new(),
+    };
+    let Some(t) = root.table(d, "server") else {
+        return out;
+    };
+    if let Some(n) = t.integer(d, "threads", 1..=1024) {
+        out.threads = n as usize;
+    }
+    if let Some(p) = non_empty_string(d, &t, "pid_file") {
+        out.pid_file = PathBuf::from(p.into_inner());
+    }
+    if let Some(p) = non_empty_string(d, &t, "upgrade_sock") {
+        out.upgrade_sock = PathBuf::from(p.into_inner());
+    }
+    if let Some(n) = t.integer(d, "grace_period_seconds", 0..=3600) {
+        out.grace_period_seconds = n;
+    }
+    if let Some(n) = t.integer(d, "graceful_shutdown_timeout_seconds", 0..=3600) {
+        out.graceful_shutdown_timeout_seconds = n;
+    }
+    for cidr in t.strings(d, "trusted_proxies").unwrap_or_default() {
+        match parse_cidr(cidr.get_ref()) {
+            Some(net) => out.trusted_proxies.push(net),
+            None => d.error(
+                cidr.span(),
+                format!("`{}` is not an IP address or CIDR", cidr.get_ref()),
+            ),
+        }
+    }
+    t.finish(d);
+    out
+}
+
+/// An address or a CIDR; a bare address is a /32 or /128.
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn log(d: &mut Diagnostics, root: &Table) -> Log {
+    let mut out = Log {
+        level: "info".into(),
+        access_log: LogTarget::Stdout,
+        security_log: LogTarget::Stdout,
+    };
+    let Some(t) = root.table(d, "log") else {
+        return out;
+    };
+    if let Some(level) = t.string(d, "level") {
+        match level.get_ref().as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => out.level = level.into_inner(),
+            other => d.error(
+                level.span(),
+                format!("unknown log level `{other}`; use error, warn, info, debug or trace"),
+            ),
+        }
+    }
+    if let Some(target) = non_empty_string(d, &t, "access_log") {
+        out.access_log = log_target(target.get_ref());
+    }
+    if let Some(target) = non_empty_string(d, &t, "security_log") {
+        out.security_log = match log_target(target.get_ref()) {
+            LogTarget::Off => {
+                d.error(
+                    target.span(),
+                    "the security log cannot be turned off; use \"stdout\" or a file path",
+                );
+                LogTarget::Stdout
+            }
+            other => other,
+        };
+    }
+    t.finish(d);
+    out
+}
+
+fn log_target(s: &str) -> LogTarget {
+    match s {
+        "stdout" => LogTarget::Stdout,
+        "off" => LogTarget::Off,
+        path => LogTarget::File(PathBuf::from(path)),
+    }
+}
+
+fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {
+    let mut out: Vec<Listener> = Vec::new();
+    for t in root.tables(d, "listeners") {
+        let name = required_string(d, &t, "name");
+        let listen = required_string(d, &t, "listen");
+        let tls = t.table(d, "tls").and_then(|tls| {
+            let cert = required_string(d, &tls, "cert");
+            let key = required_string(d, &tls, "key");
+            tls.finish(d);
+            let cert = cert?;
+            let span = cert.span();
+            let pair = ListenerTls {
+                cert: existing_file(d, cert)?,
+                key: existing_file(d, key?)?,
+            };
+            if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
+                d.error(span, e.to_string());
+                return None;
+            }
+            Some(pair)
+        });
+        t.finish(d);
+        let (Some(name), Some(listen)) = (name, listen) else {
+            continue;
+        };
+        if out.iter().any(|l| l.name == *name.get_ref()) {
+            d.error(
+                name.span(),
+                format!("duplicate listener name `{}`", name.get_ref()),
+            );
+        }
+        let Ok(addr) = listen.get_ref().parse::<SocketAddr>() else {
+            d.error(
+                listen.span(),
+                format!(
+                    "`{}` is not an IP:port address (host names are not resolved)",
+                    listen.get_ref()
+                ),
+            );
+            continue;
+        };
+        if out.iter().any(|l| l.addr == addr) {
+            d.error(
+                listen.span(),
+                format!("address {addr} is used by two listeners"),
+            );
+        }
+        out.push(Listener {
+            name: name.into_inner(),
+            listen: listen.into_inner(),
+            addr,
+            tls,
+        });
+    }
+    out
+}
+
+fn limits(d: &mut Diagnostics, root: &Table) -> Limits {
+    let mut out = Limits {
+        max_uri_bytes: DEFAULT_MAX_URI_BYTES as usize,
+        max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
+        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+    };
+    let Some(t) = root.table(d, "limits") else {
+        return out;
+    };
+    if let Some(n) = t.integer(d, "max_uri_bytes", 16..=65536) {
+        out.max_uri_bytes = n as usize;
+    }
+    if let Some(n) = t.integer(d, "max_header_bytes", 256..=1024 * 1024) {
+        out.max_header_bytes = n as usize;
+    }
+    if let Some(n) = t.integer(d, "max_body_bytes", 0..=u64::from(u32::MAX)) {
+        out.max_body_bytes = n;
+    }
+    t.finish(d);
+    out
+}
+
+fn upstreams(d: &mut Diagnostics, root: &Table) -> Vec<Upstream> {
+    let Some(all) = root.table(d, "upstreams") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, value) in all.entries() {
+        if !valid_name(name.get_ref()) {
+            d.error(name.span(), name_rule(name.get_ref()));
+        }
+        let Some(t) = Table::from_value(d, value, format!("upstreams.{}", name.get_ref())) else {
+            continue;
+        };
+        if let Some(u) = upstream(d, &t, name.get_ref()) {
+            out.push(u);
+        }
+        t.finish(d);
+    }
+    out
+}
+
+fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Upstream> {
+    let targets = targets(d, t);
+    let balance = match t.string(d, "balance") {
+        None => Balance::RoundRobin,
+        Some(b) => match b.get_ref().as_str() {
+            "round_robin" => Balance::RoundRobin,
+            "random" => Balance::Random,
+            "consistent_hash" => Balance::ConsistentHash,
+            other => {
+                d.error(
+                    b.span(),
+                    format!(
+                        "unknown balance `{other}`; use round_robin, random or consistent_hash"
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        },
+    };
+    let hash_key = match t.string(d, "hash_key") {
+        None => HashKey::ClientIp,
+        Some(k) => {
+            if balance != Balance::ConsistentHash {
+                d.error(
+                    k.span(),
+                    "`hash_key` only applies to balance = \"consistent_hash\"",
+                );
+            }
+            hash_key(d, &k).unwrap_or(HashKey::ClientIp)
+        }
+    };
+    let tls = t.boolean(d, "tls").unwrap_or(false);
+    let sni = t.string(d, "sni").map(Spanned::into_inner);
+    let connect_timeout = t
+        .integer(d, "connect_timeout_ms", 1..=ONE_HOUR_MS)
+        .unwrap_or(1000);
+    let read_timeout = t
+        .integer(d, "read_timeout_ms", 1..=ONE_HOUR_MS)
+        .unwrap_or(30_000);
+    let retries = t.integer(d, "retries", 0..=10).unwrap_or(1) as usize;
+    let health_check = t.table(d, "health_check").and_then(|h| {
+        let hc = health_check(d, &h);
+        h.finish(d);
+        hc
+    });
+    let targets = targets?;
+    if targets.is_empty() {
+        d.error(t.span(), format!("upstream `{name}` has no targets"));
+    }
+    Some(Upstream {
+        name: name.to_string(),
+        targets,
+        balance,
+        hash_key,
+        tls,
+        sni: sni.unwrap_or_default(),
+        connect_timeout: Duration::from_millis(connect_timeout),
+        read_timeout: Duration::from_millis(read_timeout),
+        retries,
+        health_check,
+    })
+}
+
+fn targets(d: &mut Diagnostics, t: &Table) -> Option<Vec<Target>> {
+    let Some(items) = t.array(d, "targets") else {
+        d.error(t.span(), format!("[{}] needs `targets`", t.section()));
+        return None;
+    };
+    let mut out: Vec<Target> = Vec::new();
+    for item in items {
+        let parsed = match item.get_ref() {
+            DeValue::String(s) => target_addr(d, item, s).map(|addr| Target { addr, weight: 1 }),
+            DeValue::Table(_) => {
+                let tt = Table::from_value(d, item, format!("{}.targets", t.section()))?;
+                let addr = required_string(d, &tt, "address");
+                let weight = tt.integer(d, "weight", 1..=1000).unwrap_or(1) as usize;
+                tt.finish(d);
+                addr.and_then(|a| {
+                    let v = Spanned::new(a.span(), DeValue::String(a.get_ref().clone().into()));
+                    target_addr(d, &v, a.get_ref())
+                })
+                .map(|addr| Target { addr, weight })
+            }
+            other => {
+                d.error(
+                    item.span(),
+                    format!(
+                        "a target is \"IP:port\" or {{ address = \"IP:port\", weight = N }}, found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(target) = parsed {
+            if out.iter().any(|o| o.addr == target.addr) {
+                d.error(item.span(), format!("duplicate target {}", target.addr));
+            } else {
+                out.push(target);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn target_addr(d: &mut Diagnostics, item: &Value, s: &str) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            d.error(
+                item.span(),
+                format!("target `{s}` is not an IP:port address (host names are not resolved)"),
+            );
+            None
+        }
+    }
+}
+
+fn hash_key(d: &mut Diagnostics, k: &Spanned<String>) -> Option<HashKey> {
+    match k.get_ref().as_str() {
+        "consumer" => Some(HashKey::Consumer),
+        "client_ip" => Some(HashKey::ClientIp),
+        other => match other.strip_prefix("header:") {
+            Some(h) => match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                Ok(name) => Some(HashKey::Header(name)),
+                Err(_) => {
+                    d.error(k.span(), format!("`{h}` is not a valid header name"));
+                    None
+                }
+            },
+            None => {
+                d.error(
+                    k.span(),
+                    format!("unknown hash_key `{other}`; use consumer, client_ip or header:NAME"),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn health_check(d: &mut Diagnostics, h: &Table) -> Option<HealthCheck> {
+    let kind = required_string(d, h, "kind");
+    let path = h.string(d, "path");
+    let host = h.string(d, "host");
+    let interval = h
+        .integer(d, "interval_ms", 10..=ONE_HOUR_MS)
+        .unwrap_or(1000);
+    let timeout = h.integer(d, "timeout_ms", 1..=ONE_HOUR_MS).unwrap_or(500);
+    let unhealthy = h.integer(d, "unhealthy_threshold", 1..=100).unwrap_or(2) as usize;
+    let healthy = h.integer(d, "healthy_threshold", 1..=100).unwrap_or(1) as usize;
+    let kind = match kind?.get_ref().as_str() {
+        "http" => {
+            let path = match path {
+                Some(p) if p.get_ref().starts_with('/') => p.into_inner(),
+                Some(p) => {
+                    d.error(p.span(), "health check `path` must start with /");
+                    return None;
+                }
+                None => "/".to_string(),
+            };
+            HealthKind::Http {
+                path,
+                host: host.map_or_else(|| "localhost".to_string(), Spanned::into_inner),
+            }
+        }
+        "tcp" => {
+            if let Some(p) = path.or(host) {
+                d.error(p.span(), "`path` and `host` only apply to kind = \"http\"");
+            }
+            HealthKind::Tcp
+        }
+        other => {
+            d.error(
+                h.span(),
+                format!("unknown health check kind `{other}`; use http or tcp"),
+            );
+            return None;
+        }
+    };
+    Some(HealthCheck {
+        kind,
+        interval: Duration::from_millis(interval),
+        timeout: Duration::from_millis(timeout),
+        unhealthy_threshold: unhealthy,
+        healthy_threshold: healthy,
+    })
+}
+
+fn routes(
+    d: &mut Diagnostics,
+    root: &Table,
+    upstreams: &[Upstream],
+    limits: &Limits,
+) -> Vec<Route> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for t in root.tables(d, "routes") {
+        if let Some(r) = route(d, &t, upstreams, limits) {
+            if !names.insert(r.name.clone()) {
+                d.error(t.span(), format!("duplicate route name `{}`", r.name));
+            }
+            out.push(r);
+        }
+        t.finish(d);
+    }
+    out
+}
+
+fn route(d: &mut Diagnostics, t: &Table, upstreams: &[Upstream], limits: &Limits) -> Option<Route> {
+    let name = required_string(d, t, "name");
+    if let Some(n) = &name {
+        if !valid_name(n.get_ref()) {
+            d.error(n.span(), name_rule(n.get_ref()));
+        }
+    }
+    let hosts = t
+        .strings(d, "hosts")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|h| route_host(d, &h))
+        .collect();
+    let path = route_path(d, t);
+    let methods = route_methods(d, t);
+    let public = t.boolean(d, "public").unwrap_or(false);
+    if let Some(auth) = t.raw("auth") {
+        d.error(
+            auth.span(),
+            "`auth` providers are not available in this version of portcullis; only `public = true` routes can be served",
+        );
+    } else if !public {
+        d.error(
+            t.span(),
+            format!(
+                "route `{}` must name its `auth` providers or say `public = true` (routes are closed by default)",
+                name.as_ref().map_or("?", |n| n.get_ref().as_str())
+            ),
+        );
+    }
+    let upstream = t.string(d, "upstream");
+    let strip_prefix = t.boolean(d, "strip_prefix");
+    let respond = t.table(d, "respond").and_then(|r| {
+        let out = respond(d, &r);
+        r.finish(d);
+        out
+    });
+    let max_body_bytes = match t.integer(d, "max_body_bytes", 0..=u64::from(u32::MAX)) {
+        Some(n) if n > limits.max_body_bytes => {
+            d.error(
+                t.span(),
+                format!(
+                    "route `max_body_bytes` ({n}) is above the global [limits] max_body_bytes ({}); routes may only lower it",
+                    limits.max_body_bytes
+                ),
+            );
+            limits.max_body_bytes
+        }
+        Some(n) => n,
+        None => limits.max_body_bytes,
+    };
+    let request_headers = header_ops(d, t, "request_headers");
+    let response_headers = header_ops(d, t, "response_headers");
+
+    let action = match (upstream, respond) {
+        (Some(u), None) => {
+            let Some(index) = upstreams.iter().position(|x| x.name == *u.get_ref()) else {
+                d.error(u.span(), format!("unknown upstream `{}`", u.get_ref()));
+                return None;
+            };
+            let strip_prefix = strip_prefix.unwrap_or(false);
+            if strip_prefix && !matches!(path, Some(PathMatch::Prefix(_))) {
+                d.error(t.span(), "`strip_prefix` needs a `path_prefix`");
+            }
+            RouteAction::Proxy {
+                upstream: index,
+                strip_prefix,
+            }
+        }
+        (None, Some(respond)) => {
+            if strip_prefix.is_some() {
+                d.error(
+                    t.span(),
+                    "`strip_prefix` only applies to routes with an `upstream`",
+                );
+            }
+            respond
+        }
+        (Some(u), Some(_)) => {
+            d.error(
+                u.span(),
+                "a route has either `upstream` or `respond`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            d.error(t.span(), "a route needs an `upstream` or a `respond`");
+            return None;
+        }
+    };
+    Some(Route {
+        name: name?.into_inner(),
+        hosts,
+        path: path?,
+        methods,
+        action,
+        max_body_bytes,
+        request_headers,
+        response_headers,
+    })
+}
+
+fn route_host(d: &mut Diagnostics, h: &Spanned<String>) -> Option<String> {
+    let host = h.get_ref().to_ascii_lowercase();
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'))
+        && (host.starts_with('[') || !host.contains(':'));
+    if ok {
+        Some(host)
+    } else {
+        d.error(
+            h.span(),
+            format!(
+                "`{}` is not a host name (give it without port or scheme)",
+                h.get_ref()
+            ),
+        );
+        None
+    }
+}
+
+fn route_path(d: &mut Diagnostics, t: &Table) -> Option<PathMatch> {
+    let exact = t.string(d, "path");
+    let prefix = t.string(d, "path_prefix");
+    let (value, make): (Spanned<String>, fn(String) -> PathMatch) = match (exact, prefix) {
+        (Some(p), None) => (p, PathMatch::Exact),
+        (None, Some(p)) => (p, PathMatch::Prefix),
+        (Some(p), Some(_)) => {
+            d.error(
+                p.span(),
+                "a route has either `path` or `path_prefix`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            d.error(t.span(), "a route needs `path` or `path_prefix`");
+            return None;
+        }
+    };
+    match crate::routing::normalize::normalize_path(value.get_ref()) {
+        Ok(n) if n == value.get_ref().as_str() => Some(make(value.into_inner())),
+        Ok(n) => {
+            d.error(
+                value.span(),
+                format!("route path is not in normal form; write it as `{n}`"),
+            );
+            None
+        }
+        Err(e) => {
+            d.error(value.span(), format!("invalid route path: {e}"));
+            None
+        }
+    }
+}
+
+fn route_methods(d: &mut Diagnostics, t: &Table) -> MethodSet {
+    let Some(list) = t.strings(d, "methods") else {
+        return MethodSet::ANY;
+    };
+    let mut set: Option<MethodSet> = None;
+    for m in list {
+        match MethodSet::parse(m.get_ref()) {
+            Some(one) => set = Some(set.map_or(one, |s| s.union(one))),
+            None => d.error(
+                m.span(),
+                format!(
+                    "unknown method `{}`; use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE or CONNECT",
+                    m.get_ref()
+                ),
+            ),
+        }
+    }
+    match set {
+        Some(s) => s,
+        None => {
+            d.error(
+                t.span(),
+                "`methods` must not be empty (omit it to allow any method)",
+            );
+            MethodSet::ANY
+        }
+    }
+}
+
+fn respond(d: &mut Diagnostics, r: &Table) -> Option<RouteAction> {
+    let status = r.integer(d, "status", 100..=599).unwrap_or(200) as u16;
+    let body = r
+        .string(d, "body")
+        .map(Spanned::into_inner)
+        .unwrap_or_default();
+    let content_type = match r.string(d, "content_type") {
+        None => HeaderValue::from_static("text/plain"),
+        Some(ct) => match HeaderValue::from_str(ct.get_ref()) {
+            Ok(v) => v,
+            Err(_) => {
+                d.error(ct.span(), "`content_type` is not a valid header value");
+                return None;
+            }
+        },
+    };
+    Some(RouteAction::Respond {
+        status,
+        body: Bytes::from(body),
+        content_type,
+    })
+}
+
+fn header_ops(d: &mut Diagnostics, t: &Table, key: &'static str) -> HeaderOps {
+    let mut out = HeaderOps::default();
+    let Some(ops) = t.table(d, key) else {
+        return out;
+    };
+    if let Some(set) = ops.table(d, "set") {
+        for (name, value) in set.entries() {
+            let Some(name) = header_name(d, &name) else {
+                continue;
+            };
+            match value.get_ref().as_str().map(HeaderValue::from_str) {
+                Some(Ok(v)) => out.set.push((name, v)),
+                _ => d.error(
+                    value.span(),
+                    "a header value must be a string of visible characters",
+                ),
+            }
+        }
+    }
+    for name in ops.strings(d, "remove").unwrap_or_default() {
+        let spanned = Spanned::new(name.span(), name.get_ref().as_str());
+        if let Some(n) = header_name(d, &spanned) {
+            out.remove.push(n);
+        }
+    }
+    ops.finish(d);
+    out
+}
+
+fn header_name(d: &mut Diagnostics, name: &Spanned<&str>) -> Option<HeaderName> {
+    let lower = name.get_ref().to_ascii_lowercase();
+    if FRAMING_HEADERS.contains(&lower.as_str()) {
+        d.error(
+            name.span(),
+            format!("header `{lower}` controls message framing and cannot be changed"),
+        );
+        return None;
+    }
+    match HeaderName::from_bytes(lower.as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            d.error(
+                name.span(),
+                format!("`{}` is not a valid header name", name.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+fn required_string(d: &mut Diagnostics, t: &Table, key: &'static str) -> Option<Spanned<String>> {
+    let v = t.string(d, key);
+    if v.is_none() && t.raw(key).is_none() {
+        d.error(t.span(), format!("[{}] needs `{key}`", t.section()));
+    }
+    v
+}
+
+fn non_empty_string(d: &mut Diagnostics, t: &Table, key: &'static str) -> Option<Spanned<String>> {
+    let v = t.string(d, key)?;
+    if v.get_ref().is_empty() {
+        d.error(v.span(), format!("`{key}` must not be empty"));
+        return None;
+    }
+    Some(v)
+}
+
+fn existing_file(d: &mut Diagnostics, p: Spanned<String>) -> Option<PathBuf> {
+    let path = PathBuf::from(p.get_ref());
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Some(path),
+        Ok(_) => {
+            d.error(p.span(), format!("`{}` is not a file", p.get_ref()));
+            None
+        }
+        Err(e) => {
+            d.error(p.span(), format!("cannot read `{}`: {e}", p.get_ref()));
+            None
+        }
+    }
+}
+
+/// Names appear in metrics labels and logs, so they are kept to a safe set.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn name_rule(name: &str) -> String {
+    format!("name `{name}` must be 1-64 characters of A-Z a-z 0-9 - _ .")
+}

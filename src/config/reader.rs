@@ -1,0 +1,212 @@
+//! Typed, span-aware access to a parsed TOML table.
+//!
+//! Serde's `deny_unknown_fields` stops at the first stray key and cannot say
+//! where the value it rejects lives. This reader records every key the schema
+//! asks for, so `finish` can report each key nobody asked for — with its
+//! place and the closest known name — and every type or range error carries
+//! the span of the offending value.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diag::{did_you_mean, Diagnostics};
+
+/// A value with its place in the file.
+pub type Value<'i> = Spanned<DeValue<'i>>;
+
+/// One TOML table being read; `section` names it in messages (`routes[2]`).
+pub struct Table<'a, 'i> {
+    entries: &'a DeTable<'i>,
+    span: Range<usize>,
+    section: String,
+    asked: RefCell<Vec<&'static str>>,
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    pub fn new(entries: &'a DeTable<'i>, span: Range<usize>, section: impl Into<String>) -> Self {
+        Table {
+            entries,
+            span,
+            section: section.into(),
+            asked: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Reads `value` as a table, or reports that it must be one.
+    pub fn from_value(
+        d: &mut Diagnostics,
+        value: &'a Value<'i>,
+        section: impl Into<String>,
+    ) -> Option<Self> {
+        let section = section.into();
+        match value.get_ref() {
+            DeValue::Table(t) => Some(Table::new(t, value.span(), section)),
+            other => {
+                d.error(
+                    value.span(),
+                    format!("`{section}` must be a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    pub fn section(&self) -> &str {
+        &self.section
+    }
+
+    /// The value of `key`, marking the key as known.
+    pub fn raw(&self, key: &'static str) -> Option<&'a Value<'i>> {
+        self.asked.borrow_mut().push(key);
+        self.entries.get(key)
+    }
+
+    /// Every entry, for tables whose keys are names chosen by the user
+    /// (`[upstreams.NAME]`); such tables have no unknown keys.
+    pub fn entries(&self) -> impl Iterator<Item = (Spanned<&'a str>, &'a Value<'i>)> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (Spanned::new(k.span(), k.get_ref().as_ref()), v))
+    }
+
+    fn type_error(&self, d: &mut Diagnostics, key: &str, value: &Value<'_>, expected: &str) {
+        d.error(
+            value.span(),
+            format!(
+                "`{key}` in [{}] must be {expected}, found {}",
+                self.section,
+                value.get_ref().type_str()
+            ),
+        );
+    }
+
+    pub fn string(&self, d: &mut Diagnostics, key: &'static str) -> Option<Spanned<String>> {
+        let value = self.raw(key)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some(Spanned::new(value.span(), s.to_string())),
+            _ => {
+                self.type_error(d, key, value, "a string");
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&self, d: &mut Diagnostics, key: &'static str) -> Option<bool> {
+        let value = self.raw(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.type_error(d, key, value, "true or false");
+                None
+            }
+        }
+    }
+
+    /// An integer within `range` (inclusive).
+    pub fn integer(
+        &self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let value = self.raw(key)?;
+        let DeValue::Integer(i) = value.get_ref() else {
+            self.type_error(d, key, value, "an integer");
+            return None;
+        };
+        match u64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                d.error(
+                    value.span(),
+                    format!(
+                        "`{key}` in [{}] must be between {} and {}",
+                        self.section,
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An array of strings.
+    pub fn strings(&self, d: &mut Diagnostics, key: &'static str) -> Option<Vec<Spanned<String>>> {
+        let value = self.raw(key)?;
+        let DeValue::Array(items) = value.get_ref() else {
+            self.type_error(d, key, value, "an array of strings");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
+                _ => self.type_error(d, key, item, "an array of strings"),
+            }
+        }
+        Some(out)
+    }
+
+    /// An array, each element given to the caller with its span.
+    pub fn array(&self, d: &mut Diagnostics, key: &'static str) -> Option<&'a [Value<'i>]> {
+        let value = self.raw(key)?;
+        match value.get_ref() {
+            DeValue::Array(items) => Some(items),
+            _ => {
+                self.type_error(d, key, value, "an array");
+                None
+            }
+        }
+    }
+
+    pub fn table(&self, d: &mut Diagnostics, key: &'static str) -> Option<Table<'a, 'i>> {
+        let value = self.raw(key)?;
+        let section = if self.section.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.section)
+        };
+        Table::from_value(d, value, section)
+    }
+
+    /// An array of tables (`[[routes]]`), each named `key[index]`.
+    pub fn tables(&self, d: &mut Diagnostics, key: &'static str) -> Vec<Table<'a, 'i>> {
+        let Some(items) = self.array(d, key) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| Table::from_value(d, item, format!("{key}[{i}]")))
+            .collect()
+    }
+
+    /// Reports every key of this table that no reader asked for.
+    pub fn finish(self, d: &mut Diagnostics) {
+        let asked = self.asked.into_inner();
+        for (key, _) in self.entries.iter() {
+            let name: &str = key.get_ref().as_ref();
+            if asked.contains(&name) {
+                continue;
+            }
+            let place = if self.section.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("in [{}]", self.section)
+            };
+            let hint = match did_you_mean(name, asked.iter().copied()) {
+                Some(known) => format!("; did you mean `{known}`?"),
+                None => String::new(),
+            };
+            d.error(key.span(), format!("unknown key `{name}` {place}{hint}"));
+        }
+    }
+}

@@ -1,0 +1,146 @@
+use std::path::Path;
+
+use super::*;
+
+const BASE: &str = r#"
+[[listeners]]
+name = "http"
+listen = "127.0.0.1:8080"
+
+[upstreams.app]
+targets = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 3 }]
+
+[[routes]]
+name = "app"
+path_prefix = "/app"
+public = true
+upstream = "app"
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse_str(Path::new("gw.toml"), text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn base_config_is_valid() {
+    let c = parse_str(Path::new("gw.toml"), BASE).unwrap();
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.upstreams[0].targets[1].weight, 3);
+    assert_eq!(c.sha256.len(), 64);
+}
+
+#[test]
+fn typo_is_an_error_with_place_and_hint() {
+    let text = BASE.replace("public = true", "public = true\nupstrem = \"x\"");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("gw.toml:15:1: unknown key `upstrem` in [routes[0]]"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("did you mean `upstream`?"), "{errs:?}");
+}
+
+#[test]
+fn later_issue_keys_are_not_silently_accepted() {
+    let text = BASE.replace("public = true", "public = true\nrequre_scopes = [\"a\"]");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("unknown key `requre_scopes`"), "{errs:?}");
+}
+
+#[test]
+fn route_without_auth_or_public_is_refused() {
+    let errs = errors(&BASE.replace("public = true\n", ""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("must name its `auth` providers or say `public = true`"));
+    let errs = errors(&BASE.replace("public = true", "public = false"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}
+
+#[test]
+fn all_errors_reported_at_once_in_file_order() {
+    let text = r#"
+[server]
+threads = 0
+[[listeners]]
+name = "http"
+listen = "localhost:80"
+[upstreams.app]
+targets = ["nope"]
+balance = "fastest"
+[[routes]]
+name = "r"
+path = "/a/../b"
+public = true
+upstream = "missing"
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 6, "{errs:#?}");
+    assert!(errs[0].starts_with("gw.toml:3:11: `threads`"), "{errs:#?}");
+    assert!(errs[1].starts_with("gw.toml:6:10: `localhost:80` is not an IP:port"));
+    assert!(errs[2].starts_with("gw.toml:8:12: target `nope`"));
+    assert!(errs[3].starts_with("gw.toml:9:11: unknown balance `fastest`"));
+    assert!(errs[4].starts_with("gw.toml:12:8: route path is not in normal form; write it as `/b`"));
+    assert!(errs[5].starts_with("gw.toml:14:12: unknown upstream `missing`"));
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let errs = errors("[server\nthreads = 1\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("gw.toml:1:"), "{errs:?}");
+}
+
+#[test]
+fn wrong_types_and_ranges() {
+    let text = BASE.replace(
+        "[upstreams.app]",
+        "[limits]\nmax_uri_bytes = \"big\"\nmax_body_bytes = -1\n[upstreams.app]\nretries = 99",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs[0].contains("`max_uri_bytes` in [limits] must be an integer, found string"));
+    assert!(errs[1].contains("`max_body_bytes` in [limits] must be between"));
+    assert!(errs[2].contains("`retries` in [upstreams.app] must be between 0 and 10"));
+}
+
+#[test]
+fn route_cannot_raise_body_limit_or_mix_actions() {
+    let text = BASE.replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\nmax_body_bytes = 99999999\nrespond = { status = 200 }\n",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("routes may only lower it")));
+    assert!(errs
+        .iter()
+        .any(|e| e.contains("either `upstream` or `respond`")));
+}
+
+#[test]
+fn framing_headers_cannot_be_rewritten() {
+    let text = BASE.replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\nrequest_headers = { set = { \"Transfer-Encoding\" = \"chunked\" } }\n",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("controls message framing"));
+}
+
+#[test]
+fn duplicate_names_and_hash_key_outside_consistent_hash() {
+    let text = format!(
+        "{BASE}\n[[routes]]\nname = \"app\"\npath = \"/x\"\npublic = true\nrespond = {{ status = 204 }}\n"
+    )
+    .replace("weight = 3 }]", "weight = 3 }]\nhash_key = \"client_ip\"");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].contains("`hash_key` only applies"));
+    assert!(errs[1].contains("duplicate route name `app`"));
+}

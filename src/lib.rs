@@ -1,0 +1,15 @@
+//! Portcullis: a security-first API gateway on Pingora.
+//!
+//! The configuration file is parsed and validated ([`config`]), compiled
+//! into an immutable [`runtime::Runtime`], and served by the Pingora proxy
+//! in [`proxy`], which runs every request through its stages in one fixed
+//! order.
+
+pub mod config;
+pub mod observe;
+pub mod proxy;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod tls;
+pub mod upstream;

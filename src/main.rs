@@ -1,0 +1,88 @@
+//! The `portcullis` command line: `run` and `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use portcullis::config;
+use portcullis::server::{self, RunFlags};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "A security-first API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configuration.
+    Run {
+        /// The configuration file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Take the listening sockets over from a running instance
+        /// (send it SIGQUIT once this process waits).
+        #[arg(short = 'u', long)]
+        upgrade: bool,
+        /// Detach and run in the background (see `[server] pid_file`).
+        #[arg(short = 'd', long)]
+        daemon: bool,
+    },
+    /// Validate the configuration and every file it names, like `nginx -t`.
+    Check {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            upgrade,
+            daemon,
+        } => {
+            let config = match config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_tracing(&config.log.level);
+            match server::run(config, RunFlags { upgrade, daemon }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// The gateway's own diagnostics go to stderr; access and security logs
+/// have their own destinations.
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

@@ -1,0 +1,55 @@
+//! The per-request record: every stage writes to it, `logging` reads it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::reject::Reject;
+use crate::runtime::Runtime;
+
+pub struct Ctx {
+    /// The configuration snapshot this request runs on, taken once.
+    pub runtime: Arc<Runtime>,
+    pub started: Instant,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    /// The normalized path (what was routed on and what the upstream sees
+    /// before `strip_prefix`).
+    pub path: String,
+    pub route: Option<usize>,
+    /// Targets this request has connected to, in order; the last one is
+    /// the current one.
+    pub tried: Vec<SocketAddr>,
+    pub retries_left: usize,
+    pub reject: Option<Reject>,
+    pub body_bytes: u64,
+    pub upstream_started: Option<Instant>,
+    pub upstream_elapsed: Option<Duration>,
+}
+
+impl Ctx {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Ctx {
+            runtime,
+            started: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            path: String::new(),
+            route: None,
+            tried: Vec::new(),
+            retries_left: 0,
+            reject: None,
+            body_bytes: 0,
+            upstream_started: None,
+            upstream_elapsed: None,
+        }
+    }
+
+    pub fn route(&self) -> Option<&crate::runtime::Route> {
+        self.route.and_then(|i| self.runtime.routes.get(i))
+    }
+
+    pub fn target(&self) -> Option<SocketAddr> {
+        self.tried.last().copied()
+    }
+}

@@ -1,0 +1,433 @@
+//! The gateway's Pingora `ProxyHttp` implementation. The order of request
+//! stages lives here and in [`stages`], nowhere else.
+
+pub mod client;
+pub mod ctx;
+pub mod reject;
+pub mod respond;
+pub mod stages;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::HOST;
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::config::{HashKey, RouteAction};
+use crate::observe::access::AccessRecord;
+use crate::observe::security::SecurityEvent;
+use crate::observe::Observer;
+use crate::routing::table::PathMatch;
+use crate::runtime::Runtime;
+use ctx::Ctx;
+use reject::{Code, Reject};
+use respond::X_REQUEST_ID;
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
+pub struct Gateway {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub observer: Arc<Observer>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.runtime.load_full())
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        ctx.request_id = client::request_id(req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| client::canonical(a.ip()));
+        let xff = req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes());
+        ctx.client_ip = client::client_ip(peer, xff, &ctx.runtime.trusted_proxies);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Err(reject) = stages::run(session, ctx) {
+            respond::send_reject(session, ctx, reject).await?;
+            return Ok(true);
+        }
+        let runtime = ctx.runtime.clone();
+        let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
+            respond::send_reject(
+                session,
+                ctx,
+                Reject::new(Code::NoRoute, "no route matches the request"),
+            )
+            .await?;
+            return Ok(true);
+        };
+        match &route.action {
+            RouteAction::Respond {
+                status,
+                body,
+                content_type,
+            } => {
+                respond::send_direct(session, ctx, *status, body.clone(), content_type).await?;
+                Ok(true)
+            }
+            RouteAction::Proxy { upstream, .. } => {
+                ctx.retries_left = runtime
+                    .upstreams
+                    .get(*upstream)
+                    .map_or(0, |u| u.config.retries);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let runtime = ctx.runtime.clone();
+        let pool = ctx
+            .route()
+            .and_then(|r| match r.action {
+                RouteAction::Proxy { upstream, .. } => runtime.upstreams.get(upstream),
+                RouteAction::Respond { .. } => None,
+            })
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no upstream"))?;
+        let key = hash_key(&pool.config.hash_key, session, ctx);
+        let Some(addr) = pool.select(&key, &ctx.tried) else {
+            let reject = if ctx.tried.is_empty() {
+                Reject::new(Code::NoHealthyUpstream, "no healthy upstream target")
+            } else {
+                Reject::new(Code::BadGateway, "upstream connection failed")
+            };
+            ctx.reject = Some(reject);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(ctx.reject.as_ref().map_or(502, Reject::status)),
+                "no upstream target",
+            ));
+        };
+        ctx.tried.push(addr);
+        let cfg = &pool.config;
+        let mut peer = HttpPeer::new(addr, cfg.tls, cfg.sni.clone());
+        peer.options.connection_timeout = Some(cfg.connect_timeout);
+        peer.options.total_connection_timeout = Some(cfg.connect_timeout);
+        peer.options.read_timeout = Some(cfg.read_timeout);
+        peer.options.write_timeout = Some(cfg.read_timeout);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing has been sent yet, so another target may be tried.
+        if ctx.retries_left > 0 {
+            ctx.retries_left -= 1;
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route() else {
+            return Error::e_explain(ErrorType::InternalError, "no route");
+        };
+        let path = match (&route.action, &route.path) {
+            (
+                RouteAction::Proxy {
+                    strip_prefix: true, ..
+                },
+                PathMatch::Prefix(prefix),
+            ) => strip(&ctx.path, prefix),
+            _ => ctx.path.as_str(),
+        };
+        let target = match upstream_request.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let uri = http::Uri::try_from(target)
+            .map_err(|_| Error::explain(ErrorType::InternalError, "cannot build upstream URI"))?;
+        upstream_request.set_uri(uri);
+
+        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| client::canonical(a.ip()).to_string())
+            .unwrap_or_default();
+        let xff = match upstream_request.headers.get(X_FORWARDED_FOR) {
+            Some(v) if !v.is_empty() => {
+                let mut joined = Vec::with_capacity(v.len() + 2 + peer.len());
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(peer.as_bytes());
+                HeaderValue::from_bytes(&joined)
+                    .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "x-forwarded-for"))?
+            }
+            _ => HeaderValue::from_str(&peer)
+                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "x-forwarded-for"))?,
+        };
+        upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
+        let proto = if session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
+        upstream_request.insert_header(X_FORWARDED_PROTO, proto)?;
+        if let Some(host) = stages::request_host(session.req_header()).map(str::to_owned) {
+            upstream_request.insert_header(X_FORWARDED_HOST, host.as_str())?;
+            if upstream_request.headers.get(HOST).is_none() {
+                upstream_request.insert_header(HOST, host.as_str())?;
+            }
+        }
+        for name in &route.request_headers.remove {
+            upstream_request.remove_header(name);
+        }
+        for (name, value) in &route.request_headers.set {
+            upstream_request.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            let limit = ctx
+                .route()
+                .map_or(ctx.runtime.limits.max_body_bytes, |r| r.max_body_bytes);
+            if ctx.body_bytes > limit {
+                *body = None;
+                ctx.reject = Some(stages::too_large());
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over limit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started {
+            ctx.upstream_elapsed = Some(started.elapsed());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(route) = ctx.route() {
+            for name in &route.response_headers.remove {
+                response.remove_header(name);
+            }
+            for (name, value) in &route.response_headers.set {
+                response.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let reject = ctx.reject.take().or_else(|| reject_for(e));
+        let Some(reject) = reject else {
+            // The client went away or broke the connection: nobody to answer.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let status = reject.status();
+        if session.response_written().is_none() {
+            session.set_keepalive(None);
+            if respond::send_reject(session, ctx, reject).await.is_err() {
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+        } else {
+            ctx.reject = Some(reject);
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The summary Pingora puts in its error log: method, path and host,
+    /// never the query string, which may carry credentials.
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}, Host: {}",
+            req.method,
+            req.uri.path(),
+            stages::request_host(req).unwrap_or("-")
+        )
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
+        // Refusals of our own are logged as security events, not errors.
+        ctx.reject.is_some()
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let route = ctx.route().map(|r| r.name.as_str());
+        if let Some(reject) = &ctx.reject {
+            if reject.code.is_security_relevant() {
+                let mut event = SecurityEvent::new("request_rejected", reject.message.as_ref());
+                event.request_id = Some(&ctx.request_id);
+                event.client_ip = ctx.client_ip;
+                event.route = route;
+                event.emit(&self.observer.security);
+            }
+        }
+        let Some(access) = &self.observer.access else {
+            return;
+        };
+        let upstream = ctx.route().and_then(|r| match r.action {
+            RouteAction::Proxy { upstream, .. } => ctx.runtime.upstreams.get(upstream),
+            RouteAction::Respond { .. } => None,
+        });
+        let record = AccessRecord {
+            ts: crate::observe::now_rfc3339(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            method: req.method.as_str(),
+            // A path that failed normalization is logged as received.
+            path: if ctx.path.is_empty() {
+                req.uri.path()
+            } else {
+                &ctx.path
+            },
+            route,
+            upstream: upstream.map(|u| u.name()),
+            target: ctx.target().map(|t| t.to_string()),
+            status,
+            bytes_sent: session.body_bytes_sent(),
+            duration_ms: ms(ctx.started.elapsed()),
+            upstream_ms: ctx.upstream_elapsed.map(ms),
+            auth_method: None,
+            subject: None,
+        };
+        access.write_line(record.to_line());
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// `/api/orders` with prefix `/api` is `/orders`; the prefix itself is `/`.
+fn strip<'a>(path: &'a str, prefix: &str) -> &'a str {
+    if prefix == "/" {
+        return path;
+    }
+    match path.strip_prefix(prefix) {
+        Some("") | None => "/",
+        Some(rest) => rest,
+    }
+}
+
+/// The key a consistent-hash upstream hashes on. Until requests carry an
+/// identity, `consumer` falls back to the client IP.
+fn hash_key(key: &HashKey, session: &Session, ctx: &Ctx) -> Vec<u8> {
+    match key {
+        HashKey::Header(name) => session
+            .req_header()
+            .headers
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashKey::Consumer | HashKey::ClientIp => match ctx.client_ip {
+            Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
+            Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
+            None => Vec::new(),
+        },
+    }
+}
+
+/// The refusal for a proxy error that no stage recorded; `None` when the
+/// client itself is gone.
+fn reject_for(e: &Error) -> Option<Reject> {
+    use ErrorType::*;
+    let etype = e.etype();
+    if let HTTPStatus(code) = etype {
+        return Some(match code {
+            400 => Reject::new(Code::BadRequest, "malformed request"),
+            413 => stages::too_large(),
+            504 => Reject::new(Code::UpstreamTimeout, "upstream timed out"),
+            503 => Reject::new(Code::NoHealthyUpstream, "no healthy upstream target"),
+            _ => Reject::new(Code::BadGateway, "upstream error"),
+        });
+    }
+    match e.esource() {
+        ErrorSource::Upstream => Some(match etype {
+            ConnectTimedout | ReadTimedout | WriteTimedout => {
+                Reject::new(Code::UpstreamTimeout, "upstream timed out")
+            }
+            _ => Reject::new(Code::BadGateway, "upstream error"),
+        }),
+        ErrorSource::Downstream => match etype {
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
+            _ => Some(Reject::new(Code::BadRequest, "malformed request")),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => match etype {
+            ConnectTimedout => Some(Reject::new(Code::UpstreamTimeout, "upstream timed out")),
+            ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure => {
+                Some(Reject::new(Code::BadGateway, "upstream connection failed"))
+            }
+            _ => Some(Reject::new(Code::Internal, "internal error")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip;
+
+    #[test]
+    fn strips_at_segment() {
+        assert_eq!(strip("/api/orders", "/api"), "/orders");
+        assert_eq!(strip("/api", "/api"), "/");
+        assert_eq!(strip("/api/", "/api"), "/");
+        assert_eq!(strip("/x", "/"), "/x");
+    }
+}

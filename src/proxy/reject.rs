@@ -1,0 +1,134 @@
+//! Refusals: one type for every error the gateway answers itself, and one
+//! function that renders it as the contract's JSON.
+//!
+//! Keeping the rendering in one place is what guarantees that no refusal
+//! leaks a stack trace, a token or a secret, and that every one carries the
+//! request id.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::Result;
+
+/// The error codes of CONTRACT §4; each fixes its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BadRequest,
+    NoRoute,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UriTooLong,
+    HeadersTooLarge,
+    BadGateway,
+    NoHealthyUpstream,
+    UpstreamTimeout,
+    Internal,
+}
+
+impl Code {
+    pub fn status(self) -> u16 {
+        match self {
+            Code::BadRequest => 400,
+            Code::NoRoute => 404,
+            Code::MethodNotAllowed => 405,
+            Code::PayloadTooLarge => 413,
+            Code::UriTooLong => 414,
+            Code::HeadersTooLarge => 431,
+            Code::BadGateway => 502,
+            Code::NoHealthyUpstream => 503,
+            Code::UpstreamTimeout => 504,
+            Code::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadRequest => "bad_request",
+            Code::NoRoute => "no_route",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::UriTooLong => "uri_too_long",
+            Code::HeadersTooLarge => "headers_too_large",
+            Code::BadGateway => "bad_gateway",
+            Code::NoHealthyUpstream => "no_healthy_upstream",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::Internal => "internal_error",
+        }
+    }
+
+    /// Refusals that point at a hostile or broken client are security
+    /// events; upstream trouble is not.
+    pub fn is_security_relevant(self) -> bool {
+        matches!(
+            self,
+            Code::BadRequest | Code::PayloadTooLarge | Code::UriTooLong | Code::HeadersTooLarge
+        )
+    }
+}
+
+/// A refusal: what the client is told, and why (for the security log).
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub code: Code,
+    /// Shown to the client: must never contain client input or secrets.
+    pub message: Cow<'static, str>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Reject {
+    pub fn new(code: Code, message: impl Into<Cow<'static, str>>) -> Self {
+        Reject {
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// The response header and JSON body of CONTRACT §4.
+    pub fn render(&self, request_id: &str) -> Result<(ResponseHeader, Bytes)> {
+        let body = serde_json::json!({
+            "error": self.code.as_str(),
+            "message": self.message,
+            "request_id": request_id,
+        });
+        let body = Bytes::from(body.to_string());
+        let mut h = ResponseHeader::build(self.status(), Some(4 + self.headers.len()))?;
+        h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        for (name, value) in &self.headers {
+            h.insert_header(name.clone(), value.clone())?;
+        }
+        Ok((h, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_contract_json() {
+        let r = Reject::new(Code::MethodNotAllowed, "method not allowed")
+            .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let (h, body) = r.render("abc").unwrap();
+        assert_eq!(h.status.as_u16(), 405);
+        assert_eq!(h.headers.get("allow").unwrap(), "GET, HEAD");
+        assert_eq!(h.headers.get("content-type").unwrap(), "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "method_not_allowed");
+        assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["message"], "method not allowed");
+    }
+}

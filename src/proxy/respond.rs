@@ -1,0 +1,55 @@
+//! Responses the gateway writes itself: refusals and `respond` routes.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::ctx::Ctx;
+use super::reject::Reject;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Writes `reject` as the contract's JSON error and keeps it in the context
+/// for the logs. The only way a refusal reaches a client.
+pub async fn send_reject(session: &mut Session, ctx: &mut Ctx, reject: Reject) -> Result<()> {
+    let (mut header, body) = reject.render(&ctx.request_id)?;
+    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    ctx.reject = Some(reject);
+    write(session, header, body).await
+}
+
+/// The answer of a `respond` route.
+pub async fn send_direct(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: u16,
+    body: Bytes,
+    content_type: &HeaderValue,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type.clone())?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    if let Some(route) = ctx.route() {
+        for name in &route.response_headers.remove {
+            header.remove_header(name);
+        }
+        for (name, value) in &route.response_headers.set {
+            header.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    write(session, header, body).await
+}
+
+async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The request stages that run before a byte goes upstream, in their one
+//! order. Each stage has one job and either passes or returns a [`Reject`];
+//! cheap checks come first so hostile requests cost as little as possible.
+
+use http::header::{ALLOW, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use super::ctx::Ctx;
+use super::reject::{Code, Reject};
+use crate::routing::normalize::normalize_path;
+use crate::routing::table::Lookup;
+
+/// Runs every stage in order; on success `ctx.route` is set.
+pub fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
+    let req = session.req_header();
+    let limits = ctx.runtime.limits;
+    uri_length(req, limits.max_uri_bytes)?;
+    header_size(req, limits.max_header_bytes)?;
+    framing(session)?;
+    declared_body(req, limits.max_body_bytes)?;
+    normalize(req, ctx)?;
+    route(req, ctx)?;
+    let route_limit = ctx
+        .route()
+        .map_or(limits.max_body_bytes, |r| r.max_body_bytes);
+    declared_body(req, route_limit)
+}
+
+/// 414 when the request target (path and query) is over the limit.
+fn uri_length(req: &RequestHeader, max: usize) -> Result<(), Reject> {
+    if req.raw_path().len() > max {
+        return Err(Reject::new(Code::UriTooLong, "request URI is too long"));
+    }
+    Ok(())
+}
+
+/// 431 when the header section is over the limit (names, values and their
+/// separators, as on the wire).
+fn header_size(req: &RequestHeader, max: usize) -> Result<(), Reject> {
+    let mut total = 0usize;
+    for (name, value) in req.headers.iter() {
+        total += name.as_str().len() + value.len() + 4;
+        if total > max {
+            return Err(Reject::new(
+                Code::HeadersTooLarge,
+                "request headers are too large",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 400 for requests that carry both `Content-Length` and
+/// `Transfer-Encoding`: the classic request-smuggling signal. Pingora drops
+/// the `Content-Length` before we see the parsed header, so the raw header
+/// bytes are consulted — only when `Transfer-Encoding` is present.
+fn framing(session: &Session) -> Result<(), Reject> {
+    let req = session.req_header();
+    if !req.headers.contains_key(TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    let both = req.headers.contains_key(CONTENT_LENGTH)
+        || session
+            .as_downstream()
+            .as_http1()
+            .is_some_and(|h1| raw_has_header(&h1.get_headers_raw_bytes(), b"content-length"));
+    if both {
+        return Err(Reject::new(
+            Code::BadRequest,
+            "both Content-Length and Transfer-Encoding are present",
+        ));
+    }
+    Ok(())
+}
+
+fn raw_has_header(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n').skip(1).any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match line.iter().position(|b| *b == b':') {
+            Some(colon) => line[..colon].trim_ascii().eq_ignore_ascii_case(name),
+            None => false,
+        }
+    })
+}
+
+/// 413 before reading anything when the declared length is over the limit.
+/// Chunked bodies are counted while they stream (`request_body_filter`).
+fn declared_body(req: &RequestHeader, max: u64) -> Result<(), Reject> {
+    let declared = req
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+pub fn too_large() -> Reject {
+    Reject::new(Code::PayloadTooLarge, "request body is too large")
+}
+
+/// 400 for paths that cannot be normalized safely; the normalized path is
+/// what is routed on and what the upstream receives.
+fn normalize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+    let raw = req.uri.path();
+    match normalize_path(raw) {
+        Ok(path) => {
+            ctx.path = path.into_owned();
+            Ok(())
+        }
+        Err(e) => {
+            ctx.path = String::new();
+            Err(Reject::new(Code::BadRequest, e.to_string()))
+        }
+    }
+}
+
+/// 404 / 405 from the route table.
+fn route(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+    let host = request_host(req);
+    match ctx.runtime.table.lookup(host, &ctx.path, &req.method) {
+        Lookup::Found(id) => {
+            ctx.route = Some(id);
+            Ok(())
+        }
+        Lookup::MethodNotAllowed(allowed) => {
+            let allow = HeaderValue::from_str(&allowed.allow_header())
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            Err(
+                Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
+                    .with_header(ALLOW, allow),
+            )
+        }
+        Lookup::NotFound => Err(Reject::new(Code::NoRoute, "no route matches the request")),
+    }
+}
+
+/// The host the client asked for: the `Host` header, or the authority of an
+/// absolute-form request target (and HTTP/2's `:authority`).
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_raw_header_case_insensitively() {
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nCONTENT-LENGTH : 5\r\n\r\n";
+        assert!(raw_has_header(raw, b"content-length"));
+        let raw =
+            b"POST /content-length: HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!raw_has_header(raw, b"content-length"));
+    }
+}

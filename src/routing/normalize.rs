@@ -1,0 +1,437 @@
+//! Request-path normalization.
+//!
+//! The gateway makes every routing and policy decision on the normalized
+//! path and forwards exactly that path upstream. That way the path the
+//! policy judged and the path the backend serves cannot differ: any input
+//! whose meaning a backend might read differently (encoded slashes,
+//! backslashes, `..;` tricks, double decoding) is rejected instead of being
+//! "fixed up".
+
+use std::borrow::Cow;
+
+/// Why a request path was refused.
+///
+/// The messages are sent to clients in the body of a 400 response, so they
+/// describe the rule that was broken and never echo the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Relative paths and authority-form targets have no defined meaning for
+    /// a reverse proxy.
+    #[error("request path must start with '/'")]
+    NotAbsolute,
+    /// A '%' not followed by two hex digits: backends disagree on how to
+    /// read it, so it cannot be forwarded safely.
+    #[error("request path contains an invalid percent-encoding")]
+    InvalidPercentEncoding,
+    /// Backends differ on whether `%2F` separates segments, which lets it
+    /// hide a path from prefix-based policy.
+    #[error("request path contains an encoded slash")]
+    EncodedSlash,
+    /// `%00` truncates the path in C-based backends and file systems.
+    #[error("request path contains an encoded NUL byte")]
+    EncodedNul,
+    /// Windows-hosted and some Java backends treat `\` (raw or `%5C`) as a
+    /// path separator.
+    #[error("request path contains a backslash")]
+    Backslash,
+    /// Control bytes enable log injection and request smuggling tricks.
+    #[error("request path contains a control character")]
+    ControlCharacter,
+    /// A `..` with no parent left. Clamping it to `/`, as browsers do, would
+    /// route the request somewhere the client never named; only scanners
+    /// send such paths.
+    #[error("request path points above the root")]
+    AboveRoot,
+    /// A segment like `..;x` that a lenient backend (Tomcat and friends,
+    /// which strip `;` parameters) would read as a dot segment.
+    #[error("request path contains an ambiguous dot segment")]
+    AmbiguousSegment,
+}
+
+/// Normalizes a request path (without its query string) to the one form the
+/// gateway routes on and forwards.
+///
+/// Returns the input unchanged and unallocated when it is already normal,
+/// since that is what nearly every real request looks like. Unreserved
+/// characters are decoded exactly once (decoding again would let `%252e`
+/// become `.` behind the policy's back); other percent-encodings are kept,
+/// with upper-case hex so that equal paths compare equal.
+///
+/// # Errors
+///
+/// Returns the [`PathError`] of the first rule the path breaks; the
+/// request must then be refused with 400, never forwarded.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return Err(PathError::NotAbsolute);
+    };
+    if is_already_normal(rest) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalize_slow(rest).map(Cow::Owned)
+}
+
+/// Decides in one byte pass whether the path can be returned as-is; anything
+/// that might need work or might be an error goes to the slow path, which is
+/// the single place where the rules are enforced.
+fn is_already_normal(rest: &str) -> bool {
+    let bytes = rest.as_bytes();
+    // `rest` follows the leading '/', so it opens a segment.
+    let mut at_segment_start = true;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let needs_work = match byte {
+            b'%' | b'\\' => true,
+            // A '/' that opens a segment closes an empty one: "//".
+            b'/' => at_segment_start,
+            b'.' => at_segment_start && bytes.get(index..).is_some_and(opens_dot_segment),
+            _ => is_control(byte),
+        };
+        if needs_work {
+            return false;
+        }
+        at_segment_start = byte == b'/';
+    }
+    true
+}
+
+/// Whether a segment starting with `tail` is `.` or `..`, bare or with `;`
+/// parameters. Only used on paths without '%', so `%3B` cannot occur.
+fn opens_dot_segment(tail: &[u8]) -> bool {
+    let after_dots = match tail {
+        [b'.', b'.', after @ ..] | [b'.', after @ ..] => after,
+        _ => return false,
+    };
+    matches!(after_dots.first(), None | Some(b'/' | b';'))
+}
+
+fn is_control(byte: u8) -> bool {
+    byte < 0x20 || byte == 0x7f
+}
+
+/// The part of a segment that a backend stripping `;` parameters would see.
+///
+/// `%3B` counts as `;` too: we keep it encoded, but a backend that decodes
+/// before stripping parameters would still read `..%3B` as `..`.
+fn segment_name(segment: &str) -> &str {
+    let bytes = segment.as_bytes();
+    let end = bytes.iter().enumerate().find_map(|(index, &byte)| {
+        let is_separator = byte == b';'
+            || (byte == b'%' && bytes.get(index + 1..index + 3) == Some(b"3B".as_slice()));
+        is_separator.then_some(index)
+    });
+    end.and_then(|end| segment.get(..end)).unwrap_or(segment)
+}
+
+/// Builds the normalized path segment by segment straight into the output,
+/// so dot segments are resolved on decoded text without a buffer per segment.
+fn normalize_slow(rest: &str) -> Result<String, PathError> {
+    let mut out = String::with_capacity(rest.len() + 1);
+    // Whether the last segment that survived (or was consumed) leaves the
+    // path pointing at a directory: `/a/b/`, `/a/.` and `/a/b/..` all do.
+    let mut trailing_slash = false;
+    for segment in rest.split('/') {
+        let start = out.len();
+        out.push('/');
+        push_decoded(&mut out, segment)?;
+        let decoded = out.get(start + 1..).unwrap_or_default();
+        if decoded.starts_with('.') {
+            let name = segment_name(decoded);
+            if name.len() != decoded.len() && matches!(name, "." | "..") {
+                return Err(PathError::AmbiguousSegment);
+            }
+        }
+        match decoded {
+            "" | "." => {
+                out.truncate(start);
+                trailing_slash = true;
+            }
+            ".." => {
+                out.truncate(start);
+                let parent = out.rfind('/').ok_or(PathError::AboveRoot)?;
+                out.truncate(parent);
+                trailing_slash = true;
+            }
+            _ => trailing_slash = false,
+        }
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Appends one raw segment to `out`, decoding unreserved characters and
+/// upper-casing the hex of every other escape.
+fn push_decoded(out: &mut String, segment: &str) -> Result<(), PathError> {
+    let mut pieces = segment.split('%');
+    // Text before the first '%' has no escape to resolve.
+    if let Some(first) = pieces.next() {
+        push_literal(out, first)?;
+    }
+    // Every later piece starts right after a '%', with its two hex digits.
+    for piece in pieces {
+        let (hi, lo, tail) = match piece.as_bytes() {
+            [hi, lo, ..] => (*hi, *lo, piece.get(2..)),
+            _ => return Err(PathError::InvalidPercentEncoding),
+        };
+        let (Some(hi_value), Some(lo_value), Some(tail)) = (hex_value(hi), hex_value(lo), tail)
+        else {
+            return Err(PathError::InvalidPercentEncoding);
+        };
+        match (hi_value << 4) | lo_value {
+            0x00 => return Err(PathError::EncodedNul),
+            b'/' => return Err(PathError::EncodedSlash),
+            b'\\' => return Err(PathError::Backslash),
+            byte if is_unreserved(byte) => out.push(char::from(byte)),
+            _ => {
+                out.push('%');
+                out.push(char::from(hi.to_ascii_uppercase()));
+                out.push(char::from(lo.to_ascii_uppercase()));
+            }
+        }
+        push_literal(out, tail)?;
+    }
+    Ok(())
+}
+
+fn push_literal(out: &mut String, text: &str) -> Result<(), PathError> {
+    match text.bytes().find(|&b| b == b'\\' || is_control(b)) {
+        Some(b'\\') => Err(PathError::Backslash),
+        Some(_) => Err(PathError::ControlCharacter),
+        None => {
+            out.push_str(text);
+            Ok(())
+        }
+    }
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|value| u8::try_from(value).ok())
+}
+
+/// RFC 3986 unreserved set: the only characters whose encoded and plain
+/// forms every backend must treat as identical, hence safe to decode.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> String {
+        match normalize_path(raw) {
+            Ok(path) => path.into_owned(),
+            Err(err) => panic!("{raw:?} was rejected: {err}"),
+        }
+    }
+
+    fn err(raw: &str) -> PathError {
+        match normalize_path(raw) {
+            Ok(path) => panic!("{raw:?} was accepted as {path:?}"),
+            Err(err) => err,
+        }
+    }
+
+    #[test]
+    fn fast_path_borrows() {
+        for raw in [
+            "/api/v1/orders",
+            "/",
+            "/a/b/",
+            "/.well-known/x",
+            "/a/...",
+            "/a;b/c",
+            "/caf\u{e9}",
+            "/a b",
+        ] {
+            assert!(
+                matches!(normalize_path(raw), Ok(Cow::Borrowed(p)) if p == raw),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn must_be_absolute() {
+        assert_eq!(err(""), PathError::NotAbsolute);
+        assert_eq!(err("a/b"), PathError::NotAbsolute);
+        assert_eq!(err("*"), PathError::NotAbsolute);
+        assert_eq!(err("http://x/y"), PathError::NotAbsolute);
+    }
+
+    #[test]
+    fn decodes_unreserved_once() {
+        assert_eq!(ok("/%41%42"), "/AB");
+        assert_eq!(ok("/%7e"), "/~");
+        assert_eq!(ok("/%7E%2d%5f%2E%30"), "/~-_.0");
+        assert_eq!(ok("/%252e%252e/"), "/%252e%252e/");
+        assert_eq!(ok("/%25"), "/%25");
+    }
+
+    #[test]
+    fn keeps_reserved_escapes_upper_case() {
+        assert_eq!(ok("/a%3ab"), "/a%3Ab");
+        assert_eq!(ok("/caf%c3%a9"), "/caf%C3%A9");
+        assert_eq!(ok("/a%20b%3F"), "/a%20b%3F");
+        assert_eq!(ok("/a%0a"), "/a%0A");
+    }
+
+    #[test]
+    fn invalid_percent_encoding() {
+        for raw in [
+            "/a%",
+            "/a%4",
+            "/a%zz",
+            "/%g0",
+            "/a%%41",
+            "/a%4/b",
+            "/%\u{e9}a",
+        ] {
+            assert_eq!(err(raw), PathError::InvalidPercentEncoding, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn forbidden_escapes() {
+        assert_eq!(err("/a%2fb"), PathError::EncodedSlash);
+        assert_eq!(err("/a%2Fb"), PathError::EncodedSlash);
+        assert_eq!(err("/a%00"), PathError::EncodedNul);
+        assert_eq!(err("/a%5cb"), PathError::Backslash);
+        assert_eq!(err("/a%5Cb"), PathError::Backslash);
+    }
+
+    #[test]
+    fn forbidden_raw_bytes() {
+        assert_eq!(err("/a\\b"), PathError::Backslash);
+        assert_eq!(err("\\a"), PathError::NotAbsolute);
+        assert_eq!(err("/a\nb"), PathError::ControlCharacter);
+        assert_eq!(err("/a\0"), PathError::ControlCharacter);
+        assert_eq!(err("/a\tb"), PathError::ControlCharacter);
+        assert_eq!(err("/a\x7f"), PathError::ControlCharacter);
+        assert_eq!(err("/%41\r"), PathError::ControlCharacter);
+    }
+
+    #[test]
+    fn collapses_empty_segments() {
+        assert_eq!(ok("//a///b"), "/a/b");
+        assert_eq!(ok("//admin"), "/admin");
+        assert_eq!(ok("/a//"), "/a/");
+        assert_eq!(ok("//"), "/");
+    }
+
+    #[test]
+    fn resolves_dot_segments() {
+        assert_eq!(ok("/a/./b"), "/a/b");
+        assert_eq!(ok("/a/../b"), "/b");
+        assert_eq!(ok("/a/%2e%2e/b"), "/b");
+        assert_eq!(ok("/a/%2E./b"), "/b");
+        assert_eq!(ok("/a/%2e/b"), "/a/b");
+        assert_eq!(ok("/public/../admin"), "/admin");
+        assert_eq!(ok("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(ok("/a/./b/%7euser/../c//d"), "/a/b/c/d");
+    }
+
+    #[test]
+    fn above_root() {
+        assert_eq!(err("/.."), PathError::AboveRoot);
+        assert_eq!(err("/../a"), PathError::AboveRoot);
+        assert_eq!(err("/a/../.."), PathError::AboveRoot);
+        assert_eq!(err("/%2e%2e/x"), PathError::AboveRoot);
+        assert_eq!(err("/%2e%2e/%2e%2e/etc/passwd"), PathError::AboveRoot);
+        assert_eq!(err("//.."), PathError::AboveRoot);
+    }
+
+    #[test]
+    fn ambiguous_segments() {
+        for raw in [
+            "/a/..;/b",
+            "/a/..;x",
+            "/a/.;jsessionid=1",
+            "/a/..;",
+            "/a/%2e%2e;x/b",
+            "/a/..%3bx/b",
+            "/a/.%3B/b",
+            "/..;/admin",
+        ] {
+            assert_eq!(err(raw), PathError::AmbiguousSegment, "{raw:?}");
+        }
+        // Parameters on ordinary segments are not ambiguous.
+        assert_eq!(ok("/a;x/b"), "/a;x/b");
+        assert_eq!(ok("/a/...;x"), "/a/...;x");
+        assert_eq!(ok("/a/;x"), "/a/;x");
+        assert_eq!(ok("/a/x%3b.."), "/a/x%3B..");
+    }
+
+    #[test]
+    fn trailing_slash_is_preserved() {
+        assert_eq!(ok("/a/b/"), "/a/b/");
+        assert_eq!(ok("/a/."), "/a/");
+        assert_eq!(ok("/a/.."), "/");
+        assert_eq!(ok("/a/b/.."), "/a/");
+        assert_eq!(ok("/a/b/%2e%2e"), "/a/");
+        assert_eq!(ok("/"), "/");
+        assert_eq!(ok("/."), "/");
+        assert_eq!(ok("/a/./"), "/a/");
+    }
+
+    #[test]
+    fn fast_path_hands_dot_segments_to_slow_path() {
+        for raw in ["/a/.", "/a/..", "/./a", "/a/.;x", "/a/..;"] {
+            assert!(
+                !matches!(normalize_path(raw), Ok(Cow::Borrowed(_))),
+                "{raw:?}"
+            );
+        }
+        for raw in ["/a/.b", "/a/..b", "/a/b.", "/a/b..", "/a/...;x"] {
+            assert!(
+                matches!(normalize_path(raw), Ok(Cow::Borrowed(_))),
+                "{raw:?}"
+            );
+        }
+    }
+
+    /// Random inputs over the characters the rules care about: normalization
+    /// must never panic, and its output must be a fixed point containing no
+    /// empty or dot segment, or the policy and the backend could still see
+    /// different paths.
+    #[test]
+    fn output_is_a_fixed_point() {
+        const ALPHABET: [&str; 20] = [
+            "/", "/", ".", ".", "%", "2", "e", "E", "f", "3", "b", "B", ";", "a", "0", "5", "c",
+            "7", "\\", "\u{e9}",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..50_000 {
+            let len = next() % 14;
+            let mut raw = String::from("/");
+            for _ in 0..len {
+                raw.push_str(ALPHABET[(next() % 20) as usize]);
+            }
+            let Ok(once) = normalize_path(&raw) else {
+                continue;
+            };
+            assert_eq!(normalize_path(&once).unwrap(), once, "{raw:?}");
+            assert!(!once.contains("//"), "{raw:?} -> {once:?}");
+            for segment in once.split('/').skip(1) {
+                assert!(!matches!(segment, "." | ".."), "{raw:?} -> {once:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_do_not_echo_input() {
+        let secret = "/%2e%2e/%2e%2e/s3cr3t";
+        let message = err(secret).to_string();
+        assert!(!message.contains("s3cr3t"));
+        assert!(!message.contains("%2e"));
+    }
+}

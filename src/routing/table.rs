@@ -1,0 +1,548 @@
+//! The route table: compiled once from configuration, then shared read-only
+//! by every request.
+//!
+//! Lookups cost O(depth of the request path) hash probes whatever the number
+//! of routes, because the table is keyed by exact path and by prefix and the
+//! lookup walks the request path's own segment boundaries. The table holds
+//! route ids (indexes into the configuration) rather than routes so it stays
+//! small and the caller keeps ownership of everything else about a route.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use http::Method;
+
+/// How a route's path is compared with the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The request path must be exactly this string.
+    Exact(String),
+    /// The request path must be this path or lie below it, at a segment
+    /// boundary (`/api` covers `/api/x` but not `/apiary`).
+    Prefix(String),
+}
+
+/// Bit set of HTTP methods a route allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodSet(u16);
+
+/// Methods a route can name, in the order `Allow` lists them; a method's
+/// position is its bit.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// Bit for methods outside [`STANDARD_METHODS`]: no method list can name
+/// them, so only a route that allows any method lets them through.
+const EXTENSION_BIT: u16 = 1 << STANDARD_METHODS.len();
+
+impl MethodSet {
+    /// Every method, including extension methods such as `PROPFIND`.
+    pub const ANY: MethodSet = MethodSet(EXTENSION_BIT | (EXTENSION_BIT - 1));
+
+    /// Parses one method name from configuration.
+    ///
+    /// Case-sensitive because HTTP method names are; `get` would never match
+    /// a request, so it is refused rather than silently dead.
+    pub fn parse(name: &str) -> Option<MethodSet> {
+        standard_bit(name).map(MethodSet)
+    }
+
+    /// Combines two sets, e.g. the method list of one route.
+    #[must_use]
+    pub fn union(self, other: MethodSet) -> MethodSet {
+        MethodSet(self.0 | other.0)
+    }
+
+    /// Whether a request with this method may use the route.
+    #[must_use]
+    pub fn contains(self, method: &Method) -> bool {
+        let bit = standard_bit(method.as_str()).unwrap_or(EXTENSION_BIT);
+        self.0 & bit != 0
+    }
+
+    /// Value for the `Allow` header of a 405 response.
+    #[must_use]
+    pub fn allow_header(self) -> String {
+        let mut header = String::new();
+        for (index, name) in STANDARD_METHODS.iter().enumerate() {
+            if self.0 & (1 << index) != 0 {
+                if !header.is_empty() {
+                    header.push_str(", ");
+                }
+                header.push_str(name);
+            }
+        }
+        header
+    }
+}
+
+fn standard_bit(name: &str) -> Option<u16> {
+    STANDARD_METHODS
+        .iter()
+        .position(|&standard| standard == name)
+        .map(|index| 1 << index)
+}
+
+/// One route as the table needs it, already validated by the configuration.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Index of the route in the configuration; also breaks ties between
+    /// routes of equal precedence (lower id first).
+    pub id: usize,
+    /// Lower-case host names without port; empty means any host.
+    pub hosts: Vec<String>,
+    /// Which request paths the route covers.
+    pub path: PathMatch,
+    /// Methods the route allows.
+    pub methods: MethodSet,
+}
+
+/// Outcome of a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The id of the route that serves the request.
+    Found(usize),
+    /// Routes cover the path but none allows the method; the set is the union
+    /// of their methods, for the `Allow` header.
+    MethodNotAllowed(MethodSet),
+    /// No route covers the path.
+    NotFound,
+}
+
+/// Immutable route table; see the module documentation for its cost model.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Routes that name a host, by lower-case host.
+    by_host: HashMap<String, Group>,
+    /// Routes that accept any host; tried only when no route of the
+    /// request's host covers the path.
+    any_host: Group,
+}
+
+/// Routes sharing a host scope.
+#[derive(Debug, Default)]
+struct Group {
+    exact: HashMap<String, Vec<Candidate>>,
+    /// Keyed by prefix without trailing slash (except the root, `/`).
+    prefix: HashMap<String, Vec<Candidate>>,
+    /// Length of the longest prefix key: probing longer ancestors of the
+    /// request path is pointless, and skipping them keeps a hostile path of
+    /// thousands of segments from costing thousands of long hashes.
+    longest_prefix: usize,
+}
+
+/// Kept in ascending id order so config order decides ties.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    id: usize,
+    methods: MethodSet,
+}
+
+impl RouteTable {
+    /// Compiles the routes; done once per configuration load so that every
+    /// per-request decision is a handful of hash probes.
+    #[must_use]
+    pub fn new(routes: Vec<RouteSpec>) -> RouteTable {
+        let mut table = RouteTable::default();
+        for route in routes {
+            let candidate = Candidate {
+                id: route.id,
+                methods: route.methods,
+            };
+            if route.hosts.is_empty() {
+                table.any_host.insert(&route.path, candidate);
+            }
+            for host in &route.hosts {
+                // Lower-cased again so a config mistake cannot make a route
+                // unreachable.
+                table
+                    .by_host
+                    .entry(host.to_ascii_lowercase())
+                    .or_default()
+                    .insert(&route.path, candidate);
+            }
+        }
+        table.any_host.finish();
+        table.by_host.values_mut().for_each(Group::finish);
+        table
+    }
+
+    /// Finds the route for a request.
+    ///
+    /// `host` is the raw `Host`/`:authority` value (port and case are
+    /// ignored); `path` must already be normalized by
+    /// [`normalize_path`](super::normalize::normalize_path).
+    #[must_use]
+    pub fn lookup(&self, host: Option<&str>, path: &str, method: &Method) -> Lookup {
+        if let Some(group) = host.and_then(|host| self.host_group(host)) {
+            match group.lookup(path, method) {
+                Lookup::NotFound => {}
+                // Even a 405 stays within the host: its routes claimed the
+                // path, and a generic route must not widen what they allow.
+                decided => return decided,
+            }
+        }
+        self.any_host.lookup(path, method)
+    }
+
+    fn host_group(&self, authority: &str) -> Option<&Group> {
+        if self.by_host.is_empty() {
+            return None;
+        }
+        let host = host_of(authority);
+        // Clients almost always send lower case; only allocate when not.
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        self.by_host.get(host.as_ref())
+    }
+}
+
+impl Group {
+    fn insert(&mut self, path: &PathMatch, candidate: Candidate) {
+        let (map, key) = match path {
+            PathMatch::Exact(exact) => (&mut self.exact, exact.as_str()),
+            PathMatch::Prefix(prefix) => {
+                let key = prefix_key(prefix);
+                self.longest_prefix = self.longest_prefix.max(key.len());
+                (&mut self.prefix, key)
+            }
+        };
+        map.entry(key.to_owned()).or_default().push(candidate);
+    }
+
+    /// Puts candidates in precedence order once, so lookups never sort.
+    fn finish(&mut self) {
+        for candidates in self.exact.values_mut().chain(self.prefix.values_mut()) {
+            candidates.sort_by_key(|candidate| candidate.id);
+            // A host listed twice in one route must not duplicate the route.
+            candidates.dedup_by_key(|candidate| candidate.id);
+        }
+    }
+
+    fn lookup(&self, path: &str, method: &Method) -> Lookup {
+        let exact = self.exact.get(path);
+        let prefixes = prefix_keys_of(path)
+            .filter(|key| key.len() <= self.longest_prefix)
+            .filter_map(|key| self.prefix.get(key));
+        let mut path_allows: Option<MethodSet> = None;
+        for candidate in exact.into_iter().chain(prefixes).flatten() {
+            if candidate.methods.contains(method) {
+                return Lookup::Found(candidate.id);
+            }
+            path_allows = Some(path_allows.map_or(candidate.methods, |allowed| {
+                allowed.union(candidate.methods)
+            }));
+        }
+        path_allows.map_or(Lookup::NotFound, Lookup::MethodNotAllowed)
+    }
+}
+
+/// `/api/` must behave like `/api`, because lookups only ever probe keys
+/// without a trailing slash; the root stays `/`.
+fn prefix_key(prefix: &str) -> &str {
+    match prefix.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    }
+}
+
+/// Every prefix key that covers `path`, longest first: the path itself, each
+/// ancestor at a segment boundary, then the root.
+fn prefix_keys_of(path: &str) -> impl Iterator<Item = &str> {
+    let whole = Some(path).filter(|path| !path.ends_with('/'));
+    // A '/' at index 0 would give "" and at index 1 (only in "//") the root,
+    // which comes last anyway.
+    let ancestors = path
+        .rmatch_indices('/')
+        .filter(|&(index, _)| index > 1)
+        .filter_map(|(index, _)| path.get(..index));
+    whole
+        .into_iter()
+        .chain(ancestors)
+        .chain(std::iter::once("/"))
+}
+
+/// Strips the port from a `Host`/`:authority` value, keeping IPv6 literals
+/// in their brackets so their colons are not mistaken for a port separator.
+#[must_use]
+pub fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or(authority)
+    } else {
+        authority
+            .split_once(':')
+            .map_or(authority, |(host, _port)| host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn methods(names: &[&str]) -> MethodSet {
+        names
+            .iter()
+            .map(|name| MethodSet::parse(name).unwrap())
+            .reduce(MethodSet::union)
+            .unwrap()
+    }
+
+    fn route(id: usize, hosts: &[&str], path: PathMatch, allowed: MethodSet) -> RouteSpec {
+        RouteSpec {
+            id,
+            hosts: hosts.iter().map(ToString::to_string).collect(),
+            path,
+            methods: allowed,
+        }
+    }
+
+    fn exact(path: &str) -> PathMatch {
+        PathMatch::Exact(path.to_owned())
+    }
+
+    fn prefix(path: &str) -> PathMatch {
+        PathMatch::Prefix(path.to_owned())
+    }
+
+    fn get(table: &RouteTable, host: Option<&str>, path: &str) -> Lookup {
+        table.lookup(host, path, &Method::GET)
+    }
+
+    #[test]
+    fn table_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<RouteTable>();
+    }
+
+    #[test]
+    fn method_set() {
+        assert_eq!(MethodSet::parse("get"), None);
+        assert_eq!(MethodSet::parse("PROPFIND"), None);
+        assert_eq!(MethodSet::parse(""), None);
+        let set = methods(&["POST", "GET", "HEAD"]);
+        assert_eq!(set.allow_header(), "GET, HEAD, POST");
+        assert!(set.contains(&Method::GET));
+        assert!(!set.contains(&Method::PUT));
+        let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+        assert!(!set.contains(&propfind));
+        assert!(MethodSet::ANY.contains(&propfind));
+        assert!(MethodSet::ANY.contains(&Method::CONNECT));
+        assert_eq!(
+            MethodSet::ANY.allow_header(),
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT"
+        );
+        let all_nine = STANDARD_METHODS.map(|name| MethodSet::parse(name).unwrap());
+        let all_nine = all_nine.into_iter().reduce(MethodSet::union).unwrap();
+        assert_eq!(all_nine.allow_header(), MethodSet::ANY.allow_header());
+        assert!(!all_nine.contains(&propfind));
+    }
+
+    #[test]
+    fn host_routes_win() {
+        let table = RouteTable::new(vec![
+            route(0, &[], prefix("/"), MethodSet::ANY),
+            route(1, &["api.example.com"], prefix("/v1"), MethodSet::ANY),
+        ]);
+        assert_eq!(
+            get(&table, Some("api.example.com"), "/v1/x"),
+            Lookup::Found(1)
+        );
+        assert_eq!(
+            get(&table, Some("Api.Example.COM:8443"), "/v1/x"),
+            Lookup::Found(1)
+        );
+        assert_eq!(get(&table, Some("other.com"), "/v1/x"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/v1/x"), Lookup::Found(0));
+    }
+
+    #[test]
+    fn host_falls_back_to_any_host_when_no_host_route_covers_path() {
+        let table = RouteTable::new(vec![
+            route(0, &["api.example.com"], exact("/health"), MethodSet::ANY),
+            route(1, &[], prefix("/static"), MethodSet::ANY),
+        ]);
+        assert_eq!(
+            get(&table, Some("API.example.com:80"), "/static/app.js"),
+            Lookup::Found(1)
+        );
+        assert_eq!(
+            get(&table, Some("api.example.com"), "/health"),
+            Lookup::Found(0)
+        );
+        assert_eq!(get(&table, None, "/health"), Lookup::NotFound);
+    }
+
+    #[test]
+    fn host_405_does_not_fall_through() {
+        let table = RouteTable::new(vec![
+            route(0, &["api.example.com"], prefix("/v1"), methods(&["GET"])),
+            route(1, &[], prefix("/"), MethodSet::ANY),
+        ]);
+        assert_eq!(
+            table.lookup(Some("api.example.com"), "/v1/x", &Method::DELETE),
+            Lookup::MethodNotAllowed(methods(&["GET"]))
+        );
+    }
+
+    #[test]
+    fn exact_beats_prefix() {
+        let table = RouteTable::new(vec![
+            route(0, &[], prefix("/api/users"), MethodSet::ANY),
+            route(1, &[], exact("/api/users"), MethodSet::ANY),
+        ]);
+        assert_eq!(get(&table, None, "/api/users"), Lookup::Found(1));
+        assert_eq!(get(&table, None, "/api/users/7"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/api/users/"), Lookup::Found(0));
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let table = RouteTable::new(vec![
+            route(0, &[], prefix("/api"), MethodSet::ANY),
+            route(1, &[], prefix("/api/v1/admin"), MethodSet::ANY),
+            route(2, &[], prefix("/api/v1"), MethodSet::ANY),
+        ]);
+        assert_eq!(get(&table, None, "/api/v1/admin/x/y"), Lookup::Found(1));
+        assert_eq!(get(&table, None, "/api/v1/adminx"), Lookup::Found(2));
+        assert_eq!(get(&table, None, "/api/v1"), Lookup::Found(2));
+        assert_eq!(get(&table, None, "/api/v2"), Lookup::Found(0));
+    }
+
+    #[test]
+    fn prefix_matches_at_segment_boundaries_only() {
+        let table = RouteTable::new(vec![route(0, &[], prefix("/api"), MethodSet::ANY)]);
+        assert_eq!(get(&table, None, "/api"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/api/"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/api/x"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/apiary"), Lookup::NotFound);
+        assert_eq!(get(&table, None, "/ap"), Lookup::NotFound);
+        assert_eq!(get(&table, None, "/"), Lookup::NotFound);
+    }
+
+    #[test]
+    fn trailing_slash_prefix_behaves_like_bare_prefix() {
+        let table = RouteTable::new(vec![route(0, &[], prefix("/api/"), MethodSet::ANY)]);
+        assert_eq!(get(&table, None, "/api"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/api/"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/api/x"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/apiary"), Lookup::NotFound);
+    }
+
+    #[test]
+    fn method_not_allowed_reports_union() {
+        let table = RouteTable::new(vec![
+            route(0, &[], exact("/orders"), methods(&["GET"])),
+            route(1, &[], prefix("/orders"), methods(&["POST", "PUT"])),
+            route(2, &[], prefix("/other"), methods(&["DELETE"])),
+        ]);
+        let answer = table.lookup(None, "/orders", &Method::DELETE);
+        assert_eq!(
+            answer,
+            Lookup::MethodNotAllowed(methods(&["GET", "POST", "PUT"]))
+        );
+        let Lookup::MethodNotAllowed(allowed) = answer else {
+            unreachable!()
+        };
+        assert_eq!(allowed.allow_header(), "GET, POST, PUT");
+    }
+
+    #[test]
+    fn method_can_select_less_specific_route() {
+        let table = RouteTable::new(vec![
+            route(0, &[], exact("/orders"), methods(&["GET"])),
+            route(1, &[], prefix("/orders"), methods(&["POST"])),
+            route(2, &[], prefix("/"), methods(&["PUT"])),
+        ]);
+        assert_eq!(get(&table, None, "/orders"), Lookup::Found(0));
+        assert_eq!(
+            table.lookup(None, "/orders", &Method::POST),
+            Lookup::Found(1)
+        );
+        assert_eq!(
+            table.lookup(None, "/orders", &Method::PUT),
+            Lookup::Found(2)
+        );
+    }
+
+    #[test]
+    fn equal_precedence_goes_to_lowest_id() {
+        let table = RouteTable::new(vec![
+            route(5, &[], prefix("/a"), MethodSet::ANY),
+            route(3, &[], prefix("/a/"), MethodSet::ANY),
+            route(4, &["h", "h"], prefix("/a"), MethodSet::ANY),
+        ]);
+        assert_eq!(get(&table, None, "/a/b"), Lookup::Found(3));
+        assert_eq!(get(&table, Some("h"), "/a/b"), Lookup::Found(4));
+    }
+
+    #[test]
+    fn no_route_is_not_found() {
+        let table = RouteTable::new(vec![route(0, &["a.com"], prefix("/"), MethodSet::ANY)]);
+        assert_eq!(get(&table, None, "/x"), Lookup::NotFound);
+        assert_eq!(get(&table, Some("b.com"), "/x"), Lookup::NotFound);
+        assert_eq!(
+            get(&RouteTable::new(Vec::new()), None, "/"),
+            Lookup::NotFound
+        );
+    }
+
+    #[test]
+    fn root_prefix_catches_everything() {
+        let table = RouteTable::new(vec![
+            route(0, &[], prefix("/"), MethodSet::ANY),
+            route(1, &[], prefix("/api"), MethodSet::ANY),
+        ]);
+        assert_eq!(get(&table, None, "/"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/anything/deep/x"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/apiary"), Lookup::Found(0));
+        assert_eq!(get(&table, None, "/api/x"), Lookup::Found(1));
+        let any_slashes = RouteTable::new(vec![route(7, &[], prefix("///"), MethodSet::ANY)]);
+        assert_eq!(get(&any_slashes, None, "/x"), Lookup::Found(7));
+    }
+
+    #[test]
+    fn odd_paths_do_not_panic() {
+        let table = RouteTable::new(vec![route(0, &[], prefix("/a"), MethodSet::ANY)]);
+        for path in ["", "a", "//", "/a//", "a/b", "/\u{e9}/x"] {
+            let _ = get(&table, Some(""), path);
+        }
+        assert_eq!(
+            prefix_keys_of("/a/b").collect::<Vec<_>>(),
+            ["/a/b", "/a", "/"]
+        );
+        assert_eq!(
+            prefix_keys_of("/a/b/").collect::<Vec<_>>(),
+            ["/a/b", "/a", "/"]
+        );
+        assert_eq!(prefix_keys_of("/").collect::<Vec<_>>(), ["/"]);
+    }
+
+    #[test]
+    fn very_deep_path_still_reaches_short_prefix() {
+        let table = RouteTable::new(vec![
+            route(0, &[], prefix("/"), methods(&["GET"])),
+            route(1, &[], prefix("/a/a"), methods(&["GET"])),
+        ]);
+        let deep = "/a".repeat(10_000);
+        assert_eq!(get(&table, None, &deep), Lookup::Found(1));
+        assert_eq!(
+            table.lookup(None, &deep, &Method::POST),
+            Lookup::MethodNotAllowed(methods(&["GET"]))
+        );
+    }
+
+    #[test]
+    fn host_of_strips_port() {
+        assert_eq!(host_of("Api.Example.com:8080"), "Api.Example.com");
+        assert_eq!(host_of("example.com"), "example.com");
+        assert_eq!(host_of("[::1]:80"), "[::1]");
+        assert_eq!(host_of("[::1]"), "[::1]");
+        assert_eq!(host_of("[::1"), "[::1");
+        assert_eq!(host_of(""), "");
+        assert_eq!(host_of(":80"), "");
+    }
+}

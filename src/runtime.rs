@@ -1,0 +1,85 @@
+//! The compiled, immutable form of a configuration that requests run on.
+//!
+//! A `Runtime` is built whole beside the running one and swapped in
+//! atomically; a request keeps the snapshot it started with until it ends.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+use crate::config::{Config, HeaderOps, Limits, RouteAction};
+use crate::observe::Observer;
+use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
+use crate::upstream::pool::{PoolError, UpstreamPool};
+
+pub struct Runtime {
+    pub generation: u64,
+    pub config_sha256: String,
+    pub loaded_at: SystemTime,
+    pub limits: Limits,
+    pub trusted_proxies: Vec<IpNet>,
+    pub routes: Vec<Route>,
+    pub table: RouteTable,
+    pub upstreams: Vec<Arc<UpstreamPool>>,
+}
+
+/// A route as requests need it; its index is its id in the route table.
+pub struct Route {
+    pub name: String,
+    pub path: PathMatch,
+    pub action: RouteAction,
+    pub max_body_bytes: u64,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+impl Runtime {
+    pub fn compile(
+        config: Config,
+        generation: u64,
+        observer: &Arc<Observer>,
+    ) -> Result<Runtime, PoolError> {
+        let upstreams = config
+            .upstreams
+            .into_iter()
+            .map(|u| UpstreamPool::new(u, observer.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut specs = Vec::with_capacity(config.routes.len());
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (id, r) in config.routes.into_iter().enumerate() {
+            specs.push(RouteSpec {
+                id,
+                hosts: r.hosts,
+                path: r.path.clone(),
+                methods: r.methods,
+            });
+            routes.push(Route {
+                name: r.name,
+                path: r.path,
+                action: r.action,
+                max_body_bytes: r.max_body_bytes,
+                request_headers: r.request_headers,
+                response_headers: r.response_headers,
+            });
+        }
+        Ok(Runtime {
+            generation,
+            config_sha256: config.sha256,
+            loaded_at: SystemTime::now(),
+            limits: config.limits,
+            trusted_proxies: config.server.trusted_proxies,
+            routes,
+            table: RouteTable::new(specs),
+            upstreams,
+        })
+    }
+
+    /// Starts the background work of this runtime (health checks); must
+    /// run inside a Tokio runtime.
+    pub fn start_background(&self) {
+        for pool in &self.upstreams {
+            UpstreamPool::spawn_health_checks(pool);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Black-box test support: a real upstream, a raw HTTP/1.1 client and a
+//! launcher for the `portcullis` binary. Every test file does `mod common;`
+//! and uses only part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod gateway;
+pub mod upstream;
+
+use std::time::{Duration, Instant};
+
+pub use client::{build_request, get, request, send_raw, Conn, Response};
+pub use gateway::{check, free_addr, free_port, run_cli, Gateway};
+pub use upstream::Upstream;
+
+/// Polls `f` every 20 ms until it returns true or `timeout` has passed;
+/// returns whether it succeeded. `f` runs at least once.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let step = Duration::from_millis(20);
+    let deadline = Instant::now() + timeout;
+    let max_polls = timeout.as_millis() / step.as_millis() + 1;
+    for _ in 0..max_polls {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(step);
+    }
+    f()
+}
