@@ -692,5 +692,10 @@ if [[ -n $LOG_ROW ]]; then
     [[ -f $ACCESS_LOG ]] && lines=$(wc -l <"$ACCESS_LOG")
     bytes=0
     [[ -f $ACCESS_LOG ]] && bytes=$(wc -c <"$ACCESS_LOG")
-    echo "access log: $lines lines ($((bytes / 1024 / 1024)) MiB) for $sent requests completed by wrk (warm-ups included)"
+    # wrk does not count the requests still in flight when a run ends (up
+    # to CONNECTIONS per run), but the gateway logs them.
+    echo "access log: $lines lines ($((bytes / 1024 / 1024)) MiB) for $sent requests completed by wrk, warm-ups included"
+    if ((lines < sent)); then
+        echo "WARNING: the access log lost at least $((sent - lines)) lines (writer queue full?)"
+    fi
 fi

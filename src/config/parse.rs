@@ -44,12 +44,8 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
             "[auth] providers are not available in this version of portcullis",
         );
     }
-    let span = root.span();
-    if listeners.is_empty() {
-        d.error(
-            span.start..span.start,
-            "at least one [[listeners]] is required",
-        );
+    if root.raw("listeners").is_none() {
+        d.error(0..0, "at least one [[listeners]] is required");
     }
     Some(Config {
         path: path.to_path_buf(),
@@ -300,9 +296,6 @@ fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Upstream> {
         hc
     });
     let targets = targets?;
-    if targets.is_empty() {
-        d.error(t.span(), format!("upstream `{name}` has no targets"));
-    }
     Some(Upstream {
         name: name.to_string(),
         targets,
@@ -322,6 +315,9 @@ fn targets(d: &mut Diagnostics, t: &Table) -> Option<Vec<Target>> {
         d.error(t.span(), format!("[{}] needs `targets`", t.section()));
         return None;
     };
+    if items.is_empty() {
+        d.error(t.span(), format!("[{}] has no targets", t.section()));
+    }
     let mut out: Vec<Target> = Vec::new();
     for item in items {
         let parsed = match item.get_ref() {
@@ -638,7 +634,9 @@ fn route_methods(d: &mut Diagnostics, t: &Table) -> MethodSet {
             ),
         }
     }
+    // HEAD is GET without the body (RFC 9110 §9.3.2): allowing GET allows it.
     match set {
+        Some(s) if s.contains(&http::Method::GET) => s.union(MethodSet::HEAD),
         Some(s) => s,
         None => {
             d.error(

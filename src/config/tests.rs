@@ -38,7 +38,7 @@ fn typo_is_an_error_with_place_and_hint() {
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].starts_with("gw.toml:15:1: unknown key `upstrem` in [routes[0]]"),
+        errs[0].starts_with("gw.toml:13:1: unknown key `upstrem` in [routes[0]]"),
         "{errs:?}"
     );
     assert!(errs[0].contains("did you mean `upstream`?"), "{errs:?}");

@@ -356,8 +356,10 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// `/api/orders` with prefix `/api` is `/orders`; the prefix itself is `/`.
+/// A prefix configured with a trailing slash (`/api/`) strips like `/api`.
 fn strip<'a>(path: &'a str, prefix: &str) -> &'a str {
-    if prefix == "/" {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
         return path;
     }
     match path.strip_prefix(prefix) {
@@ -429,5 +431,7 @@ mod tests {
         assert_eq!(strip("/api", "/api"), "/");
         assert_eq!(strip("/api/", "/api"), "/");
         assert_eq!(strip("/x", "/"), "/x");
+        assert_eq!(strip("/api/orders", "/api/"), "/orders");
+        assert_eq!(strip("/api", "/api/"), "/");
     }
 }

@@ -40,6 +40,9 @@ impl MethodSet {
     /// Every method, including extension methods such as `PROPFIND`.
     pub const ANY: MethodSet = MethodSet(EXTENSION_BIT | (EXTENSION_BIT - 1));
 
+    /// HEAD alone; configuration adds it wherever GET is allowed.
+    pub const HEAD: MethodSet = MethodSet(1 << 1);
+
     /// Parses one method name from configuration.
     ///
     /// Case-sensitive because HTTP method names are; `get` would never match
