@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
 
 use crate::config::LogTarget;
@@ -102,10 +102,7 @@ fn drain(destination: Destination, rx: Receiver<String>) {
             {
                 return;
             }
-            next = match rx.try_recv() {
-                Ok(l) => Some(l),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            };
+            next = rx.try_recv().ok();
         }
         if out.flush().is_err() {
             return;
