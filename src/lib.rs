@@ -5,9 +5,11 @@
 //! in [`proxy`], which runs every request through its stages in one fixed
 //! order.
 
+pub mod admin;
 pub mod config;
 pub mod observe;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -8,13 +8,14 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, HeaderOps, Limits, RouteAction};
+use crate::config::{Config, HeaderOps, Limits, RouteAction, Secret};
 use crate::observe::Observer;
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
 use crate::upstream::pool::{PoolError, UpstreamPool};
 
 pub struct Runtime {
     pub generation: u64,
+    pub admin_token: Option<Secret>,
     pub config_sha256: String,
     pub loaded_at: SystemTime,
     pub limits: Limits,
@@ -35,15 +36,27 @@ pub struct Route {
 }
 
 impl Runtime {
+    /// Compiles `config`. Upstream pools whose configuration did not change
+    /// are taken over from `previous` as they are — with their health state
+    /// and their running health checks — so a reload never makes a healthy
+    /// target unknown or a dead one eligible again.
     pub fn compile(
         config: Config,
         generation: u64,
         observer: &Arc<Observer>,
+        previous: Option<&Runtime>,
     ) -> Result<Runtime, PoolError> {
         let upstreams = config
             .upstreams
             .into_iter()
-            .map(|u| UpstreamPool::new(u, observer.clone()).map(Arc::new))
+            .map(|u| {
+                let kept =
+                    previous.and_then(|p| p.upstreams.iter().find(|old| old.config == u).cloned());
+                match kept {
+                    Some(pool) => Ok(pool),
+                    None => UpstreamPool::new(u, observer.clone()).map(Arc::new),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut specs = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -65,6 +78,7 @@ impl Runtime {
         }
         Ok(Runtime {
             generation,
+            admin_token: config.admin.and_then(|a| a.token),
             config_sha256: config.sha256,
             loaded_at: SystemTime::now(),
             limits: config.limits,
@@ -75,11 +89,8 @@ impl Runtime {
         })
     }
 
-    /// Starts the background work of this runtime (health checks); must
-    /// run inside a Tokio runtime.
-    pub fn start_background(&self) {
-        for pool in &self.upstreams {
-            UpstreamPool::spawn_health_checks(pool);
-        }
+    /// Whether `pool` (by identity) belongs to this runtime.
+    pub fn owns(&self, pool: &Arc<UpstreamPool>) -> bool {
+        self.upstreams.iter().any(|p| Arc::ptr_eq(p, pool))
     }
 }

@@ -1,19 +1,23 @@
-//! Process wiring: the Pingora server, its listeners and background work.
+//! Process wiring: the Pingora server, its listeners, the admin listener and
+//! the background work (health checks, signals).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{background_service, http_proxy_service, Opt};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::BackgroundService;
+use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
 
+use crate::admin::AdminApp;
 use crate::config::{Config, Listener};
 use crate::observe::Observer;
 use crate::proxy::Gateway;
-use crate::runtime::Runtime;
+use crate::reload::Control;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -21,6 +25,8 @@ pub enum StartError {
     Pool(#[from] crate::upstream::pool::PoolError),
     #[error("listener `{0}`: {1}")]
     Tls(String, String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Flags of `portcullis run`.
@@ -32,12 +38,11 @@ pub struct RunFlags {
 
 /// Builds the Pingora server for `config` and runs it until shutdown.
 pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
-    let observer = Arc::new(Observer::new(&config.log));
+    let observer = Arc::new(Observer::new(&config.log)?);
     let server_conf = server_conf(&config, flags);
     let listeners = config.listeners.clone();
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::compile(
-        config, 1, &observer,
-    )?));
+    let admin = config.admin.clone();
+    let control = Arc::new(Control::new(config, observer.clone())?);
 
     let opt = Opt {
         upgrade: flags.upgrade,
@@ -46,24 +51,38 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
         test: false,
         conf: None,
     };
+    let pid_file = server_conf.pid_file.clone();
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
+    if !flags.daemon {
+        // Pingora writes the pid file only when it daemonizes; operators
+        // and scripts/upgrade.sh need it either way.
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            tracing::warn!("cannot write pid file {pid_file}: {e}");
+        }
+    }
 
     let gateway = Gateway {
-        runtime: runtime.clone(),
-        observer: observer.clone(),
+        runtime: control.runtime.clone(),
+        observer,
+        draining: control.draining.clone(),
     };
     let mut proxy = http_proxy_service(&server.configuration, gateway);
     for l in &listeners {
         add_listener(&mut proxy, l)?;
     }
     server.add_service(proxy);
-    server.add_service(background_service(
-        "runtime",
-        Background {
-            runtime: runtime.clone(),
-        },
-    ));
+    if let Some(admin) = admin {
+        let mut service = Service::new(
+            "admin".to_string(),
+            AdminApp {
+                control: control.clone(),
+            },
+        );
+        service.add_tcp(&admin.listen);
+        server.add_service(service);
+    }
+    server.add_service(background_service("control", Background { control }));
     server.run_forever()
 }
 
@@ -80,10 +99,7 @@ fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
     }
 }
 
-fn add_listener<S>(
-    service: &mut pingora::services::listening::Service<S>,
-    l: &Listener,
-) -> Result<(), StartError> {
+fn add_listener<S>(service: &mut Service<S>, l: &Listener) -> Result<(), StartError> {
     match &l.tls {
         None => service.add_tcp(&l.listen),
         Some(tls) => {
@@ -98,16 +114,46 @@ fn add_listener<S>(
     Ok(())
 }
 
-/// Starts the runtime's background work (health checks) inside Pingora's
-/// service runtime, after any daemonizing fork.
+/// Health checks and signals, started inside Pingora's service runtime
+/// (after any daemonizing fork).
 struct Background {
-    runtime: Arc<ArcSwap<Runtime>>,
+    control: Arc<Control>,
 }
 
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.runtime.load().start_background();
-        let _ = shutdown.changed().await;
+        for pool in &self.control.runtime.load().upstreams {
+            crate::upstream::UpstreamPool::spawn_health_checks(pool);
+        }
+        // Installed before readiness is reported: until a handler exists,
+        // SIGHUP's default action would kill the process.
+        let (mut hup, mut quit, mut term) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(h), Ok(q), Ok(t)) => (h, q, t),
+            _ => {
+                tracing::error!("cannot install signal handlers; reload by signal is unavailable");
+                self.control.ready.store(true, Ordering::Release);
+                let _ = shutdown.changed().await;
+                return;
+            }
+        };
+        self.control.ready.store(true, Ordering::Release);
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    match self.control.reload().await {
+                        Ok(done) => tracing::info!(generation = done.generation, "configuration reloaded"),
+                        Err(e) => tracing::error!("configuration reload failed, keeping the running one:\n{e}"),
+                    }
+                }
+                _ = quit.recv() => self.control.draining.store(true, Ordering::Release),
+                _ = term.recv() => self.control.draining.store(true, Ordering::Release),
+                _ = shutdown.changed() => break,
+            }
+        }
     }
 }

@@ -20,13 +20,14 @@ pub struct Config {
     pub sha256: String,
     pub server: Server,
     pub log: Log,
+    pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub threads: usize,
     pub pid_file: PathBuf,
@@ -43,14 +44,49 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Log {
     pub level: String,
     pub access_log: LogTarget,
     pub security_log: LogTarget,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// As written, like a listener's address.
+    pub listen: String,
+    pub addr: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+/// A secret read from a file; never printed, compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// Constant-time comparison, so response timing reveals nothing about
+    /// how much of a guess was right.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        // Hashing first makes the comparison independent of the lengths too.
+        let want = Sha256::digest(self.0.as_bytes());
+        let got = Sha256::digest(candidate);
+        want.ct_eq(&got).into()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
     /// The address exactly as written: Pingora matches inherited sockets on
@@ -60,7 +96,7 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -73,7 +109,7 @@ pub struct Limits {
     pub max_body_bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub targets: Vec<Target>,

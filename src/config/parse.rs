@@ -34,6 +34,7 @@ const FRAMING_HEADERS: [&str; 5] = [
 pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) -> Option<Config> {
     let server = server(d, root);
     let log = log(d, root);
+    let admin = admin(d, root);
     let listeners = listeners(d, root);
     let limits = limits(d, root);
     let upstreams = upstreams(d, root);
@@ -52,6 +53,7 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
         sha256,
         server,
         log,
+        admin,
         listeners,
         limits,
         upstreams,
@@ -149,6 +151,47 @@ fn log_target(s: &str) -> LogTarget {
         "off" => LogTarget::Off,
         path => LogTarget::File(PathBuf::from(path)),
     }
+}
+
+fn admin(d: &mut Diagnostics, root: &Table) -> Option<Admin> {
+    let t = root.table(d, "admin")?;
+    let listen = required_string(d, &t, "listen");
+    let token_file = t.string(d, "token_file");
+    t.finish(d);
+    let token = token_file.and_then(|f| {
+        let span = f.span();
+        let path = existing_file(d, f)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().len() >= 16 => Some(Secret::new(text.trim().to_string())),
+            Ok(_) => {
+                d.error(span, "the admin token must be at least 16 characters");
+                None
+            }
+            Err(e) => {
+                d.error(span, format!("cannot read the admin token file: {e}"));
+                None
+            }
+        }
+    });
+    let listen = listen?;
+    let Ok(addr) = listen.get_ref().parse::<SocketAddr>() else {
+        d.error(
+            listen.span(),
+            format!("`{}` is not an IP:port address", listen.get_ref()),
+        );
+        return None;
+    };
+    if token.is_none() && !addr.ip().is_loopback() {
+        d.error(
+            listen.span(),
+            "an admin listener on a non-loopback address needs a `token_file`",
+        );
+    }
+    Some(Admin {
+        listen: listen.into_inner(),
+        addr,
+        token,
+    })
 }
 
 fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {

@@ -7,6 +7,7 @@ pub mod reject;
 pub mod respond;
 pub mod stages;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::{HashKey, RouteAction};
 use crate::observe::access::AccessRecord;
+use crate::observe::metrics::{method_label, status_label, UNMATCHED};
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
 use crate::routing::table::PathMatch;
@@ -37,6 +39,8 @@ const X_FORWARDED_HOST: &str = "x-forwarded-host";
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub observer: Arc<Observer>,
+    /// Set when the process is handing over or shutting down.
+    pub draining: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -48,6 +52,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if self.draining.load(Ordering::Relaxed) {
+            // Answer, then close: the client's next connection lands on the
+            // process that took the listening sockets over.
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = client::request_id(req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()));
         let peer = session
@@ -316,16 +325,33 @@ impl ProxyHttp for Gateway {
                 event.request_id = Some(&ctx.request_id);
                 event.client_ip = ctx.client_ip;
                 event.route = route;
-                event.emit(&self.observer.security);
+                self.observer.security_event(&event);
             }
         }
-        let Some(access) = &self.observer.access else {
-            return;
-        };
         let upstream = ctx.route().and_then(|r| match r.action {
             RouteAction::Proxy { upstream, .. } => ctx.runtime.upstreams.get(upstream),
             RouteAction::Respond { .. } => None,
         });
+        let elapsed = ctx.started.elapsed();
+        let metrics = &self.observer.metrics;
+        let route_label = route.unwrap_or(UNMATCHED);
+        metrics
+            .requests
+            .with_label_values(&[route_label, method_label(&req.method), status_label(status)])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route_label])
+            .observe(elapsed.as_secs_f64());
+        if let (Some(pool), Some(up)) = (upstream, ctx.upstream_elapsed) {
+            metrics
+                .upstream_duration
+                .with_label_values(&[pool.name()])
+                .observe(up.as_secs_f64());
+        }
+        let Some(access) = &self.observer.access else {
+            return;
+        };
         let record = AccessRecord {
             ts: crate::observe::now_rfc3339(),
             request_id: &ctx.request_id,
@@ -342,7 +368,7 @@ impl ProxyHttp for Gateway {
             target: ctx.target().map(|t| t.to_string()),
             status,
             bytes_sent: session.body_bytes_sent(),
-            duration_ms: ms(ctx.started.elapsed()),
+            duration_ms: ms(elapsed),
             upstream_ms: ctx.upstream_elapsed.map(ms),
             auth_method: None,
             subject: None,

@@ -25,6 +25,10 @@ pub enum Code {
     NoHealthyUpstream,
     UpstreamTimeout,
     Internal,
+    /// The admin listener's missing or wrong bearer token.
+    Unauthorized,
+    /// `POST /reload` with a configuration that does not validate.
+    InvalidConfig,
 }
 
 impl Code {
@@ -40,6 +44,8 @@ impl Code {
             Code::NoHealthyUpstream => 503,
             Code::UpstreamTimeout => 504,
             Code::Internal => 500,
+            Code::Unauthorized => 401,
+            Code::InvalidConfig => 400,
         }
     }
 
@@ -55,6 +61,8 @@ impl Code {
             Code::NoHealthyUpstream => "no_healthy_upstream",
             Code::UpstreamTimeout => "upstream_timeout",
             Code::Internal => "internal_error",
+            Code::Unauthorized => "unauthorized",
+            Code::InvalidConfig => "invalid_config",
         }
     }
 
@@ -75,6 +83,9 @@ pub struct Reject {
     /// Shown to the client: must never contain client input or secrets.
     pub message: Cow<'static, str>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Itemized reasons, rendered as `errors` (e.g. every configuration
+    /// error of a failed reload).
+    pub details: Vec<String>,
 }
 
 impl Reject {
@@ -83,11 +94,17 @@ impl Reject {
             code,
             message: message.into(),
             headers: Vec::new(),
+            details: Vec::new(),
         }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    pub fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
         self
     }
 
@@ -97,11 +114,14 @@ impl Reject {
 
     /// The response header and JSON body of CONTRACT §4.
     pub fn render(&self, request_id: &str) -> Result<(ResponseHeader, Bytes)> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code.as_str(),
             "message": self.message,
             "request_id": request_id,
         });
+        if !self.details.is_empty() {
+            body["errors"] = serde_json::json!(self.details);
+        }
         let body = Bytes::from(body.to_string());
         let mut h = ResponseHeader::build(self.status(), Some(4 + self.headers.len()))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;

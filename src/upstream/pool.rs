@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
@@ -23,6 +24,29 @@ use crate::observe::Observer;
 /// How far a selection may walk the ring before giving up; bounds the work
 /// a request can cause when most targets are down.
 const MAX_SELECT_STEPS: usize = 256;
+
+/// Live health-check tasks in this process: reloads must not leak them.
+static HEALTH_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn health_check_tasks() -> usize {
+    HEALTH_TASKS.load(Ordering::Relaxed)
+}
+
+/// Counts a task for as long as it lives, however it ends.
+struct TaskGuard;
+
+impl TaskGuard {
+    fn new() -> Self {
+        HEALTH_TASKS.fetch_add(1, Ordering::Relaxed);
+        TaskGuard
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        HEALTH_TASKS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -50,6 +74,13 @@ impl UpstreamPool {
             let b = Backend::new_with_weight(&t.addr.to_string(), t.weight)
                 .map_err(|_| PoolError::Target(config.name.clone(), t.addr))?;
             set.insert(b);
+        }
+        for t in &config.targets {
+            observer
+                .metrics
+                .target_healthy
+                .with_label_values(&[config.name.as_str(), &t.addr.to_string()])
+                .set(1);
         }
         let health = config
             .health_check
@@ -99,6 +130,36 @@ impl UpstreamPool {
             .collect()
     }
 
+    /// One health-check pass now, so a pool built by a reload knows its
+    /// targets' health before it takes traffic.
+    pub async fn check_now(&self) {
+        if self.config.health_check.is_some() {
+            self.backends().run_health_check(true).await;
+        }
+    }
+
+    /// Removes this pool's series from the health gauge, for a reload that
+    /// drops or replaces it.
+    pub fn forget_metrics(&self, observer: &Observer) {
+        for t in &self.config.targets {
+            let _ = observer
+                .metrics
+                .target_healthy
+                .remove_label_values(&[self.config.name.as_str(), &t.addr.to_string()]);
+        }
+    }
+
+    /// Sets the health gauge of every target from the current health.
+    pub fn refresh_metrics(&self, observer: &Observer) {
+        for (addr, healthy) in self.health() {
+            observer
+                .metrics
+                .target_healthy
+                .with_label_values(&[self.config.name.as_str(), &addr.to_string()])
+                .set(i64::from(healthy));
+        }
+    }
+
     /// Runs the health checks every interval until the pool is dropped (a
     /// reload that removes it) or the runtime shuts down. Holding only a
     /// weak reference is what lets a removed pool's task end by itself.
@@ -107,7 +168,9 @@ impl UpstreamPool {
             return;
         };
         let weak: Weak<UpstreamPool> = Arc::downgrade(pool);
+        let guard = TaskGuard::new();
         tokio::spawn(async move {
+            let _guard = guard;
             loop {
                 let Some(pool) = weak.upgrade() else { break };
                 pool.backends().run_health_check(true).await;
@@ -208,9 +271,16 @@ impl HealthObserve for HealthEvents {
         } else {
             ("upstream_unhealthy", "health check failed")
         };
-        SecurityEvent::new(event, reason)
-            .field("upstream", self.upstream.as_str())
-            .field("target", target.addr.to_string())
-            .emit(&self.observer.security);
+        let addr = target.addr.to_string();
+        self.observer
+            .metrics
+            .target_healthy
+            .with_label_values(&[self.upstream.as_str(), &addr])
+            .set(i64::from(healthy));
+        self.observer.security_event(
+            &SecurityEvent::new(event, reason)
+                .field("upstream", self.upstream.as_str())
+                .field("target", addr),
+        );
     }
 }

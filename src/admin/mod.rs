@@ -1,0 +1,188 @@
+//! The admin listener: probes, status, reload and metrics, on its own
+//! Pingora service so it never shares a socket with client traffic.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::proxy::client::request_id;
+use crate::proxy::reject::{Code, Reject};
+use crate::reload::Control;
+
+pub struct AdminApp {
+    pub control: Arc<Control>,
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let id = request_id(req.headers.get("x-request-id").map(|v| v.as_bytes()));
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let authorization = req.headers.get(http::header::AUTHORIZATION).cloned();
+        match (path.as_str(), &method) {
+            ("/healthz", &Method::GET) => return text(StatusCode::OK, "ok\n", &id),
+            ("/readyz", &Method::GET) => {
+                return if self.control.is_ready() {
+                    text(StatusCode::OK, "ready\n", &id)
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", &id)
+                };
+            }
+            _ => {}
+        }
+        if !self.authorized(authorization.as_ref()) {
+            let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
+                .with_header(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+                );
+            return refusal(&reject, &id);
+        }
+        match (path.as_str(), &method) {
+            ("/status", &Method::GET) => json(StatusCode::OK, &self.status(), &id),
+            ("/metrics", &Method::GET) => {
+                let body = self.control.observer.metrics.render();
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    body.into_bytes(),
+                    &id,
+                )
+            }
+            ("/reload", &Method::POST) => match self.control.reload().await {
+                Ok(done) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "generation": done.generation,
+                        "config_sha256": done.config_sha256,
+                        "needs_upgrade": done.needs_upgrade,
+                    }),
+                    &id,
+                ),
+                Err(e) => refusal(
+                    &Reject::new(
+                        Code::InvalidConfig,
+                        "the new configuration is invalid; nothing changed",
+                    )
+                    .with_details(e.lines()),
+                    &id,
+                ),
+            },
+            ("/status" | "/metrics" | "/healthz" | "/readyz", _) => refusal(
+                &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
+                    .with_header(http::header::ALLOW, http::HeaderValue::from_static("GET")),
+                &id,
+            ),
+            ("/reload", _) => refusal(
+                &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
+                    .with_header(http::header::ALLOW, http::HeaderValue::from_static("POST")),
+                &id,
+            ),
+            _ => refusal(&Reject::new(Code::NoRoute, "no such admin endpoint"), &id),
+        }
+    }
+}
+
+impl AdminApp {
+    /// Without a configured token only loopback can reach the listener (the
+    /// configuration refuses anything else), so everything is allowed.
+    fn authorized(&self, authorization: Option<&http::HeaderValue>) -> bool {
+        let runtime = self.control.runtime.load();
+        let Some(token) = runtime.admin_token.as_ref() else {
+            return true;
+        };
+        let Some(value) = authorization.map(|v| v.as_bytes()) else {
+            return false;
+        };
+        match value.split_at_checked(7) {
+            Some((scheme, credential)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+                token.matches(credential.trim_ascii())
+            }
+            _ => false,
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let rt = self.control.runtime.load();
+        let upstreams: serde_json::Map<String, serde_json::Value> = rt
+            .upstreams
+            .iter()
+            .map(|pool| {
+                let targets: Vec<serde_json::Value> = pool
+                    .health()
+                    .into_iter()
+                    .map(|(addr, healthy)| {
+                        serde_json::json!({"target": addr.to_string(), "healthy": healthy})
+                    })
+                    .collect();
+                (pool.name().to_string(), serde_json::Value::from(targets))
+            })
+            .collect();
+        serde_json::json!({
+            "pid": std::process::id(),
+            "generation": rt.generation,
+            "config_sha256": rt.config_sha256,
+            "loaded_at": humantime::format_rfc3339_millis(rt.loaded_at).to_string(),
+            "routes": rt.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            "upstreams": upstreams,
+            "auth": {},
+            "health_check_tasks": crate::upstream::pool::health_check_tasks(),
+            "draining": self.control.draining.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>, id: &str) -> Response<Vec<u8>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    let len = response.body().len();
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    response
+}
+
+fn text(status: StatusCode, body: &str, id: &str) -> Response<Vec<u8>> {
+    respond(status, "text/plain", body.as_bytes().to_vec(), id)
+}
+
+fn json(status: StatusCode, value: &serde_json::Value, id: &str) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "application/json",
+        value.to_string().into_bytes(),
+        id,
+    )
+}
+
+/// Admin refusals use the same renderer as the proxy's.
+fn refusal(reject: &Reject, id: &str) -> Response<Vec<u8>> {
+    let Ok((header, body)) = reject.render(id) else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n", id);
+    };
+    let mut response = Response::new(body.to_vec());
+    *response.status_mut() = header.status;
+    for (name, value) in header.headers.iter() {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}

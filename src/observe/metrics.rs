@@ -1,0 +1,193 @@
+//! Prometheus metrics of CONTRACT §7.
+//!
+//! Label values are always bounded: route and upstream names come from the
+//! configuration, methods outside the standard set collapse to `OTHER`, and
+//! requests that matched no route are counted under `unmatched` — a raw
+//! path never becomes a label, so clients cannot grow the series count.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The label for requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub auth_failures: IntCounterVec,
+    pub authz_denied: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub target_healthy: IntGaugeVec,
+    pub jwks_refresh: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> prometheus::Result<HistogramVec> {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let h = HistogramVec::new(opts, &[label])?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let r = &registry;
+        let target_healthy = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_upstream_target_healthy",
+                "1 when the target passes its health checks, else 0",
+            ),
+            &["upstream", "target"],
+        )?;
+        registry.register(Box::new(target_healthy.clone()))?;
+        let metrics = Metrics {
+            requests: counter(
+                r,
+                "portcullis_requests_total",
+                "Requests by route, method and response status",
+                &["route", "method", "status"],
+            )?,
+            request_duration: histogram(
+                r,
+                "portcullis_request_duration_seconds",
+                "Time from request start to the end of the response, by route",
+                "route",
+            )?,
+            upstream_duration: histogram(
+                r,
+                "portcullis_upstream_duration_seconds",
+                "Time from choosing a target to the upstream's response header, by upstream",
+                "upstream",
+            )?,
+            auth_failures: counter(
+                r,
+                "portcullis_auth_failures_total",
+                "Refused credentials by provider and reason",
+                &["provider", "reason"],
+            )?,
+            authz_denied: counter(
+                r,
+                "portcullis_authz_denied_total",
+                "Authorization denials by route",
+                &["route"],
+            )?,
+            rate_limited: counter(
+                r,
+                "portcullis_rate_limited_total",
+                "Requests refused by a rate limit, by route",
+                &["route"],
+            )?,
+            target_healthy,
+            jwks_refresh: counter(
+                r,
+                "portcullis_jwks_refresh_total",
+                "JWKS refreshes by provider and result",
+                &["provider", "result"],
+            )?,
+            config_reloads: counter(
+                r,
+                "portcullis_config_reloads_total",
+                "Configuration reloads by result (ok, error)",
+                &["result"],
+            )?,
+            registry,
+        };
+        // Both results exist from the start, so a dashboard can alert on
+        // the first failure.
+        for result in ["ok", "error"] {
+            metrics
+                .config_reloads
+                .with_label_values(&[result])
+                .inc_by(0);
+        }
+        Ok(metrics)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A bounded label for a request method.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// A bounded label for a response status (`0` when nothing was sent),
+/// without formatting a number on every request.
+pub fn status_label(status: u16) -> &'static str {
+    static LABELS: OnceLock<Vec<String>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..600).map(|n: u16| n.to_string()).collect());
+    labels
+        .get(usize::from(status))
+        .map_or("other", String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_bounded_labels() {
+        let m = Metrics::new().unwrap();
+        m.requests
+            .with_label_values(&[
+                UNMATCHED,
+                method_label(&http::Method::from_bytes(b"PROPFIND").unwrap()),
+                status_label(404),
+            ])
+            .inc();
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"portcullis_requests_total{method="OTHER",route="unmatched",status="404"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"portcullis_config_reloads_total{result="error"} 0"#));
+        assert_eq!(status_label(0), "0");
+    }
+}

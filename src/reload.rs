@@ -1,0 +1,190 @@
+//! Reload: build a new `Runtime` beside the running one, carry over what did
+//! not change, swap it in atomically. Requests in flight keep the snapshot
+//! they started with.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, Admin, Config, ConfigError, ConfigErrors, Listener, Log, Server};
+use crate::observe::security::SecurityEvent;
+use crate::observe::Observer;
+use crate::runtime::Runtime;
+use crate::upstream::pool::{PoolError, UpstreamPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Pool(#[from] PoolError),
+    #[error("the reload task failed")]
+    Task,
+}
+
+impl ReloadError {
+    /// Every reason, one per line, as `check` prints them.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ReloadError::Config(errors) => errors.0.iter().map(ConfigError::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub config_sha256: String,
+    /// Sections that changed but only take effect through an upgrade
+    /// (`SIGQUIT` + `run --upgrade`): sockets, threads and log files are
+    /// fixed for the life of a process.
+    pub needs_upgrade: Vec<&'static str>,
+}
+
+/// The parts of the configuration a running process cannot change.
+#[derive(Debug, Clone, PartialEq)]
+struct Fixed {
+    server: Server,
+    log: Log,
+    listeners: Vec<Listener>,
+    admin_listen: Option<String>,
+}
+
+impl Fixed {
+    fn of(config: &Config) -> Self {
+        Fixed {
+            server: config.server.clone(),
+            log: config.log.clone(),
+            listeners: config.listeners.clone(),
+            admin_listen: config.admin.as_ref().map(|a: &Admin| a.listen.clone()),
+        }
+    }
+
+    fn changed_sections(&self, new: &Fixed) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.listeners != new.listeners {
+            out.push("listeners");
+        }
+        if self.admin_listen != new.admin_listen {
+            out.push("admin.listen");
+        }
+        if self.server != new.server {
+            out.push("server");
+        }
+        if self.log != new.log {
+            out.push("log");
+        }
+        out
+    }
+}
+
+/// The process's control plane: the live runtime and how to replace it.
+pub struct Control {
+    pub config_path: PathBuf,
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub observer: Arc<Observer>,
+    /// Set once the process serves and its signal handlers are installed.
+    pub ready: AtomicBool,
+    /// Set on SIGQUIT: responses then close their connections, so clients
+    /// reconnect to the process that took the sockets over.
+    pub draining: Arc<AtomicBool>,
+    fixed: Fixed,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    pub fn new(config: Config, observer: Arc<Observer>) -> Result<Self, PoolError> {
+        let fixed = Fixed::of(&config);
+        let config_path = config.path.clone();
+        let runtime = Runtime::compile(config, 1, &observer, None)?;
+        Ok(Control {
+            config_path,
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            observer,
+            ready: AtomicBool::new(false),
+            draining: Arc::new(AtomicBool::new(false)),
+            fixed,
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the configuration file and every file it names, and swaps
+    /// the new runtime in. On any error nothing changes. Reloads run one at
+    /// a time.
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.build_and_swap().await;
+        let metrics = &self.observer.metrics;
+        match &result {
+            Ok(done) => {
+                metrics.config_reloads.with_label_values(&["ok"]).inc();
+                let mut event = SecurityEvent::new("config_reloaded", "configuration reloaded")
+                    .field("generation", done.generation)
+                    .field("config_sha256", done.config_sha256.as_str());
+                if !done.needs_upgrade.is_empty() {
+                    event = event.field("needs_upgrade", done.needs_upgrade.clone());
+                    tracing::warn!(
+                        sections = ?done.needs_upgrade,
+                        "configuration changes that need an upgrade (SIGQUIT + run --upgrade) to take effect"
+                    );
+                }
+                self.observer.security_event(&event);
+            }
+            Err(e) => {
+                metrics.config_reloads.with_label_values(&["error"]).inc();
+                let reason = e.lines().join("; ");
+                self.observer
+                    .security_event(&SecurityEvent::new("config_reload_failed", reason));
+            }
+        }
+        result
+    }
+
+    async fn build_and_swap(&self) -> Result<Reloaded, ReloadError> {
+        let path = self.config_path.clone();
+        let config = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|_| ReloadError::Task)??;
+        let needs_upgrade = self.fixed.changed_sections(&Fixed::of(&config));
+        let old = self.runtime.load_full();
+        let generation = old.generation + 1;
+        let new = Arc::new(Runtime::compile(
+            config,
+            generation,
+            &self.observer,
+            Some(&old),
+        )?);
+        let fresh: Vec<Arc<UpstreamPool>> = new
+            .upstreams
+            .iter()
+            .filter(|p| !old.owns(p))
+            .cloned()
+            .collect();
+        for pool in &fresh {
+            pool.check_now().await;
+        }
+        self.runtime.store(new.clone());
+        for pool in &fresh {
+            UpstreamPool::spawn_health_checks(pool);
+        }
+        for pool in old.upstreams.iter().filter(|p| !new.owns(p)) {
+            pool.forget_metrics(&self.observer);
+        }
+        for pool in &fresh {
+            pool.refresh_metrics(&self.observer);
+        }
+        Ok(Reloaded {
+            generation,
+            config_sha256: new.config_sha256.clone(),
+            needs_upgrade,
+        })
+    }
+}
