@@ -6,6 +6,7 @@
 //! order.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod observe;
 pub mod proxy;
@@ -13,5 +14,6 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod tasks;
 pub mod tls;
 pub mod upstream;

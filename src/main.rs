@@ -85,4 +85,15 @@ fn init_tracing(level: &str) {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    // The `log` bridge (Pingora logs through `log`) otherwise lets every
+    // debug!/trace! call of the proxy reach the filter, on every request.
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(match level {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            _ => log::LevelFilter::Info,
+        });
+    }
 }

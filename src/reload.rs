@@ -11,15 +11,15 @@ use arc_swap::ArcSwap;
 use crate::config::{self, Admin, Config, ConfigError, ConfigErrors, Listener, Log, Server};
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
-use crate::runtime::Runtime;
-use crate::upstream::pool::{PoolError, UpstreamPool};
+use crate::runtime::{CompileError, Runtime};
+use crate::upstream::pool::UpstreamPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     #[error("{0}")]
-    Pool(#[from] PoolError),
+    Compile(#[from] CompileError),
     #[error("the reload task failed")]
     Task,
 }
@@ -97,7 +97,7 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(config: Config, observer: Arc<Observer>) -> Result<Self, PoolError> {
+    pub fn new(config: Config, observer: Arc<Observer>) -> Result<Self, CompileError> {
         let fixed = Fixed::of(&config);
         let config_path = config.path.clone();
         let runtime = Runtime::compile(config, 1, &observer, None)?;
@@ -168,12 +168,26 @@ impl Control {
             .filter(|p| !old.owns(p))
             .cloned()
             .collect();
+        let fresh_providers: Vec<_> = new
+            .providers
+            .iter()
+            .filter(|p| !old.owns_provider(p))
+            .cloned()
+            .collect();
+        // New pools know their targets' health, and new providers have
+        // their keys, before they take traffic.
         for pool in &fresh {
             pool.check_now().await;
+        }
+        for provider in &fresh_providers {
+            provider.prepare().await;
         }
         self.runtime.store(new.clone());
         for pool in &fresh {
             UpstreamPool::spawn_health_checks(pool);
+        }
+        for provider in fresh_providers {
+            provider.start_background();
         }
         for pool in old.upstreams.iter().filter(|p| !new.owns(p)) {
             pool.forget_metrics(&self.observer);

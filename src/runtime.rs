@@ -8,10 +8,19 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use crate::auth::{self, Authenticator};
 use crate::config::{Config, HeaderOps, Limits, RouteAction, Secret};
 use crate::observe::Observer;
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
 use crate::upstream::pool::{PoolError, UpstreamPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Auth(#[from] auth::BuildError),
+}
 
 pub struct Runtime {
     pub generation: u64,
@@ -23,6 +32,8 @@ pub struct Runtime {
     pub routes: Vec<Route>,
     pub table: RouteTable,
     pub upstreams: Vec<Arc<UpstreamPool>>,
+    /// Indexed like `Config::auth`; routes refer to them by index.
+    pub providers: Vec<Arc<dyn Authenticator>>,
 }
 
 /// A route as requests need it; its index is its id in the route table.
@@ -30,6 +41,8 @@ pub struct Route {
     pub name: String,
     pub path: PathMatch,
     pub action: RouteAction,
+    /// Indices into `Runtime::providers`; empty for public routes.
+    pub auth: Vec<usize>,
     pub max_body_bytes: u64,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
@@ -45,7 +58,19 @@ impl Runtime {
         generation: u64,
         observer: &Arc<Observer>,
         previous: Option<&Runtime>,
-    ) -> Result<Runtime, PoolError> {
+    ) -> Result<Runtime, CompileError> {
+        let providers = config
+            .auth
+            .iter()
+            .map(|p| {
+                let kept = previous
+                    .and_then(|old| old.providers.iter().find(|x| x.config() == p).cloned());
+                match kept {
+                    Some(provider) => Ok(provider),
+                    None => auth::build(p, observer),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let upstreams = config
             .upstreams
             .into_iter()
@@ -71,6 +96,7 @@ impl Runtime {
                 name: r.name,
                 path: r.path,
                 action: r.action,
+                auth: r.auth,
                 max_body_bytes: r.max_body_bytes,
                 request_headers: r.request_headers,
                 response_headers: r.response_headers,
@@ -86,7 +112,13 @@ impl Runtime {
             routes,
             table: RouteTable::new(specs),
             upstreams,
+            providers,
         })
+    }
+
+    /// Whether `provider` (by identity) belongs to this runtime.
+    pub fn owns_provider(&self, provider: &Arc<dyn Authenticator>) -> bool {
+        self.providers.iter().any(|p| Arc::ptr_eq(p, provider))
     }
 
     /// Whether `pool` (by identity) belongs to this runtime.

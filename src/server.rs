@@ -22,7 +22,7 @@ use crate::reload::Control;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Pool(#[from] crate::upstream::pool::PoolError),
+    Compile(#[from] crate::runtime::CompileError),
     #[error("listener `{0}`: {1}")]
     Tls(String, String),
     #[error("metrics: {0}")]
@@ -123,9 +123,14 @@ struct Background {
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        for pool in &self.control.runtime.load().upstreams {
+        let runtime = self.control.runtime.load_full();
+        for pool in &runtime.upstreams {
             crate::upstream::UpstreamPool::spawn_health_checks(pool);
         }
+        for provider in &runtime.providers {
+            provider.clone().start_background();
+        }
+        drop(runtime);
         // Installed before readiness is reported: until a handler exists,
         // SIGHUP's default action would kill the process.
         let (mut hup, mut quit, mut term) = match (

@@ -296,7 +296,7 @@ fn hundred_reloads_leak_no_task_or_thread() {
     let gw = Gateway::start(&with_b(false));
     wait_ready(admin);
     let tasks = |admin| {
-        admin_get(admin, "/status", None).json()["health_check_tasks"]
+        admin_get(admin, "/status", None).json()["background_tasks"]
             .as_u64()
             .unwrap()
     };

@@ -130,8 +130,12 @@ impl AdminApp {
             "loaded_at": humantime::format_rfc3339_millis(rt.loaded_at).to_string(),
             "routes": rt.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             "upstreams": upstreams,
-            "auth": {},
-            "health_check_tasks": crate::upstream::pool::health_check_tasks(),
+            "auth": rt
+                .providers
+                .iter()
+                .map(|p| (p.name().to_string(), p.status()))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "background_tasks": crate::tasks::background_tasks(),
             "draining": self.control.draining.load(std::sync::atomic::Ordering::Relaxed),
         })
     }

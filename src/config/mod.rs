@@ -1,5 +1,6 @@
 //! Configuration: the TOML file parsed, validated and reported with places.
 
+mod auth;
 pub mod diag;
 pub mod model;
 mod parse;

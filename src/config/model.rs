@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::auth::jwks::Alg;
 use crate::routing::table::{MethodSet, PathMatch};
 
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
+    pub auth: Vec<AuthProvider>,
     pub routes: Vec<Route>,
 }
 
@@ -66,6 +68,12 @@ pub struct Secret(String);
 impl Secret {
     pub fn new(value: String) -> Self {
         Secret(value)
+    }
+
+    /// The secret itself, for the one place that must send it (e.g. HTTP
+    /// Basic to an introspection endpoint). Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 
     /// Constant-time comparison, so response timing reveals nothing about
@@ -164,6 +172,9 @@ pub struct Route {
     pub hosts: Vec<String>,
     pub path: PathMatch,
     pub methods: MethodSet,
+    /// Indices into `Config::auth`, tried in order; empty only when the
+    /// route is public.
+    pub auth: Vec<usize>,
     pub action: RouteAction,
     /// The route's own body limit; never above the global one.
     pub max_body_bytes: u64,
@@ -189,4 +200,65 @@ pub enum RouteAction {
 pub struct HeaderOps {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
+}
+
+/// `[auth.NAME]`: one way of proving who the caller is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthProvider {
+    pub name: String,
+    pub kind: AuthKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthKind {
+    Jwt(JwtProvider),
+    Introspection(IntrospectionProvider),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtProvider {
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub keys: KeySource,
+    pub algorithms: Vec<Alg>,
+    pub leeway_seconds: u64,
+    pub jwks_refresh: Duration,
+    pub token_cache_entries: u64,
+    pub required_claims: Vec<String>,
+    pub max_token_bytes: usize,
+    pub roles_claim: Option<String>,
+    pub scopes_claim: String,
+    pub forward_credentials: bool,
+    /// Timeout of every JWKS and discovery fetch.
+    pub fetch_timeout: Duration,
+}
+
+/// Where a JWT provider's keys come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySource {
+    JwksUri(String),
+    /// An OpenID Connect discovery document naming `issuer` and `jwks_uri`.
+    Discovery(String),
+    /// A JWKS file, read (and checked) at load.
+    File {
+        path: PathBuf,
+        json: Vec<u8>,
+    },
+    /// An HMAC secret for HS* algorithms.
+    Secret {
+        path: PathBuf,
+        secret: Secret,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntrospectionProvider {
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub cache_seconds: u64,
+    pub cache_entries: u64,
+    pub max_token_bytes: usize,
+    pub forward_credentials: bool,
+    pub timeout: Duration,
 }

@@ -38,13 +38,8 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
     let listeners = listeners(d, root);
     let limits = limits(d, root);
     let upstreams = upstreams(d, root);
-    let routes = routes(d, root, &upstreams, &limits);
-    if let Some(auth) = root.raw("auth") {
-        d.error(
-            auth.span(),
-            "[auth] providers are not available in this version of portcullis",
-        );
-    }
+    let auth = super::auth::providers(d, root);
+    let routes = routes(d, root, &upstreams, &auth, &limits);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -57,6 +52,7 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
         listeners,
         limits,
         upstreams,
+        auth,
         routes,
     })
 }
@@ -158,21 +154,7 @@ fn admin(d: &mut Diagnostics, root: &Table) -> Option<Admin> {
     let listen = required_string(d, &t, "listen");
     let token_file = t.string(d, "token_file");
     t.finish(d);
-    let token = token_file.and_then(|f| {
-        let span = f.span();
-        let path = existing_file(d, f)?;
-        match std::fs::read_to_string(&path) {
-            Ok(text) if text.trim().len() >= 16 => Some(Secret::new(text.trim().to_string())),
-            Ok(_) => {
-                d.error(span, "the admin token must be at least 16 characters");
-                None
-            }
-            Err(e) => {
-                d.error(span, format!("cannot read the admin token file: {e}"));
-                None
-            }
-        }
-    });
+    let token = token_file.and_then(|f| read_secret(d, &f, 16));
     let listen = listen?;
     let Ok(addr) = listen.get_ref().parse::<SocketAddr>() else {
         d.error(
@@ -486,12 +468,13 @@ fn routes(
     d: &mut Diagnostics,
     root: &Table,
     upstreams: &[Upstream],
+    auth: &[AuthProvider],
     limits: &Limits,
 ) -> Vec<Route> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for t in root.tables(d, "routes") {
-        if let Some(r) = route(d, &t, upstreams, limits) {
+        if let Some(r) = route(d, &t, upstreams, auth, limits) {
             if !names.insert(r.name.clone()) {
                 d.error(t.span(), format!("duplicate route name `{}`", r.name));
             }
@@ -502,7 +485,13 @@ fn routes(
     out
 }
 
-fn route(d: &mut Diagnostics, t: &Table, upstreams: &[Upstream], limits: &Limits) -> Option<Route> {
+fn route(
+    d: &mut Diagnostics,
+    t: &Table,
+    upstreams: &[Upstream],
+    providers: &[AuthProvider],
+    limits: &Limits,
+) -> Option<Route> {
     let name = required_string(d, t, "name");
     if let Some(n) = &name {
         if !valid_name(n.get_ref()) {
@@ -518,20 +507,7 @@ fn route(d: &mut Diagnostics, t: &Table, upstreams: &[Upstream], limits: &Limits
     let path = route_path(d, t);
     let methods = route_methods(d, t);
     let public = t.boolean(d, "public").unwrap_or(false);
-    if let Some(auth) = t.raw("auth") {
-        d.error(
-            auth.span(),
-            "`auth` providers are not available in this version of portcullis; only `public = true` routes can be served",
-        );
-    } else if !public {
-        d.error(
-            t.span(),
-            format!(
-                "route `{}` must name its `auth` providers or say `public = true` (routes are closed by default)",
-                name.as_ref().map_or("?", |n| n.get_ref().as_str())
-            ),
-        );
-    }
+    let auth = route_auth(d, t, providers, public, name.as_ref());
     let upstream = t.string(d, "upstream");
     let strip_prefix = t.boolean(d, "strip_prefix");
     let respond = t.table(d, "respond").and_then(|r| {
@@ -597,11 +573,57 @@ fn route(d: &mut Diagnostics, t: &Table, upstreams: &[Upstream], limits: &Limits
         hosts,
         path: path?,
         methods,
+        auth,
         action,
         max_body_bytes,
         request_headers,
         response_headers,
     })
+}
+
+/// A route names its providers or says `public = true` — exactly one of
+/// the two, so that no route is open by accident.
+fn route_auth(
+    d: &mut Diagnostics,
+    t: &Table,
+    providers: &[AuthProvider],
+    public: bool,
+    name: Option<&Spanned<String>>,
+) -> Vec<usize> {
+    let route_name = name.map_or("?", |n| n.get_ref().as_str());
+    let Some(list) = t.strings(d, "auth") else {
+        if !public {
+            d.error(
+                t.span(),
+                format!(
+                    "route `{route_name}` must name its `auth` providers or say `public = true` (routes are closed by default)"
+                ),
+            );
+        }
+        return Vec::new();
+    };
+    let span = t.raw("auth").map_or_else(|| t.span(), |v| v.span());
+    if public {
+        d.error(
+            span.clone(),
+            format!("route `{route_name}` says both `public = true` and `auth`; choose one"),
+        );
+    }
+    if list.is_empty() {
+        d.error(span, "`auth` must name at least one provider");
+    }
+    let mut out = Vec::new();
+    for p in list {
+        match providers.iter().position(|x| x.name == *p.get_ref()) {
+            Some(i) if !out.contains(&i) => out.push(i),
+            Some(_) => d.error(
+                p.span(),
+                format!("provider `{}` is listed twice", p.get_ref()),
+            ),
+            None => d.error(p.span(), format!("unknown auth provider `{}`", p.get_ref())),
+        }
+    }
+    out
 }
 
 fn route_host(d: &mut Diagnostics, h: &Spanned<String>) -> Option<String> {
@@ -796,8 +818,36 @@ fn existing_file(d: &mut Diagnostics, p: Spanned<String>) -> Option<PathBuf> {
     }
 }
 
+/// A secret from a file: trimmed, at least `min_len` characters.
+pub(super) fn read_secret(
+    d: &mut Diagnostics,
+    file: &Spanned<String>,
+    min_len: usize,
+) -> Option<Secret> {
+    match std::fs::read_to_string(file.get_ref()) {
+        Ok(text) if text.trim().len() >= min_len => Some(Secret::new(text.trim().to_string())),
+        Ok(_) => {
+            d.error(
+                file.span(),
+                format!(
+                    "the secret in `{}` must be at least {min_len} characters",
+                    file.get_ref()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            d.error(
+                file.span(),
+                format!("cannot read `{}`: {e}", file.get_ref()),
+            );
+            None
+        }
+    }
+}
+
 /// Names appear in metrics labels and logs, so they are kept to a safe set.
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -805,6 +855,6 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn name_rule(name: &str) -> String {
+pub(super) fn name_rule(name: &str) -> String {
     format!("name `{name}` must be 1-64 characters of A-Z a-z 0-9 - _ .")
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::reject::Reject;
+use crate::auth::Identity;
 use crate::runtime::Runtime;
 
 pub struct Ctx {
@@ -22,6 +23,13 @@ pub struct Ctx {
     pub tried: Vec<SocketAddr>,
     pub retries_left: usize,
     pub reject: Option<Reject>,
+    /// The authenticated caller, once a provider accepted the request.
+    pub identity: Option<Arc<Identity>>,
+    /// Whether the accepted provider lets the credential reach the upstream.
+    pub forward_credentials: bool,
+    /// The provider and reason of a refused credential, for the security
+    /// log and metrics.
+    pub auth_failure: Option<(Arc<str>, &'static str)>,
     pub body_bytes: u64,
     pub upstream_started: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
@@ -39,6 +47,9 @@ impl Ctx {
             tried: Vec::new(),
             retries_left: 0,
             reject: None,
+            identity: None,
+            forward_credentials: true,
+            auth_failure: None,
             body_bytes: 0,
             upstream_started: None,
             upstream_elapsed: None,

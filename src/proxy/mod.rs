@@ -69,7 +69,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if let Err(reject) = stages::run(session, ctx) {
+        if let Err(reject) = stages::run(session, ctx).await {
             respond::send_reject(session, ctx, reject).await?;
             return Ok(true);
         }
@@ -211,6 +211,7 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header(HOST, host.as_str())?;
             }
         }
+        identity_headers(upstream_request, ctx)?;
         for name in &route.request_headers.remove {
             upstream_request.remove_header(name);
         }
@@ -310,15 +311,32 @@ impl ProxyHttp for Gateway {
         )
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
-        // Refusals of our own are logged as security events, not errors.
-        ctx.reject.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        // Refusals of our own are logged as security events, not errors;
+        // a client that went away is not the gateway's error either.
+        ctx.reject.is_some() || e.esource() == &ErrorSource::Downstream
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let route = ctx.route().map(|r| r.name.as_str());
+        let subject = ctx.identity.as_ref().map(|i| i.subject.as_str());
+        if let Some((provider, reason)) = &ctx.auth_failure {
+            self.observer
+                .metrics
+                .auth_failures
+                .with_label_values(&[&**provider, reason])
+                .inc();
+            if *reason != "missing" {
+                let mut event =
+                    SecurityEvent::new("auth_failure", *reason).field("provider", &**provider);
+                event.request_id = Some(&ctx.request_id);
+                event.client_ip = ctx.client_ip;
+                event.route = route;
+                self.observer.security_event(&event);
+            }
+        }
         if let Some(reject) = &ctx.reject {
             if reject.code.is_security_relevant() {
                 let mut event = SecurityEvent::new("request_rejected", reject.message.as_ref());
@@ -370,11 +388,50 @@ impl ProxyHttp for Gateway {
             bytes_sent: session.body_bytes_sent(),
             duration_ms: ms(elapsed),
             upstream_ms: ctx.upstream_elapsed.map(ms),
-            auth_method: None,
-            subject: None,
+            auth_method: ctx.identity.as_ref().map(|i| i.method.as_str()),
+            subject,
         };
         access.write_line(record.to_line());
     }
+}
+
+/// Headers that carry the identity to the upstream; a client's own copies
+/// are always removed first, so an upstream can trust them.
+const IDENTITY_HEADERS: [&str; 5] = [
+    "x-auth-method",
+    "x-auth-subject",
+    "x-auth-consumer",
+    "x-auth-scopes",
+    "x-auth-roles",
+];
+
+fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    for name in IDENTITY_HEADERS {
+        upstream_request.remove_header(name);
+    }
+    let Some(identity) = &ctx.identity else {
+        return Ok(());
+    };
+    if !ctx.forward_credentials {
+        upstream_request.remove_header(&http::header::AUTHORIZATION);
+    }
+    let values = [
+        Some(identity.method.as_str().to_string()),
+        Some(identity.subject.clone()),
+        identity.consumer.clone(),
+        Some(identity.scopes.join(" ")),
+        Some(identity.roles.join(",")),
+    ];
+    for (name, value) in IDENTITY_HEADERS.iter().zip(values) {
+        // A claim that cannot be a header value (control characters) is
+        // left out rather than mangled.
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            if !v.is_empty() {
+                upstream_request.insert_header(*name, v)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ms(d: std::time::Duration) -> f64 {

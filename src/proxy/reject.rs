@@ -25,6 +25,9 @@ pub enum Code {
     NoHealthyUpstream,
     UpstreamTimeout,
     Internal,
+    MissingCredentials,
+    InvalidToken,
+    AuthUnavailable,
     /// The admin listener's missing or wrong bearer token.
     Unauthorized,
     /// `POST /reload` with a configuration that does not validate.
@@ -44,6 +47,8 @@ impl Code {
             Code::NoHealthyUpstream => 503,
             Code::UpstreamTimeout => 504,
             Code::Internal => 500,
+            Code::MissingCredentials | Code::InvalidToken => 401,
+            Code::AuthUnavailable => 503,
             Code::Unauthorized => 401,
             Code::InvalidConfig => 400,
         }
@@ -61,6 +66,9 @@ impl Code {
             Code::NoHealthyUpstream => "no_healthy_upstream",
             Code::UpstreamTimeout => "upstream_timeout",
             Code::Internal => "internal_error",
+            Code::MissingCredentials => "missing_credentials",
+            Code::InvalidToken => "invalid_token",
+            Code::AuthUnavailable => "auth_unavailable",
             Code::Unauthorized => "unauthorized",
             Code::InvalidConfig => "invalid_config",
         }

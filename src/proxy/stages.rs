@@ -2,18 +2,22 @@
 //! order. Each stage has one job and either passes or returns a [`Reject`];
 //! cheap checks come first so hostile requests cost as little as possible.
 
-use http::header::{ALLOW, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use std::sync::Arc;
+
+use http::header::{ALLOW, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, WWW_AUTHENTICATE};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
 use super::reject::{Code, Reject};
+use crate::auth::{AuthError, Authenticator, Credentials};
 use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
 
-/// Runs every stage in order; on success `ctx.route` is set.
-pub fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
+/// Runs every stage in order; on success `ctx.route` is set, and
+/// `ctx.identity` on authenticated routes.
+pub async fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
     let req = session.req_header();
     let limits = ctx.runtime.limits;
     uri_length(req, limits.max_uri_bytes)?;
@@ -25,7 +29,81 @@ pub fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
     let route_limit = ctx
         .route()
         .map_or(limits.max_body_bytes, |r| r.max_body_bytes);
-    declared_body(req, route_limit)
+    declared_body(req, route_limit)?;
+    authenticate(req, ctx).await
+}
+
+/// 401 / 503 unless one of the route's providers accepts the request; they
+/// are tried in order, and when all refuse the most specific refusal wins.
+async fn authenticate(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+    let runtime = ctx.runtime.clone();
+    let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
+        return Ok(());
+    };
+    if route.auth.is_empty() {
+        return Ok(());
+    }
+    let request = Credentials {
+        headers: &req.headers,
+    };
+    let mut refusal: Option<(&Arc<dyn Authenticator>, AuthError)> = None;
+    for provider in route.auth.iter().filter_map(|i| runtime.providers.get(*i)) {
+        match provider.authenticate(&request).await {
+            Ok(identity) => {
+                ctx.identity = Some(identity);
+                ctx.forward_credentials = provider.forward_credentials();
+                return Ok(());
+            }
+            Err(e) => {
+                refusal = Some(match refusal {
+                    Some((p, worst)) if worst.clone().most_specific(e.clone()) == worst => {
+                        (p, worst)
+                    }
+                    _ => (provider, e),
+                });
+            }
+        }
+    }
+    let Some((provider, error)) = refusal else {
+        return Err(Reject::new(
+            Code::AuthUnavailable,
+            "no authentication provider is available",
+        ));
+    };
+    let bearer = route
+        .auth
+        .iter()
+        .filter_map(|i| runtime.providers.get(*i))
+        .any(|p| p.is_bearer());
+    ctx.auth_failure = Some((provider.name().into(), error.reason()));
+    Err(auth_reject(&error, bearer))
+}
+
+/// The contract's 401/503 for a refused credential, with RFC 6750
+/// `WWW-Authenticate` when the route has a bearer provider.
+fn auth_reject(error: &AuthError, bearer: bool) -> Reject {
+    let (reject, challenge) = match error {
+        AuthError::Missing => (
+            Reject::new(Code::MissingCredentials, "credentials are required"),
+            r#"Bearer realm="portcullis""#.to_string(),
+        ),
+        AuthError::Invalid { description, .. } => (
+            Reject::new(Code::InvalidToken, *description),
+            format!(
+                r#"Bearer realm="portcullis", error="invalid_token", error_description="{description}""#
+            ),
+        ),
+        AuthError::Unavailable { .. } => {
+            return Reject::new(
+                Code::AuthUnavailable,
+                "the identity service is unavailable; try again later",
+            );
+        }
+    };
+    match HeaderValue::from_str(&challenge) {
+        Ok(value) if bearer => reject.with_header(WWW_AUTHENTICATE, value),
+        _ => reject,
+    }
 }
 
 /// 414 when the request target (path and query) is over the limit.

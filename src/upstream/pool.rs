@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
@@ -20,33 +19,11 @@ use pingora_load_balancing::health_check::HealthObserve;
 use crate::config::{Balance, HealthCheck, HealthKind, Upstream};
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
+use crate::tasks::TaskGuard;
 
 /// How far a selection may walk the ring before giving up; bounds the work
 /// a request can cause when most targets are down.
 const MAX_SELECT_STEPS: usize = 256;
-
-/// Live health-check tasks in this process: reloads must not leak them.
-static HEALTH_TASKS: AtomicUsize = AtomicUsize::new(0);
-
-pub fn health_check_tasks() -> usize {
-    HEALTH_TASKS.load(Ordering::Relaxed)
-}
-
-/// Counts a task for as long as it lives, however it ends.
-struct TaskGuard;
-
-impl TaskGuard {
-    fn new() -> Self {
-        HEALTH_TASKS.fetch_add(1, Ordering::Relaxed);
-        TaskGuard
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        HEALTH_TASKS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {

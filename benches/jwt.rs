@@ -1,0 +1,147 @@
+//! JWT verification benchmarks: the full, uncached cost of `verify` (header,
+//! key choice, signature, claims) for the two most common algorithms, so a
+//! verified-token cache can be judged against it.
+//!
+//! The key set holds three keys of different types (RSA, P-256, Ed25519),
+//! as a typical provider's JWKS during a rotation would. The keys are fixed
+//! test keys, generated once with `openssl genpkey`; never trust them.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use portcullis::auth::jwks::{Alg, KeySet};
+use portcullis::auth::jwt::{verify, JwtRules};
+use serde_json::json;
+
+const RSA_PRIVATE: &str = "-----BEGIN RSA PRIVATE KEY-----
+MIIEpAIBAAKCAQEAs6tm/Bis6PPvqpLijxGfZXpXYcdjv+iT94GMjDwEOIpb1rjI
+YqunyTVR/pYuJHqe6x4jOPfx0+D35abkP9iPYVakI2Y1NnsTEc1Np0rngJ8fsm0i
+gVAAfg/gv9b0WLw88ICoa8irXa0bJbUWdflsFm88AQW68ea0Oddn0KbQOTjl6Hh8
+72kZMlfVvDUchR3uEekJAoML52HTvjLO1YTZX8TrXfIgvW3HbOi8cjsjsgp2Bttw
+9AMiJZwPKOodq5+MRC170ePSQvZO1J+jkV8lAmyvbeI39H6itTDVGrFbygxxQIFi
+oIDPKs7+LOE7A7GU+fVskg2FvZDeuRWriFh0vwIDAQABAoIBABul46olje4nI5ln
+ExAbESFHi0zTpwjwHFz5BYzK64db2zgWpVdxvNccqmp358/bQrtBnv/0P7VwKBWh
+8fvVMnMzJvz/jG6+z7dslWeKAkfrtK/7VVT636iGfvpmdKF3DhWgZsp3Tc+ThNrv
+m+45nKVzJpOtsw/ohZFlEWetU9uKIN1E46jS9bVso4ernTe0ZOPB98QeBCVdciwJ
+fv7RbXFYMVB4uJacRdchoxKylxVaBdqQjdqQwkw7TMBkQWcCtj1o0Cq8DkY9qP3L
+vP6rOnTYb07aopAsruOUpGoLDvigtD5qjoO8mjzGB+zWyMDjOr4XmoLdE1GyRYmO
+LGZXdyECgYEA4BBCR6LagPzHRN+CbgJZxfpk7062JGvrGM57ZQyXgKHny01vMUAg
+6AjAWt5v3a1jwnKPLL54BzZspLhg6Otqb+3GZkm33A6VDQ06/c8ow6XngoK6+Vx8
+zqfVvVaxC0eJxCGjguVO83B9EB25nnu8RHkcpcOAytOTH1iHf3U3me8CgYEAzUdG
+Jrxb3QQh/kkiwYP4GmFpw37NvDfGPtITeyPEPjIOgZloYc/G9ZeZdnXF5cm7Tup3
+j7Lmiu4HGyWm/KuXslrx8lXhQXYZ8l2MOhGB0a9NDAnlIiSUKrUOVL8djogNbgMm
+9PhrJrQLFxVbGdyDeb6ZC/4N2udpkuiLyYUh4jECgYEAm0vJlHsUNNh+iIbdkL/C
+VwygTpjgd0fxDyV1sujSTM5qqKcHzTvkUs5V++U15ZAal5ftEhcFfAJFtLkyOd2I
+zQEhRJ4Nd9EHj58+5tFhMJFZb0SKsPBgdJ8w7mUamnW/z5d9C+lBGks58ySXFXgv
+WcoTh/SD3JBd5Rjn+PhWTDMCgYEAkcpp/z7Ne3Xg8qlcntWsUogWxnp7gY6XJKys
+m0s2p/mDJfYfFUCtDGWj32cbquyQNCb/zTYA2HDe6R/frhnsPgarSTJHLefD28cm
+vWMLsTFwZfltG8eg14gJapTlWAI2j4h7lYYNC8rZCYboUcC0O7XrGoJPssWhzG2O
+QgxkmTECgYBwxDH27HKG6QFXhrJVUEA7x00ESXjjuYLO9+J+E916t68oiaamZVLh
+mvZS0vuw3RHw0H6vy32S26Qz9gKbOG4mHLCDgnAIfFogckOLady0n0kmuv6ghEwS
+xyqWpuaVeWodUjfr5atu1LpgUYoAFIFY5tA1V2XntVWUdGkrao7F+w==
+-----END RSA PRIVATE KEY-----
+";
+
+const P256_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgaUVxgtgcf9G35/yK
+zw2rOXrfO+piiSoSZIpZ5FgEnVqhRANCAATpKN6V3R82ikzZf8j65Bd4BO6JlOFt
+5fyEmiRhDgJuiykjtmO/MDsrtwMVtBCZ/jFoEr7BCLB5sYbmcMk6wnpA
+-----END PRIVATE KEY-----
+";
+
+const ED25519_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIFTRZn7wcmLc50mMVfnkNaTcaPQoWJaGLP3XV6QmnOMF
+-----END PRIVATE KEY-----
+";
+
+const NOW: u64 = 1_700_000_000;
+
+struct Signer {
+    alg: Algorithm,
+    kid: &'static str,
+    key: EncodingKey,
+}
+
+fn signers() -> Vec<Signer> {
+    let key = |parsed: Result<EncodingKey, _>| parsed.expect("fixed bench key parses");
+    vec![
+        Signer {
+            alg: Algorithm::RS256,
+            kid: "rsa-2025",
+            key: key(EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes())),
+        },
+        Signer {
+            alg: Algorithm::ES256,
+            kid: "ec-2025",
+            key: key(EncodingKey::from_ec_pem(P256_PRIVATE.as_bytes())),
+        },
+        Signer {
+            alg: Algorithm::EdDSA,
+            kid: "ed-2025",
+            key: key(EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes())),
+        },
+    ]
+}
+
+fn key_set(signers: &[Signer], allowed: &[Alg]) -> KeySet {
+    let keys: Vec<serde_json::Value> = signers
+        .iter()
+        .map(|signer| {
+            let mut jwk = Jwk::from_encoding_key(&signer.key, signer.alg).expect("public JWK");
+            jwk.common.key_id = Some(signer.kid.to_owned());
+            serde_json::to_value(&jwk).expect("JWK serializes")
+        })
+        .collect();
+    let document = serde_json::to_vec(&json!({ "keys": keys })).expect("JWKS serializes");
+    KeySet::from_jwks(&document, allowed).expect("key set")
+}
+
+/// A realistic access token: issuer, audience, subject, scopes and roles.
+fn token(signer: &Signer) -> String {
+    let claims = json!({
+        "iss": "https://idp.example.com/",
+        "aud": ["orders-api", "account"],
+        "sub": "4f1c2a9e-5b7d-4e0a-9c3f-2d8e6b1a7c55",
+        "azp": "web-frontend",
+        "exp": NOW + 3600,
+        "iat": NOW - 60,
+        "nbf": NOW - 60,
+        "scope": "openid profile orders:read orders:write",
+        "realm_access": { "roles": ["customer", "beta"] },
+        "tenant": "acme",
+    });
+    let mut header = Header::new(signer.alg);
+    header.kid = Some(signer.kid.to_owned());
+    encode(&header, &claims, &signer.key).expect("token signs")
+}
+
+fn verify_uncached(c: &mut Criterion) {
+    let allowed = [Alg::RS256, Alg::ES256, Alg::EdDSA];
+    let signers = signers();
+    let keys = key_set(&signers, &allowed);
+    let rules = JwtRules {
+        issuer: Some("https://idp.example.com/".to_owned()),
+        audiences: vec!["orders-api".to_owned()],
+        algorithms: allowed.to_vec(),
+        leeway_seconds: 30,
+        required_claims: vec!["sub".to_owned()],
+        roles_claim: Some("realm_access.roles".to_owned()),
+        scopes_claim: "scope".to_owned(),
+    };
+    let mut group = c.benchmark_group("jwt_verify");
+    for (name, signer) in [("rs256", &signers[0]), ("es256", &signers[1])] {
+        let token = token(signer);
+        // A bench that measured a refusal would prove nothing.
+        let verified = verify(&token, &keys, &rules, NOW).expect("bench token verifies");
+        assert_eq!(verified.roles, ["customer", "beta"]);
+        group.bench_function(name, |b| {
+            b.iter(|| verify(black_box(&token), &keys, &rules, black_box(NOW)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, verify_uncached);
+criterion_main!(benches);

@@ -1,0 +1,132 @@
+//! RFC 6750 bearer token extraction.
+//!
+//! Strict on purpose: anything but exactly one well-formed bearer credential
+//! is refused as `invalid_token` (never a 5xx), and the size cap bounds
+//! everything done with the token afterwards.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use super::AuthError;
+
+/// The bearer token of `headers`. `Missing` when there is no
+/// `Authorization` header or it carries another scheme (it may be meant for
+/// another provider).
+pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::invalid(
+            "malformed",
+            "more than one Authorization header",
+        ));
+    }
+    let bytes = value.as_bytes();
+    let Some((scheme, rest)) = split_scheme(bytes) else {
+        return Err(AuthError::Missing);
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(AuthError::Missing);
+    }
+    let token = rest.trim_ascii();
+    if token.is_empty() {
+        return Err(AuthError::invalid("malformed", "the bearer token is empty"));
+    }
+    if token.len() > max_bytes {
+        return Err(AuthError::invalid(
+            "too_large",
+            "the bearer token is too large",
+        ));
+    }
+    if !is_token68(token) {
+        return Err(AuthError::invalid(
+            "malformed",
+            "the bearer token is not a single token68 value",
+        ));
+    }
+    // token68 is ASCII, checked above.
+    std::str::from_utf8(token)
+        .map_err(|_| AuthError::invalid("malformed", "the bearer token is not ASCII"))
+}
+
+fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let value = value.trim_ascii_start();
+    let space = value.iter().position(|b| *b == b' ')?;
+    Some((&value[..space], &value[space..]))
+}
+
+/// `token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_token68(token: &[u8]) -> bool {
+    let body_end = token.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
+    body_end > 0
+        && token[..body_end].iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn extracts_one_bearer_token() {
+        assert_eq!(
+            bearer_token(&headers(&["Bearer abc.def-ghi_~+/=="]), 100),
+            Ok("abc.def-ghi_~+/==")
+        );
+        assert_eq!(bearer_token(&headers(&["bEaReR   abc"]), 100), Ok("abc"));
+    }
+
+    #[test]
+    fn missing_or_other_scheme_is_missing() {
+        assert_eq!(bearer_token(&headers(&[]), 100), Err(AuthError::Missing));
+        assert_eq!(
+            bearer_token(&headers(&["Basic dXNlcjpwdw=="]), 100),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            bearer_token(&headers(&["Bearer"]), 100),
+            Err(AuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn malformed_is_invalid() {
+        for bad in [
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a,b",
+            "Bearer ===",
+            "Bearer a\"b",
+            "Bearer =abc",
+        ] {
+            let h = headers(&[bad]);
+            let got = bearer_token(&h, 100);
+            assert!(
+                matches!(got, Err(AuthError::Invalid { .. })),
+                "{bad}: {got:?}"
+            );
+        }
+        let h = headers(&["Bearer a", "Bearer b"]);
+        let two = bearer_token(&h, 100);
+        assert!(matches!(two, Err(AuthError::Invalid { .. })));
+        let big = format!("Bearer {}", "a".repeat(101));
+        assert_eq!(
+            bearer_token(&headers(&[&big]), 100),
+            Err(AuthError::invalid(
+                "too_large",
+                "the bearer token is too large"
+            ))
+        );
+    }
+}

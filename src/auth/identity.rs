@@ -1,0 +1,94 @@
+//! Who the caller is, as every authentication provider reports it.
+
+use std::sync::Arc;
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Jwt,
+    ApiKey,
+    Mtls,
+    Introspection,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Mtls => "mtls",
+            AuthMethod::Introspection => "introspection",
+        }
+    }
+}
+
+/// The authenticated caller. Shared (`Arc`) because cached identities are
+/// handed to many requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub method: AuthMethod,
+    /// The configured provider that accepted the credential.
+    pub provider: Arc<str>,
+    pub subject: String,
+    pub consumer: Option<String>,
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    /// The token's claims (JWT, introspection); empty otherwise.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a provider did not accept a request, ordered by specificity: when
+/// every provider of a route refuses, the most specific refusal is the
+/// answer (a broken credential says more than an absent one, and an
+/// unreachable identity service must fail closed rather than look like a
+/// bad credential).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credential for this provider in the request.
+    Missing,
+    /// A credential was presented and refused; `reason` is a short,
+    /// fixed identifier for logs and metrics (`expired`, `bad_signature`,
+    /// ...), `description` a fixed human text that never echoes the
+    /// credential.
+    Invalid {
+        reason: &'static str,
+        description: &'static str,
+    },
+    /// The provider cannot decide now (keys never fetched, introspection
+    /// endpoint down): 503, fail closed.
+    Unavailable { reason: &'static str },
+}
+
+impl AuthError {
+    pub fn invalid(reason: &'static str, description: &'static str) -> Self {
+        AuthError::Invalid {
+            reason,
+            description,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            AuthError::Missing => 0,
+            AuthError::Invalid { .. } => 1,
+            AuthError::Unavailable { .. } => 2,
+        }
+    }
+
+    /// The more specific of two refusals; on a tie the first one seen.
+    pub fn most_specific(self, other: AuthError) -> AuthError {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Invalid { reason, .. } => reason,
+            AuthError::Unavailable { reason } => reason,
+        }
+    }
+}

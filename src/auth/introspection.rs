@@ -1,0 +1,173 @@
+//! The `introspection` provider: opaque tokens checked with the issuer's
+//! RFC 7662 endpoint.
+//!
+//! Answers are cached (positive and negative) for `cache_seconds`, never
+//! beyond the token's `exp`; concurrent lookups of one token share one call;
+//! when the endpoint cannot answer the request fails closed (503).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+
+use super::bearer::bearer_token;
+use super::fetch::{FetchError, Fetcher};
+use super::jwt_auth::now_unix;
+use super::{AuthError, AuthMethod, Authenticator, Credentials, Identity};
+use crate::config::{AuthProvider, IntrospectionProvider};
+
+/// What the endpoint said about one token.
+#[derive(Debug)]
+enum Outcome {
+    Active(Arc<Identity>),
+    Inactive,
+}
+
+struct Answer {
+    outcome: Outcome,
+    /// Unix time after which the answer must not be used.
+    valid_until: u64,
+}
+
+struct UntilValid;
+
+impl moka::Expiry<[u8; 32], Arc<Answer>> for UntilValid {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Answer>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            value.valid_until.saturating_sub(now_unix()),
+        ))
+    }
+}
+
+pub struct IntrospectionAuthenticator {
+    name: Arc<str>,
+    provider: AuthProvider,
+    config: IntrospectionProvider,
+    fetcher: Fetcher,
+    cache: Cache<[u8; 32], Arc<Answer>>,
+}
+
+impl IntrospectionAuthenticator {
+    pub fn new(provider: AuthProvider, config: IntrospectionProvider) -> Self {
+        IntrospectionAuthenticator {
+            name: provider.name.as_str().into(),
+            fetcher: Fetcher::new(config.timeout),
+            cache: Cache::builder()
+                .max_capacity(config.cache_entries)
+                .expire_after(UntilValid)
+                .build(),
+            provider,
+            config,
+        }
+    }
+
+    async fn introspect(&self, token: &str) -> Result<Arc<Answer>, FetchError> {
+        let body = self
+            .fetcher
+            .post_form(
+                &self.config.endpoint,
+                &self.config.client_id,
+                self.config.client_secret.expose(),
+                &[("token", token), ("token_type_hint", "access_token")],
+            )
+            .await?;
+        let now = now_unix();
+        let negative_until = now + self.config.cache_seconds;
+        let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(&body) else {
+            // An answer that is not RFC 7662 JSON cannot vouch for anyone.
+            return Ok(Arc::new(Answer {
+                outcome: Outcome::Inactive,
+                valid_until: negative_until,
+            }));
+        };
+        let active = claims.get("active").and_then(|v| v.as_bool()) == Some(true);
+        let exp = claims.get("exp").and_then(|v| v.as_u64());
+        if !active || exp.is_some_and(|e| e <= now) {
+            return Ok(Arc::new(Answer {
+                outcome: Outcome::Inactive,
+                valid_until: negative_until,
+            }));
+        }
+        let text = |k: &str| claims.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let client_id = text("client_id");
+        let identity = Identity {
+            method: AuthMethod::Introspection,
+            provider: self.name.clone(),
+            subject: text("sub")
+                .or_else(|| client_id.clone())
+                .unwrap_or_default(),
+            consumer: text("azp").or(client_id),
+            scopes: text("scope")
+                .map(|s| s.split_ascii_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            roles: claims
+                .get("roles")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            claims,
+        };
+        let until = now + self.config.cache_seconds;
+        Ok(Arc::new(Answer {
+            outcome: Outcome::Active(Arc::new(identity)),
+            valid_until: exp.map_or(until, |e| until.min(e)),
+        }))
+    }
+}
+
+#[async_trait]
+impl Authenticator for IntrospectionAuthenticator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn method(&self) -> AuthMethod {
+        AuthMethod::Introspection
+    }
+
+    fn is_bearer(&self) -> bool {
+        true
+    }
+
+    fn forward_credentials(&self) -> bool {
+        self.config.forward_credentials
+    }
+
+    fn config(&self) -> &AuthProvider {
+        &self.provider
+    }
+
+    async fn authenticate(&self, request: &Credentials<'_>) -> Result<Arc<Identity>, AuthError> {
+        let token = bearer_token(request.headers, self.config.max_token_bytes)?;
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Concurrent misses for one token wait for a single call; errors
+        // are not cached.
+        let answer = self
+            .cache
+            .try_get_with(key, self.introspect(token))
+            .await
+            .map_err(|_| AuthError::Unavailable {
+                reason: "introspection_unavailable",
+            })?;
+        match &answer.outcome {
+            Outcome::Active(identity) if answer.valid_until > now_unix() => Ok(identity.clone()),
+            Outcome::Active(_) => Err(AuthError::invalid("expired", "the token has expired")),
+            Outcome::Inactive => Err(AuthError::invalid("inactive", "the token is not active")),
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({"kind": "introspection", "cached_tokens": self.cache.entry_count()})
+    }
+}

@@ -1,0 +1,70 @@
+//! Authentication: who the caller is.
+//!
+//! Every provider implements [`Authenticator`] and returns the same
+//! [`Identity`]; a route's providers are tried in order and the first that
+//! accepts wins. When all refuse, the most specific refusal is the answer.
+
+pub mod bearer;
+pub mod fetch;
+pub mod identity;
+pub mod introspection;
+pub mod jwks;
+pub mod jwt;
+pub mod jwt_auth;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use identity::{AuthError, AuthMethod, Identity};
+
+use crate::config::{AuthKind, AuthProvider};
+use crate::observe::Observer;
+
+/// What a provider may look at in a request.
+pub struct Credentials<'a> {
+    pub headers: &'a http::HeaderMap,
+}
+
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    fn name(&self) -> &str;
+    fn method(&self) -> AuthMethod;
+    /// Bearer providers answer 401s with RFC 6750 `WWW-Authenticate`.
+    fn is_bearer(&self) -> bool;
+    /// Whether the credential reaches the upstream.
+    fn forward_credentials(&self) -> bool;
+    /// The configuration it was built from: a reload keeps a provider (its
+    /// keys, caches) when this did not change.
+    fn config(&self) -> &AuthProvider;
+    async fn authenticate(&self, request: &Credentials<'_>) -> Result<Arc<Identity>, AuthError>;
+    /// Work before the provider takes traffic (e.g. the first key fetch).
+    async fn prepare(&self) {}
+    /// Starts periodic work (key refresh); runs inside a Tokio runtime.
+    fn start_background(self: Arc<Self>) {}
+    /// For the admin `/status`.
+    fn status(&self) -> serde_json::Value;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("auth provider `{0}`: {1}")]
+    Jwt(String, jwt_auth::RefreshError),
+}
+
+/// Builds a provider from its configuration.
+pub fn build(
+    provider: &AuthProvider,
+    observer: &Arc<Observer>,
+) -> Result<Arc<dyn Authenticator>, BuildError> {
+    Ok(match &provider.kind {
+        AuthKind::Jwt(jwt) => Arc::new(
+            jwt_auth::JwtAuthenticator::new(provider.clone(), jwt.clone(), observer.clone())
+                .map_err(|e| BuildError::Jwt(provider.name.clone(), e))?,
+        ),
+        AuthKind::Introspection(cfg) => Arc::new(introspection::IntrospectionAuthenticator::new(
+            provider.clone(),
+            cfg.clone(),
+        )),
+    })
+}

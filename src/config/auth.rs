@@ -1,0 +1,274 @@
+//! `[auth.NAME]` sections: the authentication providers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use super::diag::Diagnostics;
+use super::model::*;
+use super::reader::Table;
+use crate::auth::jwks::{Alg, KeySet};
+
+const DEFAULT_MAX_TOKEN_BYTES: u64 = 8192;
+const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5000;
+
+pub fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> {
+    let Some(all) = root.table(d, "auth") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, value) in all.entries() {
+        if !super::parse::valid_name(name.get_ref()) {
+            d.error(name.span(), super::parse::name_rule(name.get_ref()));
+        }
+        let Some(t) = Table::from_value(d, value, format!("auth.{}", name.get_ref())) else {
+            continue;
+        };
+        let kind = match t.string(d, "kind") {
+            None => {
+                d.error(t.span(), format!("[{}] needs `kind`", t.section()));
+                None
+            }
+            Some(k) => match k.get_ref().as_str() {
+                "jwt" => jwt(d, &t).map(AuthKind::Jwt),
+                "introspection" => introspection(d, &t).map(AuthKind::Introspection),
+                "api_key" | "mtls" => {
+                    d.error(
+                        k.span(),
+                        format!(
+                            "auth kind `{}` is not available in this version",
+                            k.get_ref()
+                        ),
+                    );
+                    None
+                }
+                other => {
+                    d.error(
+                        k.span(),
+                        format!("unknown auth kind `{other}`; use jwt or introspection"),
+                    );
+                    None
+                }
+            },
+        };
+        t.finish(d);
+        if let Some(kind) = kind {
+            out.push(AuthProvider {
+                name: name.get_ref().to_string(),
+                kind,
+            });
+        }
+    }
+    out
+}
+
+fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
+    let issuer = t.string(d, "issuer").map(Spanned::into_inner);
+    let audiences = t
+        .strings(d, "audiences")
+        .unwrap_or_default()
+        .into_iter()
+        .map(Spanned::into_inner)
+        .collect();
+    let algorithms = algorithms(d, t);
+    let sources = [
+        t.string(d, "jwks_uri").map(|v| ("jwks_uri", v)),
+        t.string(d, "discovery_url").map(|v| ("discovery_url", v)),
+        t.string(d, "jwks_file").map(|v| ("jwks_file", v)),
+        t.string(d, "secret_file").map(|v| ("secret_file", v)),
+    ];
+    let leeway_seconds = t.integer(d, "leeway_seconds", 0..=600).unwrap_or(30);
+    let jwks_refresh = t
+        .integer(d, "jwks_refresh_seconds", 10..=86_400)
+        .unwrap_or(300);
+    let token_cache_entries = t
+        .integer(d, "token_cache_entries", 0..=10_000_000)
+        .unwrap_or(100_000);
+    let required_claims = t
+        .strings(d, "required_claims")
+        .unwrap_or_default()
+        .into_iter()
+        .map(Spanned::into_inner)
+        .collect();
+    let max_token_bytes = t
+        .integer(d, "max_token_bytes", 256..=65_536)
+        .unwrap_or(DEFAULT_MAX_TOKEN_BYTES) as usize;
+    let roles_claim = t.string(d, "roles_claim").map(Spanned::into_inner);
+    let scopes_claim = t
+        .string(d, "scopes_claim")
+        .map_or_else(|| "scope".to_string(), Spanned::into_inner);
+    let forward_credentials = t.boolean(d, "forward_credentials").unwrap_or(true);
+    let fetch_timeout = t
+        .integer(d, "fetch_timeout_ms", 100..=60_000)
+        .unwrap_or(DEFAULT_FETCH_TIMEOUT_MS);
+
+    let mut given = sources.into_iter().flatten();
+    let first = given.next();
+    if let Some((key, extra)) = given.next() {
+        d.error(
+            extra.span(),
+            format!("`{key}`: a jwt provider takes exactly one of jwks_uri, discovery_url, jwks_file, secret_file"),
+        );
+    }
+    let Some((key, value)) = first else {
+        d.error(
+            t.span(),
+            format!(
+                "[{}] needs one of jwks_uri, discovery_url, jwks_file, secret_file",
+                t.section()
+            ),
+        );
+        return None;
+    };
+    let algorithms = algorithms?;
+    let hmac = algorithms.iter().filter(|a| a.is_hmac()).count();
+    if key == "secret_file" && hmac != algorithms.len() {
+        d.error(
+            value.span(),
+            "with `secret_file`, `algorithms` may only list HS256, HS384, HS512",
+        );
+        return None;
+    }
+    if key != "secret_file" && hmac > 0 {
+        d.error(
+            value.span(),
+            "HS256/HS384/HS512 are only allowed with `secret_file`",
+        );
+        return None;
+    }
+    let keys = match key {
+        "jwks_uri" => KeySource::JwksUri(http_url(d, &value)?),
+        "discovery_url" => {
+            if issuer.is_none() {
+                d.error(
+                    value.span(),
+                    "`discovery_url` needs `issuer`: the discovered issuer must match it",
+                );
+            }
+            KeySource::Discovery(http_url(d, &value)?)
+        }
+        "jwks_file" => {
+            let path = PathBuf::from(value.get_ref());
+            let json = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    d.error(
+                        value.span(),
+                        format!("cannot read `{}`: {e}", value.get_ref()),
+                    );
+                    return None;
+                }
+            };
+            if let Err(e) = KeySet::from_jwks(&json, &algorithms) {
+                d.error(value.span(), format!("`{}`: {e}", value.get_ref()));
+                return None;
+            }
+            KeySource::File { path, json }
+        }
+        _ => {
+            let path = PathBuf::from(value.get_ref());
+            let secret = super::parse::read_secret(d, &value, 32)?;
+            KeySource::Secret { path, secret }
+        }
+    };
+    Some(JwtProvider {
+        issuer,
+        audiences,
+        keys,
+        algorithms,
+        leeway_seconds,
+        jwks_refresh: Duration::from_secs(jwks_refresh),
+        token_cache_entries,
+        required_claims,
+        max_token_bytes,
+        roles_claim,
+        scopes_claim,
+        forward_credentials,
+        fetch_timeout: Duration::from_millis(fetch_timeout),
+    })
+}
+
+fn algorithms(d: &mut Diagnostics, t: &Table) -> Option<Vec<Alg>> {
+    let Some(list) = t.strings(d, "algorithms") else {
+        return Some(vec![Alg::RS256, Alg::ES256]);
+    };
+    let mut out = Vec::new();
+    for a in list {
+        match Alg::parse(a.get_ref()) {
+            Some(alg) if !out.contains(&alg) => out.push(alg),
+            Some(_) => {}
+            None => d.error(
+                a.span(),
+                format!(
+                    "algorithm `{}` is not allowed; use RS256/384/512, PS256/384/512, ES256, ES384, EdDSA or (with secret_file) HS256/384/512",
+                    a.get_ref()
+                ),
+            ),
+        }
+    }
+    if out.is_empty() {
+        d.error(t.span(), "`algorithms` must not be empty");
+        return None;
+    }
+    Some(out)
+}
+
+fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider> {
+    let endpoint = t.string(d, "endpoint");
+    let client_id = t.string(d, "client_id");
+    let secret_file = t.string(d, "client_secret_file");
+    let cache_seconds = t.integer(d, "cache_seconds", 0..=86_400).unwrap_or(60);
+    let cache_entries = t
+        .integer(d, "cache_entries", 1..=10_000_000)
+        .unwrap_or(100_000);
+    let max_token_bytes = t
+        .integer(d, "max_token_bytes", 16..=65_536)
+        .unwrap_or(DEFAULT_MAX_TOKEN_BYTES) as usize;
+    let forward_credentials = t.boolean(d, "forward_credentials").unwrap_or(true);
+    let timeout = t
+        .integer(d, "timeout_ms", 100..=60_000)
+        .unwrap_or(DEFAULT_FETCH_TIMEOUT_MS);
+    let mut missing = |key: &str| d.error(t.span(), format!("[{}] needs `{key}`", t.section()));
+    let (Some(endpoint), Some(client_id), Some(secret_file)) = (endpoint, client_id, secret_file)
+    else {
+        for (key, present) in [
+            ("endpoint", t.raw("endpoint").is_some()),
+            ("client_id", t.raw("client_id").is_some()),
+            ("client_secret_file", t.raw("client_secret_file").is_some()),
+        ] {
+            if !present {
+                missing(key);
+            }
+        }
+        return None;
+    };
+    let endpoint = http_url(d, &endpoint)?;
+    let client_secret = super::parse::read_secret(d, &secret_file, 1)?;
+    Some(IntrospectionProvider {
+        endpoint,
+        client_id: client_id.into_inner(),
+        client_secret,
+        cache_seconds,
+        cache_entries,
+        max_token_bytes,
+        forward_credentials,
+        timeout: Duration::from_millis(timeout),
+    })
+}
+
+/// An absolute http(s) URL with a host.
+fn http_url(d: &mut Diagnostics, value: &Spanned<String>) -> Option<String> {
+    match value.get_ref().parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Some(value.get_ref().clone())
+        }
+        _ => {
+            d.error(
+                value.span(),
+                format!("`{}` is not an http(s) URL", value.get_ref()),
+            );
+            None
+        }
+    }
+}
