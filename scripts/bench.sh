@@ -55,6 +55,7 @@
 #     CONNECTIONS=64 DURATION=10 (seconds) ROUNDS=3 WRK_THREADS=1 WARMUP=1
 #     SERVER_CPU=0 WRK_CPU=1 STARTUP_TIMEOUT=10 (seconds)
 #     PORTCULLIS=target/release/portcullis NGINX=/usr/sbin/nginx WRK=wrk
+#     PINGORA_BASELINE=target/release/examples/pingora_baseline (row skipped if absent)
 #     HAPROXY=/path/to/haproxy (default: from PATH; HAPROXY=off to skip)
 #     KEEP_TMP=1 keeps the temporary directory (configs, logs) for inspection.
 #   Exits non-zero if a server fails to start or a target answers non-2xx
@@ -98,6 +99,10 @@ STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-10}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PORTCULLIS=${PORTCULLIS:-$REPO/target/release/portcullis}
+# A bare Pingora proxy (examples/pingora_baseline.rs): the framework's own
+# cost, so the table separates it from what the gateway adds. Skipped when
+# not built (cargo build --release --example pingora_baseline).
+PINGORA_BASELINE=${PINGORA_BASELINE:-$REPO/target/release/examples/pingora_baseline}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 HAPROXY=${HAPROXY:-$(command -v haproxy || true)}
@@ -423,6 +428,9 @@ define_targets() {
         add_target "haproxy" "http://127.0.0.1:$HAPROXY_PORT/"
     fi
     if ((WITH_GATEWAY)); then
+        if [[ -n $BASELINE_PORT ]]; then
+            add_target "pingora (bare, no logic)" "http://127.0.0.1:$BASELINE_PORT/"
+        fi
         add_target "portcullis" "http://127.0.0.1:$GW_PORT/"
         add_target "portcullis (access log on)" "http://127.0.0.1:$GW_LOG_PORT/"
     fi
@@ -544,6 +552,16 @@ if [[ -n $HAPROXY ]]; then
     start "haproxy on :$HAPROXY_PORT" "$WORKDIR/haproxy/stderr.log" \
         "$HAPROXY" -db -f "$WORKDIR/haproxy/haproxy.cfg"
     wait_for "haproxy" "$LAST_PID" "$HAPROXY_PORT" "$WORKDIR/haproxy/stderr.log"
+fi
+
+BASELINE_PORT=""
+if ((WITH_GATEWAY)) && [[ -x $PINGORA_BASELINE ]]; then
+    free_port
+    BASELINE_PORT=$FREE_PORT
+    mkdir -p "$WORKDIR/baseline"
+    start "pingora baseline on :$BASELINE_PORT" "$WORKDIR/baseline/stderr.log" \
+        "$PINGORA_BASELINE" "127.0.0.1:$BASELINE_PORT" "127.0.0.1:$ORIGIN_PORT"
+    wait_for "pingora baseline" "$LAST_PID" "$BASELINE_PORT" "$WORKDIR/baseline/stderr.log"
 fi
 
 GW_PORT=""

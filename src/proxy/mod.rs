@@ -21,7 +21,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::{HashKey, RouteAction};
+use crate::config::{Balance, HashKey, RouteAction};
 use crate::observe::access::AccessRecord;
 use crate::observe::metrics::{method_label, status_label, UNMATCHED};
 use crate::observe::security::SecurityEvent;
@@ -111,7 +111,10 @@ impl ProxyHttp for Gateway {
                 RouteAction::Respond { .. } => None,
             })
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no upstream"))?;
-        let key = hash_key(&pool.config.hash_key, session, ctx);
+        let key = match pool.config.balance {
+            Balance::ConsistentHash => hash_key(&pool.config.hash_key, session, ctx),
+            Balance::RoundRobin | Balance::Random => Vec::new(),
+        };
         let Some(addr) = pool.select(&key, &ctx.tried) else {
             let reject = if ctx.tried.is_empty() {
                 Reject::new(Code::NoHealthyUpstream, "no healthy upstream target")
@@ -168,13 +171,18 @@ impl ProxyHttp for Gateway {
             ) => strip(&ctx.path, prefix),
             _ => ctx.path.as_str(),
         };
-        let target = match upstream_request.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
-        };
-        let uri = http::Uri::try_from(target)
-            .map_err(|_| Error::explain(ErrorType::InternalError, "cannot build upstream URI"))?;
-        upstream_request.set_uri(uri);
+        // Most paths arrive in normal form: then the request target stays
+        // as received and nothing is rebuilt.
+        if path != upstream_request.uri.path() {
+            let target = match upstream_request.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            let uri = http::Uri::try_from(target).map_err(|_| {
+                Error::explain(ErrorType::InternalError, "cannot build upstream URI")
+            })?;
+            upstream_request.set_uri(uri);
+        }
 
         upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         let peer = session
@@ -451,9 +459,15 @@ fn strip<'a>(path: &'a str, prefix: &str) -> &'a str {
     }
 }
 
-/// The key a consistent-hash upstream hashes on. Until requests carry an
-/// identity, `consumer` falls back to the client IP.
+/// The key a consistent-hash upstream hashes on. `consumer` is the
+/// identity's consumer (else its subject); requests without an identity
+/// hash on the client IP.
 fn hash_key(key: &HashKey, session: &Session, ctx: &Ctx) -> Vec<u8> {
+    let client_ip = || match ctx.client_ip {
+        Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
+        Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
+        None => Vec::new(),
+    };
     match key {
         HashKey::Header(name) => session
             .req_header()
@@ -461,11 +475,16 @@ fn hash_key(key: &HashKey, session: &Session, ctx: &Ctx) -> Vec<u8> {
             .get(name)
             .map(|v| v.as_bytes().to_vec())
             .unwrap_or_default(),
-        HashKey::Consumer | HashKey::ClientIp => match ctx.client_ip {
-            Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
-            Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
-            None => Vec::new(),
+        HashKey::Consumer => match &ctx.identity {
+            Some(id) => id
+                .consumer
+                .as_ref()
+                .unwrap_or(&id.subject)
+                .as_bytes()
+                .to_vec(),
+            None => client_ip(),
         },
+        HashKey::ClientIp => client_ip(),
     }
 }
 

@@ -5,6 +5,8 @@
 
 pub mod client;
 pub mod gateway;
+pub mod idp;
+pub mod jwt;
 pub mod upstream;
 
 use std::time::{Duration, Instant};
