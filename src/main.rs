@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use portcullis::auth::apikey_gen as apikey;
 use portcullis::config;
 use portcullis::server::{self, RunFlags};
 
@@ -35,6 +36,30 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// API key management.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Print a new key once, then the `[[keys]]` block (hash only) for the
+    /// keys file.
+    Generate {
+        #[arg(long)]
+        consumer: String,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// RFC 3339 expiry, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +72,24 @@ fn main() -> ExitCode {
             }
             Err(errors) => {
                 eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Apikey {
+            command:
+                ApikeyCommand::Generate {
+                    consumer,
+                    scopes,
+                    roles,
+                    expires,
+                },
+        } => match apikey::generate(&consumer, &scopes, &roles, expires.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
                 ExitCode::FAILURE
             }
         },

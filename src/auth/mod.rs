@@ -4,6 +4,8 @@
 //! [`Identity`]; a route's providers are tried in order and the first that
 //! accepts wins. When all refuse, the most specific refusal is the answer.
 
+pub mod api_key;
+pub mod apikey_gen;
 pub mod bearer;
 pub mod fetch;
 pub mod identity;
@@ -24,6 +26,7 @@ use crate::observe::Observer;
 /// What a provider may look at in a request.
 pub struct Credentials<'a> {
     pub headers: &'a http::HeaderMap,
+    pub query: Option<&'a str>,
 }
 
 #[async_trait]
@@ -34,6 +37,16 @@ pub trait Authenticator: Send + Sync {
     fn is_bearer(&self) -> bool;
     /// Whether the credential reaches the upstream.
     fn forward_credentials(&self) -> bool;
+    /// The header that carries the credential (removed before forwarding
+    /// unless `forward_credentials`).
+    fn credential_header(&self) -> &http::HeaderName {
+        &http::header::AUTHORIZATION
+    }
+    /// A query parameter that carries the credential; always removed before
+    /// forwarding.
+    fn credential_query(&self) -> Option<&str> {
+        None
+    }
     /// The configuration it was built from: a reload keeps a provider (its
     /// keys, caches) when this did not change.
     fn config(&self) -> &AuthProvider;
@@ -63,6 +76,10 @@ pub fn build(
                 .map_err(|e| BuildError::Jwt(provider.name.clone(), e))?,
         ),
         AuthKind::Introspection(cfg) => Arc::new(introspection::IntrospectionAuthenticator::new(
+            provider.clone(),
+            cfg.clone(),
+        )),
+        AuthKind::ApiKey(cfg) => Arc::new(api_key::ApiKeyAuthenticator::new(
             provider.clone(),
             cfg.clone(),
         )),

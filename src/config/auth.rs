@@ -33,7 +33,8 @@ pub fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> {
             Some(k) => match k.get_ref().as_str() {
                 "jwt" => jwt(d, &t).map(AuthKind::Jwt),
                 "introspection" => introspection(d, &t).map(AuthKind::Introspection),
-                "api_key" | "mtls" => {
+                "api_key" => api_key(d, &t).map(AuthKind::ApiKey),
+                "mtls" => {
                     d.error(
                         k.span(),
                         format!(
@@ -46,7 +47,7 @@ pub fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> {
                 other => {
                     d.error(
                         k.span(),
-                        format!("unknown auth kind `{other}`; use jwt or introspection"),
+                        format!("unknown auth kind `{other}`; use jwt, introspection or api_key"),
                     );
                     None
                 }
@@ -254,6 +255,44 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
         max_token_bytes,
         forward_credentials,
         timeout: Duration::from_millis(timeout),
+    })
+}
+
+fn api_key(d: &mut Diagnostics, t: &Table) -> Option<ApiKeyProvider> {
+    let keys_file = t.string(d, "keys_file");
+    let header = t.string(d, "header");
+    let query_param = t.string(d, "query_param").map(Spanned::into_inner);
+    let forward_credentials = t.boolean(d, "forward_credentials").unwrap_or(false);
+    let Some(keys_file) = keys_file else {
+        d.error(t.span(), format!("[{}] needs `keys_file`", t.section()));
+        return None;
+    };
+    let header = match header {
+        None => http::HeaderName::from_static("x-api-key"),
+        Some(h) => {
+            match http::HeaderName::from_bytes(h.get_ref().to_ascii_lowercase().as_bytes()) {
+                Ok(name) if name != http::header::AUTHORIZATION => name,
+                _ => {
+                    d.error(h.span(), format!("`{}` cannot carry API keys", h.get_ref()));
+                    return None;
+                }
+            }
+        }
+    };
+    let path = PathBuf::from(keys_file.get_ref());
+    let keys = match super::keys::load(&path) {
+        Ok(keys) => keys,
+        Err(errors) => {
+            d.absorb(keys_file.span(), errors);
+            return None;
+        }
+    };
+    Some(ApiKeyProvider {
+        keys_file: path,
+        keys: std::sync::Arc::new(keys),
+        header,
+        query_param: query_param.filter(|q| !q.is_empty()),
+        forward_credentials,
     })
 }
 

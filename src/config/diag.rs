@@ -82,6 +82,14 @@ impl<'s> Diagnostics<'s> {
         ));
     }
 
+    /// Errors found in another file that this one names (e.g. a keys
+    /// file), reported at the place that names it so the order stays
+    /// readable.
+    pub fn absorb(&mut self, at: Range<usize>, errors: Vec<ConfigError>) {
+        self.errors
+            .extend(errors.into_iter().map(|e| (at.start, e)));
+    }
+
     pub fn has_errors(&self) -> bool {
         !self.errors.is_empty()
     }

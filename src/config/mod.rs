@@ -2,6 +2,7 @@
 
 mod auth;
 pub mod diag;
+mod keys;
 pub mod model;
 mod parse;
 pub mod reader;

@@ -213,6 +213,40 @@ pub struct AuthProvider {
 pub enum AuthKind {
     Jwt(JwtProvider),
     Introspection(IntrospectionProvider),
+    ApiKey(ApiKeyProvider),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyProvider {
+    pub keys_file: PathBuf,
+    /// Shared: a reload compares them, requests look them up.
+    pub keys: std::sync::Arc<Vec<ApiKey>>,
+    pub header: HeaderName,
+    /// Off unless set; the parameter is removed before forwarding.
+    pub query_param: Option<String>,
+    pub forward_credentials: bool,
+}
+
+/// One key of a keys file. Only the SHA-256 of the whole key is known.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub consumer: String,
+    pub hash: [u8; 32],
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    /// Unix seconds.
+    pub expires_at: Option<u64>,
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::reject::Reject;
-use crate::auth::Identity;
+use crate::auth::{Authenticator, Identity};
 use crate::runtime::Runtime;
 
 pub struct Ctx {
@@ -25,8 +25,9 @@ pub struct Ctx {
     pub reject: Option<Reject>,
     /// The authenticated caller, once a provider accepted the request.
     pub identity: Option<Arc<Identity>>,
-    /// Whether the accepted provider lets the credential reach the upstream.
-    pub forward_credentials: bool,
+    /// The provider that accepted the request (what to strip before
+    /// forwarding).
+    pub provider: Option<Arc<dyn Authenticator>>,
     /// The provider and reason of a refused credential, for the security
     /// log and metrics.
     pub auth_failure: Option<(Arc<str>, &'static str)>,
@@ -48,7 +49,7 @@ impl Ctx {
             retries_left: 0,
             reject: None,
             identity: None,
-            forward_credentials: true,
+            provider: None,
             auth_failure: None,
             body_bytes: 0,
             upstream_started: None,

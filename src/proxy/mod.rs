@@ -420,8 +420,13 @@ fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<(
     let Some(identity) = &ctx.identity else {
         return Ok(());
     };
-    if !ctx.forward_credentials {
-        upstream_request.remove_header(&http::header::AUTHORIZATION);
+    if let Some(provider) = &ctx.provider {
+        if !provider.forward_credentials() {
+            upstream_request.remove_header(provider.credential_header());
+        }
+        if let Some(param) = provider.credential_query() {
+            strip_query_param(upstream_request, param)?;
+        }
     }
     let values = [
         Some(identity.method.as_str().to_string()),
@@ -439,6 +444,27 @@ fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<(
             }
         }
     }
+    Ok(())
+}
+
+/// Removes every `name=...` pair from the upstream request's query.
+fn strip_query_param(upstream_request: &mut RequestHeader, name: &str) -> Result<()> {
+    let Some(query) = upstream_request.uri.query() else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .collect();
+    let path = upstream_request.uri.path();
+    let target = if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    let uri = http::Uri::try_from(target)
+        .map_err(|_| Error::explain(ErrorType::InternalError, "cannot build upstream URI"))?;
+    upstream_request.set_uri(uri);
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 
 use super::ctx::Ctx;
 use super::reject::{Code, Reject};
-use crate::auth::{AuthError, Authenticator, Credentials};
+use crate::auth::{AuthError, AuthMethod, Authenticator, Credentials};
 use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
 
@@ -45,13 +45,14 @@ async fn authenticate(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> 
     }
     let request = Credentials {
         headers: &req.headers,
+        query: req.uri.query(),
     };
     let mut refusal: Option<(&Arc<dyn Authenticator>, AuthError)> = None;
     for provider in route.auth.iter().filter_map(|i| runtime.providers.get(*i)) {
         match provider.authenticate(&request).await {
             Ok(identity) => {
                 ctx.identity = Some(identity);
-                ctx.forward_credentials = provider.forward_credentials();
+                ctx.provider = Some(provider.clone());
                 return Ok(());
             }
             Err(e) => {
@@ -76,17 +77,20 @@ async fn authenticate(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> 
         .filter_map(|i| runtime.providers.get(*i))
         .any(|p| p.is_bearer());
     ctx.auth_failure = Some((provider.name().into(), error.reason()));
-    Err(auth_reject(&error, bearer))
+    Err(auth_reject(&error, bearer, provider.method()))
 }
 
 /// The contract's 401/503 for a refused credential, with RFC 6750
 /// `WWW-Authenticate` when the route has a bearer provider.
-fn auth_reject(error: &AuthError, bearer: bool) -> Reject {
+fn auth_reject(error: &AuthError, bearer: bool, method: AuthMethod) -> Reject {
     let (reject, challenge) = match error {
         AuthError::Missing => (
             Reject::new(Code::MissingCredentials, "credentials are required"),
             r#"Bearer realm="portcullis""#.to_string(),
         ),
+        AuthError::Invalid { description, .. } if method == AuthMethod::ApiKey => {
+            return Reject::new(Code::InvalidApiKey, *description);
+        }
         AuthError::Invalid { description, .. } => (
             Reject::new(Code::InvalidToken, *description),
             format!(

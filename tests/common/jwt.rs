@@ -137,7 +137,8 @@ pub fn unique_id() -> String {
 pub fn sign_hs256(secret: &[u8], kid: Option<&str>, claims: Value) -> String {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = kid.map(str::to_string);
-    encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("sign HS256")
+    let key = EncodingKey::from_secret(secret).expect("HMAC key");
+    encode(&header, &claims, &key).expect("sign HS256")
 }
 
 /// An unsigned token: `b64(header).b64(claims).` (e.g. `alg: none`).
