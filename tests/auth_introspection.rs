@@ -35,10 +35,10 @@ impl Fixture {
     /// opaque) to one upstream, and an admin listener. The IdP accepts the
     /// gateway's client credentials unless the test changes them.
     fn start(extra: &str) -> Fixture {
-        Self::start_with(TIMEOUT_MS, extra)
+        Self::start_with(TIMEOUT_MS, 60, extra)
     }
 
-    fn start_with(timeout_ms: u64, extra: &str) -> Fixture {
+    fn start_with(timeout_ms: u64, cache_seconds: u64, extra: &str) -> Fixture {
         let idp = Idp::start();
         idp.set_client(CLIENT_ID, CLIENT_SECRET);
         let up = Upstream::start("app");
@@ -56,7 +56,7 @@ kind = "introspection"
 endpoint = "{endpoint}"
 client_id = "{CLIENT_ID}"
 client_secret_file = "{{dir}}/introspection.secret"
-cache_seconds = 60
+cache_seconds = {cache_seconds}
 timeout_ms = {timeout_ms}
 {extra}
 
@@ -465,7 +465,7 @@ fn negative_answers_are_cached() {
 
 #[test]
 fn concurrent_identical_lookups_make_one_call() {
-    let f = Fixture::start_with(3000, "");
+    let f = Fixture::start_with(3000, 60, "");
     let token = opaque_token();
     f.idp
         .set_answer(&token, active(Some("bob"), "app", "orders:read", 300));
@@ -493,4 +493,29 @@ fn concurrent_identical_lookups_make_one_call() {
         "8 concurrent lookups of one token must share one call"
     );
     assert_eq!(f.up.hits(), 8);
+}
+
+/// `cache_seconds = 0` (the configuration allows it) turns caching off:
+/// every request asks the IdP, and an active answer still admits the
+/// request.
+#[test]
+fn cache_seconds_zero_disables_caching_but_accepts_active_tokens() {
+    let f = Fixture::start_with(TIMEOUT_MS, 0, "");
+    let token = opaque_token();
+    f.idp
+        .set_answer(&token, active(Some("bob"), "app", "orders:read", 300));
+    let first = f.get(&token);
+    assert_eq!(
+        first.status,
+        200,
+        "an active token was refused with cache_seconds = 0: {}",
+        first.body_str()
+    );
+    assert_eq!(f.get(&token).status, 200);
+    assert_eq!(f.idp.hits(INTROSPECT_PATH), 2, "nothing may be cached");
+    // Inactive answers are not cached either.
+    let inactive = opaque_token();
+    assert_invalid_token(&f.get(&inactive));
+    assert_invalid_token(&f.get(&inactive));
+    assert_eq!(f.idp.hits(INTROSPECT_PATH), 4);
 }

@@ -1252,3 +1252,67 @@ fn a_cached_token_is_refused_once_it_expires() {
     assert_eq!(event["reason"], "expired", "{event}");
     assert_eq!(f.up.hits(), 2);
 }
+
+// ------------------------------------------------------- more options
+
+#[test]
+fn scopes_claim_array_and_lowercase_scheme() {
+    let f = FileFixture::start("scopes_claim = \"scp\"");
+    let token = f.rsa.sign(claims_with(json!({
+        "scp": ["orders:read", "orders:write"],
+        "scope": "ignored",
+    })));
+    let auth = format!("bearer {token}");
+    let h = echoed_headers(&get_with(
+        f.gw.addr,
+        "/orders/1",
+        &[("authorization", &auth)],
+    ));
+    assert_eq!(h["x-auth-scopes"], "orders:read orders:write", "{h}");
+}
+
+#[test]
+fn a_missing_required_claim_is_invalid_token() {
+    let f = FileFixture::start("required_claims = [\"sub\", \"tenant\"]");
+    let ok = f.rsa.sign(claims_with(json!({"tenant": "t1"})));
+    assert_eq!(get_token(f.gw.addr, &ok).status, 200);
+    let token = token(&f.rsa);
+    let resp = get_token(f.gw.addr, &token);
+    assert_invalid_token(&resp);
+    let event = f.gw.wait_security_event("auth_failure").expect("event");
+    assert_eq!(event["reason"], "missing_claim", "{event}");
+    assert_not_logged(&f.gw, &token);
+}
+
+#[test]
+fn secret_file_provider_accepts_hs256_only() {
+    let secret = "0123456789abcdef0123456789abcdef-hmac";
+    let up = Upstream::start("app");
+    let admin = free_addr();
+    let provider = r#"
+[auth.corp]
+kind = "jwt"
+issuer = "https://idp.test/"
+audiences = ["orders"]
+secret_file = "{dir}/hmac.secret"
+algorithms = ["HS256"]
+"#;
+    let gw = Gateway::start_with_files(
+        &config(admin, &up, provider, &orders_route(&["corp"])),
+        &[("hmac.secret", &format!("{secret}\n"))],
+    );
+    wait_admin(admin);
+    let good = jwt::sign_hs256(secret.as_bytes(), None, claims(ISS, AUD, "svc", 300));
+    let h = echoed_headers(&get_token(gw.addr, &good));
+    assert_eq!(h["x-auth-subject"], "svc", "{h}");
+    let forged = jwt::sign_hs256(
+        b"another-secret-another-secret-xx",
+        None,
+        claims(ISS, AUD, "svc", 300),
+    );
+    assert_invalid_token(&get_token(gw.addr, &forged));
+    let rsa = TestKey::rsa("k1");
+    assert_invalid_token(&get_token(gw.addr, &token(&rsa)));
+    assert_not_logged(&gw, secret);
+    assert_not_logged(&gw, &good);
+}
