@@ -143,5 +143,93 @@ fn verify_uncached(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify_uncached);
+/// The whole `jwt` provider on a request: bearer extraction, cache lookup
+/// (SHA-256 of the token) and, on a miss, verification. With the cache on,
+/// a repeated token costs a hash and a map lookup; with it off, a full
+/// verification every time.
+fn provider_cached_vs_uncached(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use portcullis::auth::{Authenticator, Credentials};
+    use portcullis::config::{AuthKind, AuthProvider, JwtProvider, KeySource, Log, LogTarget};
+    use portcullis::observe::Observer;
+
+    let allowed = [Alg::RS256, Alg::ES256, Alg::EdDSA];
+    let signers = signers();
+    let keys: Vec<serde_json::Value> = signers
+        .iter()
+        .map(|signer| {
+            let mut jwk = Jwk::from_encoding_key(&signer.key, signer.alg).expect("public JWK");
+            jwk.common.key_id = Some(signer.kid.to_owned());
+            serde_json::to_value(&jwk).expect("JWK serializes")
+        })
+        .collect();
+    let jwks = serde_json::to_vec(&json!({ "keys": keys })).expect("JWKS serializes");
+    let log = Log {
+        level: "error".into(),
+        access_log: LogTarget::Off,
+        security_log: LogTarget::Off,
+    };
+    let observer = Arc::new(Observer::new(&log).expect("metrics"));
+    let provider = |entries: u64| {
+        let config = JwtProvider {
+            issuer: Some("https://idp.example.com/".to_owned()),
+            audiences: vec!["orders-api".to_owned()],
+            keys: KeySource::File {
+                path: "bench-jwks.json".into(),
+                json: jwks.clone(),
+            },
+            algorithms: allowed.to_vec(),
+            leeway_seconds: 30,
+            jwks_refresh: std::time::Duration::from_secs(300),
+            token_cache_entries: entries,
+            required_claims: vec!["sub".to_owned()],
+            max_token_bytes: 8192,
+            roles_claim: Some("realm_access.roles".to_owned()),
+            scopes_claim: "scope".to_owned(),
+            forward_credentials: true,
+            fetch_timeout: std::time::Duration::from_secs(5),
+        };
+        let described = AuthProvider {
+            name: "bench".to_owned(),
+            kind: AuthKind::Jwt(config.clone()),
+        };
+        portcullis::auth::jwt_auth::JwtAuthenticator::new(described, config, observer.clone())
+            .expect("provider")
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut group = c.benchmark_group("jwt_provider");
+    for (name, signer) in [("rs256", &signers[0]), ("es256", &signers[1])] {
+        let claims = json!({
+            "iss": "https://idp.example.com/", "aud": "orders-api", "sub": "user-1",
+            "exp": now + 3600, "iat": now, "scope": "orders:read",
+            "realm_access": { "roles": ["customer"] },
+        });
+        let mut header = Header::new(signer.alg);
+        header.kid = Some(signer.kid.to_owned());
+        let token = encode(&header, &claims, &signer.key).expect("token signs");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let request = Credentials {
+            headers: &headers,
+            query: None,
+        };
+        for (mode, entries) in [("cached", 1000), ("uncached", 0)] {
+            let auth = provider(entries);
+            futures::executor::block_on(auth.authenticate(&request)).expect("bench token verifies");
+            group.bench_function(format!("{name}_{mode}"), |b| {
+                b.iter(|| futures::executor::block_on(auth.authenticate(black_box(&request))))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, verify_uncached, provider_cached_vs_uncached);
 criterion_main!(benches);
