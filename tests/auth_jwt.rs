@@ -835,9 +835,10 @@ fn unknown_kid_triggers_one_refetch_then_is_rate_limited() {
     assert_eq!(idp.hits(JWKS_PATH), 1);
     let started = Instant::now();
 
-    // This implementation counts the startup fetch against the 10 s refetch
-    // window (see key_rotation_soon_after_startup_is_accepted); wait it out
-    // so this test isolates the unknown-kid path.
+    // Wait out any refetch window the startup fetch may have opened (the
+    // current implementation counts it, see
+    // key_rotation_soon_after_startup_is_accepted), so that this test checks
+    // the unknown-kid refetch and its rate limit on their own.
     std::thread::sleep(
         (REFETCH_WINDOW + Duration::from_millis(1500)).saturating_sub(started.elapsed()),
     );

@@ -25,6 +25,10 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthE
     }
     let bytes = value.as_bytes();
     let Some((scheme, rest)) = split_scheme(bytes) else {
+        // HTTP parsing drops trailing spaces: "Bearer " arrives as "Bearer".
+        if bytes.trim_ascii().eq_ignore_ascii_case(b"bearer") {
+            return Err(AuthError::invalid("malformed", "the bearer token is empty"));
+        }
         return Err(AuthError::Missing);
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
@@ -96,7 +100,7 @@ mod tests {
         );
         assert_eq!(
             bearer_token(&headers(&["Bearer"]), 100),
-            Err(AuthError::Missing)
+            Err(AuthError::invalid("malformed", "the bearer token is empty"))
         );
     }
 

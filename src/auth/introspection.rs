@@ -27,8 +27,11 @@ enum Outcome {
 
 struct Answer {
     outcome: Outcome,
-    /// Unix time after which the answer must not be used.
-    valid_until: u64,
+    /// Unix time until which the answer is cached (`cache_seconds`, never
+    /// beyond the token's `exp`).
+    cache_until: u64,
+    /// The token's own `exp`, if the endpoint gave one.
+    token_exp: Option<u64>,
 }
 
 struct UntilValid;
@@ -41,7 +44,7 @@ impl moka::Expiry<[u8; 32], Arc<Answer>> for UntilValid {
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         Some(Duration::from_secs(
-            value.valid_until.saturating_sub(now_unix()),
+            value.cache_until.saturating_sub(now_unix()),
         ))
     }
 }
@@ -84,7 +87,8 @@ impl IntrospectionAuthenticator {
             // An answer that is not RFC 7662 JSON cannot vouch for anyone.
             return Ok(Arc::new(Answer {
                 outcome: Outcome::Inactive,
-                valid_until: negative_until,
+                cache_until: negative_until,
+                token_exp: None,
             }));
         };
         let active = claims.get("active").and_then(|v| v.as_bool()) == Some(true);
@@ -92,7 +96,8 @@ impl IntrospectionAuthenticator {
         if !active || exp.is_some_and(|e| e <= now) {
             return Ok(Arc::new(Answer {
                 outcome: Outcome::Inactive,
-                valid_until: negative_until,
+                cache_until: negative_until,
+                token_exp: None,
             }));
         }
         let text = |k: &str| claims.get(k).and_then(|v| v.as_str()).map(str::to_string);
@@ -121,7 +126,8 @@ impl IntrospectionAuthenticator {
         let until = now + self.config.cache_seconds;
         Ok(Arc::new(Answer {
             outcome: Outcome::Active(Arc::new(identity)),
-            valid_until: exp.map_or(until, |e| until.min(e)),
+            cache_until: exp.map_or(until, |e| until.min(e)),
+            token_exp: exp,
         }))
     }
 }
@@ -161,7 +167,9 @@ impl Authenticator for IntrospectionAuthenticator {
                 reason: "introspection_unavailable",
             })?;
         match &answer.outcome {
-            Outcome::Active(identity) if answer.valid_until > now_unix() => Ok(identity.clone()),
+            Outcome::Active(identity) if answer.token_exp.is_none_or(|e| e > now_unix()) => {
+                Ok(identity.clone())
+            }
             Outcome::Active(_) => Err(AuthError::invalid("expired", "the token has expired")),
             Outcome::Inactive => Err(AuthError::invalid("inactive", "the token is not active")),
         }

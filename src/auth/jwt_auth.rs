@@ -70,8 +70,12 @@ pub struct JwtAuthenticator {
     /// Bumped on every successful refresh, so waiters on the refetch lock
     /// can tell that someone else already refreshed.
     key_generation: AtomicU64,
-    /// Single flight for fetches; holds when the last one was attempted.
-    fetch_lock: tokio::sync::Mutex<Option<Instant>>,
+    /// Single flight for every fetch (scheduled, first, on demand).
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// When the last on-demand refetch (unknown `kid`, no keys) ran: only
+    /// those are rate-limited, so a scheduled refresh never delays the
+    /// refetch that a freshly rotated key needs.
+    last_refetch: Mutex<Option<Instant>>,
     cache: Option<Cache<[u8; 32], Arc<CachedToken>>>,
     fetcher: Fetcher,
     observer: Arc<Observer>,
@@ -116,7 +120,8 @@ impl JwtAuthenticator {
             keys: ArcSwapOption::new(local.map(Arc::new)),
             last_refresh: Mutex::new(loaded.then(SystemTime::now)),
             key_generation: AtomicU64::new(0),
-            fetch_lock: tokio::sync::Mutex::new(None),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            last_refetch: Mutex::new(None),
             cache,
             config,
             observer,
@@ -225,14 +230,19 @@ impl JwtAuthenticator {
         if !self.is_remote() {
             return false;
         }
-        let mut last = self.fetch_lock.lock().await;
+        let _single_flight = self.fetch_lock.lock().await;
         if self.key_generation.load(Ordering::Acquire) != seen_generation {
             return true;
         }
-        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
-            return false;
+        {
+            let Ok(mut last) = self.last_refetch.lock() else {
+                return false;
+            };
+            if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
         }
-        *last = Some(Instant::now());
         self.refresh().await
     }
 
@@ -330,8 +340,7 @@ impl Authenticator for JwtAuthenticator {
 
     async fn prepare(&self) {
         if self.is_remote() && self.keys.load().is_none() {
-            let mut last = self.fetch_lock.lock().await;
-            *last = Some(Instant::now());
+            let _single_flight = self.fetch_lock.lock().await;
             self.refresh().await;
         }
     }
@@ -351,13 +360,13 @@ impl Authenticator for JwtAuthenticator {
                 if !first {
                     tokio::time::sleep(every).await;
                 }
-                first = false;
                 let Some(me) = weak.upgrade() else { break };
-                if me.keys.load().is_some() || me.fetch_lock.try_lock().is_ok() {
-                    let mut last = me.fetch_lock.lock().await;
-                    *last = Some(Instant::now());
+                // A provider prepared by a reload already has its keys.
+                if !(first && me.keys.load().is_some()) {
+                    let _single_flight = me.fetch_lock.lock().await;
                     me.refresh().await;
                 }
+                first = false;
             }
         });
     }
