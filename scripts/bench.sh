@@ -371,12 +371,45 @@ EOF
 # define_targets(). The upstream "origin" is defined before this text.
 gateway_routes() {
     cat <<EOF
+[auth.bench_jwt]
+kind = "jwt"
+issuer = "https://demo.portcullis.local/"
+audiences = ["demo-api"]
+jwks_file = "$REPO/conf/demo-jwks.json"
+algorithms = ["RS256"]
+
+[auth.bench_keys]
+kind = "api_key"
+keys_file = "$WORKDIR/bench-keys.toml"
+
+[[routes]]
+name = "bench-jwt"
+path_prefix = "/jwt"
+auth = ["bench_jwt"]
+upstream = "origin"
+
+[[routes]]
+name = "bench-key"
+path_prefix = "/key"
+auth = ["bench_keys"]
+upstream = "origin"
+
 [[routes]]
 name = "bench"
 path_prefix = "/"
 public = true
 upstream = "origin"
 EOF
+}
+
+# Credentials for the authenticated routes: a fresh API key (its hash goes
+# into the keys file) and a demo JWT (dev-only key in conf/).
+make_credentials() {
+    local generated
+    generated=$("$PORTCULLIS" apikey generate --consumer bench --scopes bench)
+    BENCH_KEY=$(head -n 1 <<<"$generated")
+    tail -n +3 <<<"$generated" >"$WORKDIR/bench-keys.toml"
+    BENCH_TOKEN=$("$REPO/scripts/demo-token.sh" bench bench 86400)
 }
 
 write_gateway_config() { # dir port access_log
@@ -433,6 +466,8 @@ define_targets() {
         fi
         add_target "portcullis" "http://127.0.0.1:$GW_PORT/"
         add_target "portcullis (access log on)" "http://127.0.0.1:$GW_LOG_PORT/"
+        add_target "portcullis jwt (cached)" "http://127.0.0.1:$GW_PORT/jwt/" -H "Authorization: Bearer $BENCH_TOKEN"
+        add_target "portcullis api key" "http://127.0.0.1:$GW_PORT/key/" -H "x-api-key: $BENCH_KEY"
     fi
 }
 
@@ -573,6 +608,7 @@ if ((WITH_GATEWAY)); then
     free_port
     GW_LOG_PORT=$FREE_PORT
     mkdir -p "$WORKDIR/gw" "$WORKDIR/gw-log"
+    make_credentials
     write_gateway_config "$WORKDIR/gw" "$GW_PORT" "off"
     write_gateway_config "$WORKDIR/gw-log" "$GW_LOG_PORT" "$ACCESS_LOG"
     for d in gw gw-log; do
