@@ -2,7 +2,7 @@
 # Installs the system packages Portcullis needs to build and test on Debian:
 # Pingora builds zlib-ng with cmake and vendors OpenSSL with perl.
 set -euo pipefail
-packages=(build-essential cmake perl pkg-config libssl-dev curl)
+packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl)
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 missing=()
