@@ -19,7 +19,6 @@ use crate::config::{ApiKey, ApiKeyProvider, AuthProvider};
 const MAX_KEY_BYTES: usize = 256;
 
 pub struct ApiKeyAuthenticator {
-    name: Arc<str>,
     provider: AuthProvider,
     config: ApiKeyProvider,
     by_id: HashMap<String, KeyEntry>,
@@ -57,7 +56,6 @@ impl ApiKeyAuthenticator {
             })
             .collect();
         ApiKeyAuthenticator {
-            name,
             provider,
             config,
             by_id,
@@ -107,16 +105,8 @@ fn key_id(key: &str) -> Option<&str> {
 
 #[async_trait]
 impl Authenticator for ApiKeyAuthenticator {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn method(&self) -> AuthMethod {
         AuthMethod::ApiKey
-    }
-
-    fn is_bearer(&self) -> bool {
-        false
     }
 
     fn forward_credentials(&self) -> bool {

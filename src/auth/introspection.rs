@@ -134,16 +134,8 @@ impl IntrospectionAuthenticator {
 
 #[async_trait]
 impl Authenticator for IntrospectionAuthenticator {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn method(&self) -> AuthMethod {
         AuthMethod::Introspection
-    }
-
-    fn is_bearer(&self) -> bool {
-        true
     }
 
     fn forward_credentials(&self) -> bool {

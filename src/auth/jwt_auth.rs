@@ -271,16 +271,8 @@ fn token_key(token: &str) -> [u8; 32] {
 
 #[async_trait]
 impl Authenticator for JwtAuthenticator {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn method(&self) -> AuthMethod {
         AuthMethod::Jwt
-    }
-
-    fn is_bearer(&self) -> bool {
-        true
     }
 
     fn forward_credentials(&self) -> bool {

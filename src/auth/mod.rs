@@ -31,10 +31,14 @@ pub struct Credentials<'a> {
 
 #[async_trait]
 pub trait Authenticator: Send + Sync {
-    fn name(&self) -> &str;
+    fn name(&self) -> &str {
+        &self.config().name
+    }
     fn method(&self) -> AuthMethod;
     /// Bearer providers answer 401s with RFC 6750 `WWW-Authenticate`.
-    fn is_bearer(&self) -> bool;
+    fn is_bearer(&self) -> bool {
+        matches!(self.method(), AuthMethod::Jwt | AuthMethod::Introspection)
+    }
     /// Whether the credential reaches the upstream.
     fn forward_credentials(&self) -> bool;
     /// The header that carries the credential (removed before forwarding
