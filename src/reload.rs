@@ -50,7 +50,9 @@ pub struct Reloaded {
 struct Fixed {
     server: Server,
     log: Log,
-    listeners: Vec<Listener>,
+    /// Name, address and whether it speaks TLS; certificates reload in
+    /// place.
+    listeners: Vec<(String, String, bool)>,
     admin_listen: Option<String>,
 }
 
@@ -59,7 +61,11 @@ impl Fixed {
         Fixed {
             server: config.server.clone(),
             log: config.log.clone(),
-            listeners: config.listeners.clone(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l: &Listener| (l.name.clone(), l.listen.clone(), l.tls.is_some()))
+                .collect(),
             admin_listen: config.admin.as_ref().map(|a: &Admin| a.listen.clone()),
         }
     }

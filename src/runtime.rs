@@ -3,6 +3,7 @@
 //! A `Runtime` is built whole beside the running one and swapped in
 //! atomically; a request keeps the snapshot it started with until it ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,6 +13,7 @@ use crate::auth::{self, Authenticator};
 use crate::config::{Config, HeaderOps, Limits, RouteAction, Secret};
 use crate::observe::Observer;
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
+use crate::tls::CertStore;
 use crate::upstream::pool::{PoolError, UpstreamPool};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,8 @@ pub enum CompileError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Auth(#[from] auth::BuildError),
+    #[error("listener `{0}`: {1}")]
+    Tls(String, crate::tls::TlsError),
 }
 
 pub struct Runtime {
@@ -34,6 +38,9 @@ pub struct Runtime {
     pub upstreams: Vec<Arc<UpstreamPool>>,
     /// Indexed like `Config::auth`; routes refer to them by index.
     pub providers: Vec<Arc<dyn Authenticator>>,
+    /// Certificates of the TLS listeners, by listener name: read per
+    /// handshake, so a reload changes them for the next connection.
+    pub tls: HashMap<String, Arc<CertStore>>,
 }
 
 /// A route as requests need it; its index is its id in the route table.
@@ -71,6 +78,16 @@ impl Runtime {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let tls = config
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref().map(|t| (l, t)))
+            .map(|(l, t)| {
+                CertStore::load(&t.certificates)
+                    .map(|store| (l.name.clone(), Arc::new(store)))
+                    .map_err(|e| CompileError::Tls(l.name.clone(), e))
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
         let upstreams = config
             .upstreams
             .into_iter()
@@ -113,6 +130,7 @@ impl Runtime {
             table: RouteTable::new(specs),
             upstreams,
             providers,
+            tls,
         })
     }
 

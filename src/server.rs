@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{background_service, http_proxy_service, Opt};
@@ -18,6 +19,8 @@ use crate::config::{Config, Listener};
 use crate::observe::Observer;
 use crate::proxy::Gateway;
 use crate::reload::Control;
+use crate::runtime::Runtime;
+use crate::tls::CertSelector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -69,7 +72,7 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
     };
     let mut proxy = http_proxy_service(&server.configuration, gateway);
     for l in &listeners {
-        add_listener(&mut proxy, l)?;
+        add_listener(&mut proxy, l, &control.runtime)?;
     }
     server.add_service(proxy);
     if let Some(admin) = admin {
@@ -99,18 +102,23 @@ fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
     }
 }
 
-fn add_listener<S>(service: &mut Service<S>, l: &Listener) -> Result<(), StartError> {
-    match &l.tls {
-        None => service.add_tcp(&l.listen),
-        Some(tls) => {
-            let cert = tls.cert.display().to_string();
-            let key = tls.key.display().to_string();
-            let mut settings = TlsSettings::intermediate(&cert, &key)
-                .map_err(|e| StartError::Tls(l.name.clone(), e.to_string()))?;
-            settings.enable_h2();
-            service.add_tls_with_settings(&l.listen, None, settings);
-        }
+fn add_listener<S>(
+    service: &mut Service<S>,
+    l: &Listener,
+    runtime: &Arc<ArcSwap<Runtime>>,
+) -> Result<(), StartError> {
+    if l.tls.is_none() {
+        service.add_tcp(&l.listen);
+        return Ok(());
     }
+    let selector = CertSelector {
+        runtime: runtime.clone(),
+        listener: l.name.clone(),
+    };
+    let mut settings = TlsSettings::with_callbacks(Box::new(selector))
+        .map_err(|e| StartError::Tls(l.name.clone(), e.to_string()))?;
+    settings.enable_h2();
+    service.add_tls_with_settings(&l.listen, None, settings);
     Ok(())
 }
 

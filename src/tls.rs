@@ -1,9 +1,24 @@
-//! Certificates and keys of TLS listeners.
+//! Certificates and keys of TLS listeners, chosen per handshake.
+//!
+//! A TLS listener does not hold its certificate: every handshake asks the
+//! current runtime snapshot for one (by SNI), so a reload that replaces the
+//! files serves the new certificate on the next handshake, without a
+//! restart and without touching established connections.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::listeners::TlsAccept;
+use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
+use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
+use pingora::tls::ssl::{NameType, SslRef};
 use pingora::tls::x509::X509;
+
+use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -15,6 +30,8 @@ pub enum TlsError {
     Key(String),
     #[error("the private key {0} does not belong to the certificate {1}")]
     Mismatch(String, String),
+    #[error("no certificate configured")]
+    NoCertificate,
 }
 
 /// A certificate chain (leaf first) and its private key.
@@ -43,4 +60,110 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertPair, TlsError> {
         chain,
         key: key_pair,
     })
+}
+
+/// A listener's certificates: the first is the default, the others are
+/// chosen when the client's SNI names one of their DNS names.
+pub struct CertStore {
+    pairs: Vec<CertPair>,
+    exact: HashMap<String, usize>,
+    /// `*.example.com` certificates, keyed by `example.com`.
+    wildcard: HashMap<String, usize>,
+}
+
+impl CertStore {
+    /// Loads every (certificate, key) pair; names come from each leaf's
+    /// DNS subject alternative names, or its CN when it has none.
+    pub fn load(files: &[(PathBuf, PathBuf)]) -> Result<Self, TlsError> {
+        let mut store = CertStore {
+            pairs: Vec::with_capacity(files.len()),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        };
+        for (i, (cert, key)) in files.iter().enumerate() {
+            let pair = load_pair(cert, key)?;
+            for name in names(&pair) {
+                let name = name.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => store.wildcard.entry(parent.to_string()).or_insert(i),
+                    None => store.exact.entry(name).or_insert(i),
+                };
+            }
+            store.pairs.push(pair);
+        }
+        if store.pairs.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        Ok(store)
+    }
+
+    /// The certificate for a client's SNI (exact name, then wildcard, then
+    /// the default).
+    pub fn select(&self, sni: Option<&str>) -> &CertPair {
+        let index = sni
+            .map(str::to_ascii_lowercase)
+            .and_then(|name| {
+                self.exact.get(&name).copied().or_else(|| {
+                    name.split_once('.')
+                        .and_then(|(_, parent)| self.wildcard.get(parent).copied())
+                })
+            })
+            .unwrap_or(0);
+        &self.pairs[index.min(self.pairs.len() - 1)]
+    }
+}
+
+fn names(pair: &CertPair) -> Vec<String> {
+    let Some(leaf) = pair.chain.first() else {
+        return Vec::new();
+    };
+    let sans: Vec<String> = leaf
+        .subject_alt_names()
+        .map(|list| {
+            list.iter()
+                .filter_map(|n| n.dnsname().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !sans.is_empty() {
+        return sans;
+    }
+    leaf.subject_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .filter_map(|e| e.data().to_string().ok())
+        .collect()
+}
+
+/// Pingora's handshake hook: installs the certificate the current runtime
+/// holds for this listener.
+pub struct CertSelector {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub listener: String,
+}
+
+#[async_trait]
+impl TlsAccept for CertSelector {
+    async fn certificate_callback(&self, ssl: &mut SslRef) {
+        let runtime = self.runtime.load();
+        let Some(store) = runtime.tls.get(&self.listener) else {
+            // No certificate installed: the handshake fails, nothing leaks.
+            return;
+        };
+        let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+        let pair = store.select(sni.as_deref());
+        let installed = pair
+            .chain
+            .first()
+            .map_or(Ok(()), |leaf| ssl_use_certificate(ssl, leaf))
+            .and_then(|_| ssl_use_private_key(ssl, &pair.key))
+            .and_then(|_| {
+                pair.chain
+                    .iter()
+                    .skip(1)
+                    .try_for_each(|c| ssl_add_chain_cert(ssl, c))
+            });
+        if let Err(e) = installed {
+            tracing::error!(listener = %self.listener, "cannot install the TLS certificate: {e}");
+        }
+    }
 }

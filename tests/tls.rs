@@ -17,6 +17,11 @@ struct Pki {
 }
 
 fn pki() -> Pki {
+    pki_for(&["localhost"], "localhost")
+}
+
+/// A fresh CA and a leaf for `names` with common name `cn`.
+fn pki_for(names: &[&str], cn: &str) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -25,9 +30,9 @@ fn pki() -> Pki {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut leaf = rcgen::CertificateParams::new(names).unwrap();
+    leaf.distinguished_name.push(rcgen::DnType::CommonName, cn);
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     Pki {
         ca_pem: ca_cert.pem(),
@@ -96,6 +101,125 @@ upstream = "app"
     );
     // The plain listener keeps working beside it.
     assert_eq!(common::client::get(gw.addr, "/x").status, 200);
+}
+
+/// The common name of the certificate the server presents for `sni`
+/// (no verification: this looks at what is served).
+fn served_cn(addr: std::net::SocketAddr, sni: &str) -> String {
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_verify(SslVerifyMode::NONE);
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tls = builder.build().connect(sni, tcp).unwrap();
+    let cert = tls.ssl().peer_certificate().unwrap();
+    let cn = cert
+        .subject_name()
+        .entries_by_nid(pingora::tls::nid::Nid::COMMONNAME)
+        .next()
+        .unwrap()
+        .data()
+        .to_string()
+        .unwrap();
+    cn
+}
+
+fn tls_gateway(files: &[(&str, &str)], extra_tls: &str) -> (Gateway, std::net::SocketAddr) {
+    let tls_addr = common::gateway::free_addr();
+    let gw = Gateway::start_with_files(
+        &format!(
+            r#"
+[[listeners]]
+name = "https"
+listen = "{tls_addr}"
+tls = {{ cert = "{{dir}}/server.crt", key = "{{dir}}/server.key"{extra_tls} }}
+
+[[routes]]
+name = "ping"
+path = "/ping"
+public = true
+respond = {{ status = 200, body = "pong" }}
+"#
+        ),
+        files,
+    );
+    assert!(common::gateway::wait_for_port(
+        tls_addr,
+        Duration::from_secs(10)
+    ));
+    (gw, tls_addr)
+}
+
+#[test]
+fn reload_replaces_the_server_certificate_on_the_next_handshake() {
+    let first = pki_for(&["localhost"], "first");
+    let (gw, addr) = tls_gateway(
+        &[
+            ("server.crt", &first.cert_pem),
+            ("server.key", &first.key_pem),
+        ],
+        "",
+    );
+    assert_eq!(served_cn(addr, "localhost"), "first");
+    // A connection made before the reload keeps working.
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_verify(SslVerifyMode::NONE);
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut old = builder.build().connect("localhost", tcp).unwrap();
+
+    let second = pki_for(&["localhost"], "second");
+    gw.write_file("server.crt", &second.cert_pem);
+    gw.write_file("server.key", &second.key_pem);
+    gw.signal("HUP");
+    let ev = gw.wait_security_event("config_reloaded").expect("reloaded");
+    assert!(
+        ev.get("needs_upgrade").is_none(),
+        "certificates reload in place: {ev}"
+    );
+    assert_eq!(served_cn(addr, "localhost"), "second");
+
+    write!(
+        old,
+        "GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = old.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // A broken pair is refused and the current one stays.
+    gw.write_file("server.key", &first.key_pem);
+    gw.signal("HUP");
+    let failed = gw
+        .wait_security_event("config_reload_failed")
+        .expect("refused");
+    assert!(failed["reason"]
+        .as_str()
+        .unwrap()
+        .contains("does not belong to the certificate"));
+    assert_eq!(served_cn(addr, "localhost"), "second");
+}
+
+#[test]
+fn sni_picks_among_several_certificates() {
+    let default = pki_for(&["default.test"], "default");
+    let api = pki_for(&["api.example.test"], "api");
+    let wild = pki_for(&["*.apps.example.test"], "wildcard");
+    let (_gw, addr) = tls_gateway(
+        &[
+            ("server.crt", &default.cert_pem),
+            ("server.key", &default.key_pem),
+            ("api.crt", &api.cert_pem),
+            ("api.key", &api.key_pem),
+            ("wild.crt", &wild.cert_pem),
+            ("wild.key", &wild.key_pem),
+        ],
+        r#", sni_certificates = [{ cert = "{dir}/api.crt", key = "{dir}/api.key" }, { cert = "{dir}/wild.crt", key = "{dir}/wild.key" }]"#,
+    );
+    assert_eq!(served_cn(addr, "api.example.test"), "api");
+    assert_eq!(served_cn(addr, "API.example.test"), "api");
+    assert_eq!(served_cn(addr, "shop.apps.example.test"), "wildcard");
+    assert_eq!(served_cn(addr, "other.test"), "default");
 }
 
 #[test]

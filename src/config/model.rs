@@ -106,8 +106,9 @@ pub struct Listener {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// (certificate, key) files; the first is the default, the others are
+    /// picked by SNI. Re-read on every reload.
+    pub certificates: Vec<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -182,20 +182,9 @@ fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {
         let name = required_string(d, &t, "name");
         let listen = required_string(d, &t, "listen");
         let tls = t.table(d, "tls").and_then(|tls| {
-            let cert = required_string(d, &tls, "cert");
-            let key = required_string(d, &tls, "key");
+            let out = listener_tls(d, &tls);
             tls.finish(d);
-            let cert = cert?;
-            let span = cert.span();
-            let pair = ListenerTls {
-                cert: existing_file(d, cert)?,
-                key: existing_file(d, key?)?,
-            };
-            if let Err(e) = crate::tls::load_pair(&pair.cert, &pair.key) {
-                d.error(span, e.to_string());
-                return None;
-            }
-            Some(pair)
+            out
         });
         t.finish(d);
         let (Some(name), Some(listen)) = (name, listen) else {
@@ -231,6 +220,53 @@ fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {
         });
     }
     out
+}
+
+/// `tls = { cert, key, sni_certificates = [{ cert, key }, ...] }`: every
+/// pair must load and match, so a bad certificate is a `check` error, not a
+/// failing handshake.
+fn listener_tls(d: &mut Diagnostics, tls: &Table) -> Option<ListenerTls> {
+    let mut pairs = vec![(
+        required_string(d, tls, "cert"),
+        required_string(d, tls, "key"),
+    )];
+    for (i, extra) in tls
+        .array(d, "sni_certificates")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let Some(t) =
+            Table::from_value(d, extra, format!("{}.sni_certificates[{i}]", tls.section()))
+        else {
+            continue;
+        };
+        pairs.push((
+            required_string(d, &t, "cert"),
+            required_string(d, &t, "key"),
+        ));
+        t.finish(d);
+    }
+    let mut certificates = Vec::with_capacity(pairs.len());
+    let mut ok = true;
+    for (cert, key) in pairs {
+        let (Some(cert), Some(key)) = (cert, key) else {
+            ok = false;
+            continue;
+        };
+        let span = cert.span();
+        let (Some(cert), Some(key)) = (existing_file(d, cert), existing_file(d, key)) else {
+            ok = false;
+            continue;
+        };
+        if let Err(e) = crate::tls::load_pair(&cert, &key) {
+            d.error(span, e.to_string());
+            ok = false;
+            continue;
+        }
+        certificates.push((cert, key));
+    }
+    ok.then_some(ListenerTls { certificates })
 }
 
 fn limits(d: &mut Diagnostics, root: &Table) -> Limits {
