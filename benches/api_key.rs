@@ -50,6 +50,7 @@ fn lookups(c: &mut Criterion) {
         let request = Credentials {
             headers: &headers,
             query: None,
+            client_cert: None,
         };
         futures::executor::block_on(auth.authenticate(&request)).expect("bench key is valid");
         group.bench_function(format!("{count}_keys"), |b| {

@@ -219,6 +219,7 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
         let request = Credentials {
             headers: &headers,
             query: None,
+            client_cert: None,
         };
         for (mode, entries) in [("cached", 1000), ("uncached", 0)] {
             let auth = provider(entries);

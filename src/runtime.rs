@@ -83,7 +83,7 @@ impl Runtime {
             .iter()
             .filter_map(|l| l.tls.as_ref().map(|t| (l, t)))
             .map(|(l, t)| {
-                CertStore::load(&t.certificates)
+                CertStore::load(&t.certificates, t.client_ca.as_ref())
                     .map(|store| (l.name.clone(), Arc::new(store)))
                     .map_err(|e| CompileError::Tls(l.name.clone(), e))
             })

@@ -118,6 +118,11 @@ fn add_listener<S>(
     let mut settings = TlsSettings::with_callbacks(Box::new(selector))
         .map_err(|e| StartError::Tls(l.name.clone(), e.to_string()))?;
     settings.enable_h2();
+    // With client verification on, OpenSSL refuses to resume sessions that
+    // lack a session id context.
+    settings
+        .set_session_id_context(b"portcullis")
+        .map_err(|e| StartError::Tls(l.name.clone(), e.to_string()))?;
     service.add_tls_with_settings(&l.listen, None, settings);
     Ok(())
 }

@@ -12,12 +12,21 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
-use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
+use std::any::Any;
+
+use pingora::tls::ext::{
+    ssl_add_chain_cert, ssl_set_verify_cert_store, ssl_use_certificate, ssl_use_private_key,
+};
+use pingora::tls::hash::MessageDigest;
 use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
+use pingora::tls::ssl::SslVerifyMode;
 use pingora::tls::ssl::{NameType, SslRef};
+use pingora::tls::x509::store::{X509Store, X509StoreBuilder};
+use pingora::tls::x509::X509VerifyResult;
 use pingora::tls::x509::X509;
 
+use crate::config::ClientAuth;
 use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +41,63 @@ pub enum TlsError {
     Mismatch(String, String),
     #[error("no certificate configured")]
     NoCertificate,
+    #[error("{0} holds no PEM CA certificate")]
+    Ca(String),
+}
+
+/// A trust store of client-certificate CAs from a PEM file.
+pub fn load_ca(path: &Path) -> Result<X509Store, TlsError> {
+    let name = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|e| TlsError::Read(name.clone(), e))?;
+    let certs = X509::stack_from_pem(&pem).map_err(|_| TlsError::Ca(name.clone()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Ca(name));
+    }
+    let mut builder = X509StoreBuilder::new().map_err(|_| TlsError::Ca(name.clone()))?;
+    for cert in certs {
+        builder
+            .add_cert(cert)
+            .map_err(|_| TlsError::Ca(name.clone()))?;
+    }
+    Ok(builder.build())
+}
+
+/// The verified client certificate of a connection, as the handshake left
+/// it for the request phases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// base64url(SHA-256 of the DER certificate), RFC 8705's `x5t#S256`.
+    pub x5t_s256: String,
+    pub cn: Option<String>,
+    pub san_uris: Vec<String>,
+    pub san_dns: Vec<String>,
+}
+
+impl ClientCert {
+    fn of(cert: &X509) -> Option<Self> {
+        use base64::Engine;
+        let digest = cert.digest(MessageDigest::sha256()).ok()?;
+        let sans = cert.subject_alt_names();
+        let collect = |f: fn(&pingora::tls::x509::GeneralNameRef) -> Option<&str>| -> Vec<String> {
+            sans.as_ref()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|n| f(n).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Some(ClientCert {
+            x5t_s256: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+            cn: cert
+                .subject_name()
+                .entries_by_nid(Nid::COMMONNAME)
+                .next()
+                .and_then(|e| e.data().to_string().ok()),
+            san_uris: collect(|n| n.uri()),
+            san_dns: collect(|n| n.dnsname()),
+        })
+    }
 }
 
 /// A certificate chain (leaf first) and its private key.
@@ -66,6 +132,9 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertPair, TlsError> {
 /// chosen when the client's SNI names one of their DNS names.
 pub struct CertStore {
     pairs: Vec<CertPair>,
+    /// Client-certificate verification, set per handshake so that a reload
+    /// can change the trusted CAs too.
+    client_ca: Option<(X509Store, ClientAuth)>,
     exact: HashMap<String, usize>,
     /// `*.example.com` certificates, keyed by `example.com`.
     wildcard: HashMap<String, usize>,
@@ -74,8 +143,16 @@ pub struct CertStore {
 impl CertStore {
     /// Loads every (certificate, key) pair; names come from each leaf's
     /// DNS subject alternative names, or its CN when it has none.
-    pub fn load(files: &[(PathBuf, PathBuf)]) -> Result<Self, TlsError> {
+    pub fn load(
+        files: &[(PathBuf, PathBuf)],
+        client_ca: Option<&(PathBuf, ClientAuth)>,
+    ) -> Result<Self, TlsError> {
+        let client_ca = match client_ca {
+            Some((path, mode)) => Some((load_ca(path)?, *mode)),
+            None => None,
+        };
         let mut store = CertStore {
+            client_ca,
             pairs: Vec::with_capacity(files.len()),
             exact: HashMap::new(),
             wildcard: HashMap::new(),
@@ -164,6 +241,31 @@ impl TlsAccept for CertSelector {
             });
         if let Err(e) = installed {
             tracing::error!(listener = %self.listener, "cannot install the TLS certificate: {e}");
+            return;
         }
+        if let Some((trusted, mode)) = &store.client_ca {
+            let flags = match mode {
+                ClientAuth::Required => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+                ClientAuth::Optional => SslVerifyMode::PEER,
+            };
+            if let Err(e) = ssl_set_verify_cert_store(ssl, trusted) {
+                tracing::error!(listener = %self.listener, "cannot install the client CA: {e}");
+                return;
+            }
+            ssl.set_verify(flags);
+        }
+    }
+
+    /// Records the verified client certificate for the request phases
+    /// (`mtls` provider, certificate-bound tokens).
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &SslRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        if ssl.verify_result() != X509VerifyResult::OK {
+            return None;
+        }
+        let cert = ssl.peer_certificate()?;
+        ClientCert::of(&cert).map(|c| Arc::new(c) as Arc<dyn Any + Send + Sync>)
     }
 }

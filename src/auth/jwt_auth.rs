@@ -259,6 +259,26 @@ impl JwtAuthenticator {
     }
 }
 
+/// RFC 8705: a token whose `cnf` carries `x5t#S256` is only good on a
+/// connection whose client certificate has that SHA-256 thumbprint.
+fn check_binding(identity: &Identity, request: &Credentials<'_>) -> Result<(), AuthError> {
+    let Some(bound) = identity.claims.get("cnf").and_then(|c| c.get("x5t#S256")) else {
+        return Ok(());
+    };
+    let presented = request.client_cert.map(|c| c.x5t_s256.as_str());
+    match (bound.as_str(), presented) {
+        (Some(want), Some(got))
+            if subtle::ConstantTimeEq::ct_eq(want.as_bytes(), got.as_bytes()).into() =>
+        {
+            Ok(())
+        }
+        _ => Err(AuthError::invalid(
+            "cert_binding_mismatch",
+            "The access token is bound to another client certificate",
+        )),
+    }
+}
+
 pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -289,6 +309,7 @@ impl Authenticator for JwtAuthenticator {
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             if let Some(hit) = cache.get(key) {
                 if hit.exp > now_unix() {
+                    check_binding(&hit.identity, request)?;
                     return Ok(hit.identity.clone());
                 }
             }
@@ -317,6 +338,9 @@ impl Authenticator for JwtAuthenticator {
         let kid = verified.kid.clone();
         let exp = verified.exp;
         let identity = self.identity(verified);
+        // Cached before the binding check: the binding belongs to the
+        // connection, and is checked on every use.
+        let bound = check_binding(&identity, request);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(
                 key,
@@ -327,6 +351,7 @@ impl Authenticator for JwtAuthenticator {
                 }),
             );
         }
+        bound?;
         Ok(identity)
     }
 

@@ -13,6 +13,7 @@ pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod jwt_auth;
+pub mod mtls;
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ use crate::observe::Observer;
 pub struct Credentials<'a> {
     pub headers: &'a http::HeaderMap,
     pub query: Option<&'a str>,
+    /// The connection's verified client certificate, if any.
+    pub client_cert: Option<&'a crate::tls::ClientCert>,
 }
 
 #[async_trait]
@@ -87,5 +90,8 @@ pub fn build(
             provider.clone(),
             cfg.clone(),
         )),
+        AuthKind::Mtls(cfg) => {
+            Arc::new(mtls::MtlsAuthenticator::new(provider.clone(), cfg.clone()))
+        }
     })
 }

@@ -30,28 +30,21 @@ pub fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> {
                 d.error(t.span(), format!("[{}] needs `kind`", t.section()));
                 None
             }
-            Some(k) => match k.get_ref().as_str() {
-                "jwt" => jwt(d, &t).map(AuthKind::Jwt),
-                "introspection" => introspection(d, &t).map(AuthKind::Introspection),
-                "api_key" => api_key(d, &t).map(AuthKind::ApiKey),
-                "mtls" => {
-                    d.error(
+            Some(k) => {
+                match k.get_ref().as_str() {
+                    "jwt" => jwt(d, &t).map(AuthKind::Jwt),
+                    "introspection" => introspection(d, &t).map(AuthKind::Introspection),
+                    "api_key" => api_key(d, &t).map(AuthKind::ApiKey),
+                    "mtls" => mtls(d, &t).map(AuthKind::Mtls),
+                    other => {
+                        d.error(
                         k.span(),
-                        format!(
-                            "auth kind `{}` is not available in this version",
-                            k.get_ref()
-                        ),
+                        format!("unknown auth kind `{other}`; use jwt, introspection, api_key or mtls"),
                     );
-                    None
+                        None
+                    }
                 }
-                other => {
-                    d.error(
-                        k.span(),
-                        format!("unknown auth kind `{other}`; use jwt, introspection or api_key"),
-                    );
-                    None
-                }
-            },
+            }
         };
         t.finish(d);
         if let Some(kind) = kind {
@@ -293,6 +286,34 @@ fn api_key(d: &mut Diagnostics, t: &Table) -> Option<ApiKeyProvider> {
         header,
         query_param: query_param.filter(|q| !q.is_empty()),
         forward_credentials,
+    })
+}
+
+fn mtls(d: &mut Diagnostics, t: &Table) -> Option<MtlsProvider> {
+    let subject_from = match t.string(d, "subject_from") {
+        None => SubjectFrom::Cn,
+        Some(s) => match s.get_ref().as_str() {
+            "cn" => SubjectFrom::Cn,
+            "san_uri" => SubjectFrom::SanUri,
+            "san_dns" => SubjectFrom::SanDns,
+            other => {
+                d.error(
+                    s.span(),
+                    format!("unknown subject_from `{other}`; use cn, san_uri or san_dns"),
+                );
+                return None;
+            }
+        },
+    };
+    let allowed_subjects = t
+        .strings(d, "allowed_subjects")
+        .unwrap_or_default()
+        .into_iter()
+        .map(Spanned::into_inner)
+        .collect();
+    Some(MtlsProvider {
+        subject_from,
+        allowed_subjects,
     })
 }
 

@@ -109,6 +109,14 @@ pub struct ListenerTls {
     /// (certificate, key) files; the first is the default, the others are
     /// picked by SNI. Re-read on every reload.
     pub certificates: Vec<(PathBuf, PathBuf)>,
+    /// Trust anchors for client certificates, and whether one is required.
+    pub client_ca: Option<(PathBuf, ClientAuth)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Required,
+    Optional,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -215,6 +223,22 @@ pub enum AuthKind {
     Jwt(JwtProvider),
     Introspection(IntrospectionProvider),
     ApiKey(ApiKeyProvider),
+    Mtls(MtlsProvider),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MtlsProvider {
+    pub subject_from: SubjectFrom,
+    /// Glob patterns (`*` matches any run of characters); empty: any
+    /// verified certificate.
+    pub allowed_subjects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectFrom {
+    Cn,
+    SanUri,
+    SanDns,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -247,6 +247,7 @@ fn listener_tls(d: &mut Diagnostics, tls: &Table) -> Option<ListenerTls> {
         ));
         t.finish(d);
     }
+    let client_ca = client_ca(d, tls);
     let mut certificates = Vec::with_capacity(pairs.len());
     let mut ok = true;
     for (cert, key) in pairs {
@@ -266,7 +267,45 @@ fn listener_tls(d: &mut Diagnostics, tls: &Table) -> Option<ListenerTls> {
         }
         certificates.push((cert, key));
     }
-    ok.then_some(ListenerTls { certificates })
+    ok.then_some(ListenerTls {
+        certificates,
+        client_ca: client_ca?,
+    })
+}
+
+/// `client_ca` and `client_auth`; `Some(None)` when client certificates
+/// are not asked for, `None` on error.
+fn client_ca(d: &mut Diagnostics, tls: &Table) -> Option<Option<(PathBuf, ClientAuth)>> {
+    let ca = tls.string(d, "client_ca");
+    let mode = tls.string(d, "client_auth");
+    let mode = match &mode {
+        None => ClientAuth::Required,
+        Some(m) => match m.get_ref().as_str() {
+            "required" => ClientAuth::Required,
+            "optional" => ClientAuth::Optional,
+            other => {
+                d.error(
+                    m.span(),
+                    format!("unknown client_auth `{other}`; use required or optional"),
+                );
+                return None;
+            }
+        },
+    };
+    let Some(ca) = ca else {
+        if let Some(m) = tls.raw("client_auth") {
+            d.error(m.span(), "`client_auth` needs `client_ca`");
+            return None;
+        }
+        return Some(None);
+    };
+    let span = ca.span();
+    let path = existing_file(d, ca)?;
+    if let Err(e) = crate::tls::load_ca(&path) {
+        d.error(span, e.to_string());
+        return None;
+    }
+    Some(Some((path, mode)))
 }
 
 fn limits(d: &mut Diagnostics, root: &Table) -> Limits {

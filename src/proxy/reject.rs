@@ -28,6 +28,7 @@ pub enum Code {
     MissingCredentials,
     InvalidToken,
     InvalidApiKey,
+    InvalidClientCertificate,
     AuthUnavailable,
     /// The admin listener's missing or wrong bearer token.
     Unauthorized,
@@ -48,7 +49,10 @@ impl Code {
             Code::NoHealthyUpstream => 503,
             Code::UpstreamTimeout => 504,
             Code::Internal => 500,
-            Code::MissingCredentials | Code::InvalidToken | Code::InvalidApiKey => 401,
+            Code::MissingCredentials
+            | Code::InvalidToken
+            | Code::InvalidApiKey
+            | Code::InvalidClientCertificate => 401,
             Code::AuthUnavailable => 503,
             Code::Unauthorized => 401,
             Code::InvalidConfig => 400,
@@ -70,6 +74,7 @@ impl Code {
             Code::MissingCredentials => "missing_credentials",
             Code::InvalidToken => "invalid_token",
             Code::InvalidApiKey => "invalid_api_key",
+            Code::InvalidClientCertificate => "invalid_client_certificate",
             Code::AuthUnavailable => "auth_unavailable",
             Code::Unauthorized => "unauthorized",
             Code::InvalidConfig => "invalid_config",

@@ -14,6 +14,7 @@ use super::reject::{Code, Reject};
 use crate::auth::{AuthError, AuthMethod, Authenticator, Credentials};
 use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
+use crate::tls::ClientCert;
 
 /// Runs every stage in order; on success `ctx.route` is set, and
 /// `ctx.identity` on authenticated routes.
@@ -30,12 +31,20 @@ pub async fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
         .route()
         .map_or(limits.max_body_bytes, |r| r.max_body_bytes);
     declared_body(req, route_limit)?;
-    authenticate(req, ctx).await
+    let client_cert = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|s| s.extension.get::<ClientCert>());
+    authenticate(req, client_cert, ctx).await
 }
 
 /// 401 / 503 unless one of the route's providers accepts the request; they
 /// are tried in order, and when all refuse the most specific refusal wins.
-async fn authenticate(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+async fn authenticate(
+    req: &RequestHeader,
+    client_cert: Option<&ClientCert>,
+    ctx: &mut Ctx,
+) -> Result<(), Reject> {
     let runtime = ctx.runtime.clone();
     let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
         return Ok(());
@@ -46,6 +55,7 @@ async fn authenticate(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> 
     let request = Credentials {
         headers: &req.headers,
         query: req.uri.query(),
+        client_cert,
     };
     let mut refusal: Option<(&Arc<dyn Authenticator>, AuthError)> = None;
     for provider in route.auth.iter().filter_map(|i| runtime.providers.get(*i)) {
@@ -84,6 +94,12 @@ async fn authenticate(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> 
 /// `WWW-Authenticate` when the route has a bearer provider.
 fn auth_reject(error: &AuthError, bearer: bool, method: AuthMethod) -> Reject {
     let (reject, challenge) = match error {
+        AuthError::Missing | AuthError::Invalid { .. } if method == AuthMethod::Mtls => {
+            return Reject::new(
+                Code::InvalidClientCertificate,
+                "a verified, allowed client certificate is required",
+            );
+        }
         AuthError::Missing => (
             Reject::new(Code::MissingCredentials, "credentials are required"),
             r#"Bearer realm="portcullis""#.to_string(),
