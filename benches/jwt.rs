@@ -85,7 +85,8 @@ fn signers() -> Vec<Signer> {
     ]
 }
 
-fn key_set(signers: &[Signer], allowed: &[Alg]) -> KeySet {
+/// The public JWKS document of `signers`.
+fn jwks_document(signers: &[Signer]) -> Vec<u8> {
     let keys: Vec<serde_json::Value> = signers
         .iter()
         .map(|signer| {
@@ -94,8 +95,11 @@ fn key_set(signers: &[Signer], allowed: &[Alg]) -> KeySet {
             serde_json::to_value(&jwk).expect("JWK serializes")
         })
         .collect();
-    let document = serde_json::to_vec(&json!({ "keys": keys })).expect("JWKS serializes");
-    KeySet::from_jwks(&document, allowed).expect("key set")
+    serde_json::to_vec(&json!({ "keys": keys })).expect("JWKS serializes")
+}
+
+fn key_set(signers: &[Signer], allowed: &[Alg]) -> KeySet {
+    KeySet::from_jwks(&jwks_document(signers), allowed).expect("key set")
 }
 
 /// A realistic access token: issuer, audience, subject, scopes and roles.
@@ -156,15 +160,7 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
 
     let allowed = [Alg::RS256, Alg::ES256, Alg::EdDSA];
     let signers = signers();
-    let keys: Vec<serde_json::Value> = signers
-        .iter()
-        .map(|signer| {
-            let mut jwk = Jwk::from_encoding_key(&signer.key, signer.alg).expect("public JWK");
-            jwk.common.key_id = Some(signer.kid.to_owned());
-            serde_json::to_value(&jwk).expect("JWK serializes")
-        })
-        .collect();
-    let jwks = serde_json::to_vec(&json!({ "keys": keys })).expect("JWKS serializes");
+    let jwks = jwks_document(&signers);
     let log = Log {
         level: "error".into(),
         access_log: LogTarget::Off,
