@@ -7,8 +7,10 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod config;
 pub mod observe;
+pub mod protect;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

@@ -10,8 +10,11 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use crate::auth::{self, Authenticator};
-use crate::config::{Config, HeaderOps, Limits, RouteAction, Secret};
+use crate::authz::external::ExternalAuthz;
+use crate::authz::RouteAuthz;
+use crate::config::{Config, ExternalAuthzConfig, HeaderOps, Limits, RouteAction, Secret};
 use crate::observe::Observer;
+use crate::protect::cidr::CidrRules;
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
 use crate::tls::CertStore;
 use crate::upstream::pool::{PoolError, UpstreamPool};
@@ -41,6 +44,8 @@ pub struct Runtime {
     /// Certificates of the TLS listeners, by listener name: read per
     /// handshake, so a reload changes them for the next connection.
     pub tls: HashMap<String, Arc<CertStore>>,
+    /// `[protection]` network rules, checked before routing.
+    pub cidrs: CidrRules,
 }
 
 /// A route as requests need it; its index is its id in the route table.
@@ -53,6 +58,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    pub authz: RouteAuthz,
+    pub cidrs: CidrRules,
 }
 
 impl Runtime {
@@ -109,6 +116,11 @@ impl Runtime {
                 path: r.path.clone(),
                 methods: r.methods,
             });
+            let external = r.authz.external.map(|cfg| {
+                previous
+                    .and_then(|p| p.find_external(&cfg))
+                    .unwrap_or_else(|| Arc::new(ExternalAuthz::new(cfg)))
+            });
             routes.push(Route {
                 name: r.name,
                 path: r.path,
@@ -117,6 +129,13 @@ impl Runtime {
                 max_body_bytes: r.max_body_bytes,
                 request_headers: r.request_headers,
                 response_headers: r.response_headers,
+                authz: RouteAuthz {
+                    require_scopes: r.authz.require_scopes,
+                    allow_roles: r.authz.allow_roles,
+                    policy: r.authz.policy,
+                    external,
+                },
+                cidrs: r.cidrs,
             });
         }
         Ok(Runtime {
@@ -131,7 +150,18 @@ impl Runtime {
             upstreams,
             providers,
             tls,
+            cidrs: config.protection.cidrs,
         })
+    }
+
+    /// An external authorizer with this configuration, to keep its
+    /// decision cache across a reload.
+    fn find_external(&self, config: &ExternalAuthzConfig) -> Option<Arc<ExternalAuthz>> {
+        self.routes
+            .iter()
+            .filter_map(|r| r.authz.external.as_ref())
+            .find(|e| e.config == *config)
+            .cloned()
     }
 
     /// Whether `provider` (by identity) belongs to this runtime.

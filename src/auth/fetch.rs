@@ -74,6 +74,32 @@ impl Fetcher {
         self.send(request).await
     }
 
+    /// GET `url` with `headers`, for a yes/no answer: the status and the
+    /// answer's headers, whatever the status. The body is read (bounded) and
+    /// dropped, so the connection can be reused.
+    pub async fn ask(
+        &self,
+        url: &str,
+        headers: http::HeaderMap,
+    ) -> Result<(u16, http::HeaderMap), FetchError> {
+        let work = async {
+            let mut response = self.client.get(url).headers(headers).send().await?;
+            let status = response.status().as_u16();
+            let headers = std::mem::take(response.headers_mut());
+            let mut read = 0usize;
+            while let Some(chunk) = response.chunk().await? {
+                read += chunk.len();
+                if read > MAX_RESPONSE_BYTES {
+                    return Err(FetchError::TooLarge);
+                }
+            }
+            Ok((status, headers))
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| FetchError::Timeout)?
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, FetchError> {
         let work = async {
             let mut response = request.send().await?;

@@ -37,6 +37,38 @@ pub struct Identity {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The headers that carry an identity to the upstream (CONTRACT §5); a
+/// client's own copies are always removed before these are set.
+pub const IDENTITY_HEADERS: [&str; 5] = [
+    "x-auth-method",
+    "x-auth-subject",
+    "x-auth-consumer",
+    "x-auth-scopes",
+    "x-auth-roles",
+];
+
+impl Identity {
+    /// The values of [`IDENTITY_HEADERS`], in that order. A value that
+    /// cannot be a header (control characters in a claim) or is empty is
+    /// left out rather than mangled.
+    pub fn header_values(&self) -> impl Iterator<Item = (&'static str, http::HeaderValue)> {
+        let values = [
+            Some(self.method.as_str().to_string()),
+            Some(self.subject.clone()),
+            self.consumer.clone(),
+            Some(self.scopes.join(" ")),
+            Some(self.roles.join(",")),
+        ];
+        IDENTITY_HEADERS
+            .into_iter()
+            .zip(values)
+            .filter_map(|(name, value)| {
+                let v = http::HeaderValue::from_str(&value?).ok()?;
+                (!v.is_empty()).then_some((name, v))
+            })
+    }
+}
+
 /// Why a provider did not accept a request, ordered by specificity: when
 /// every provider of a route refuses, the most specific refusal is the
 /// answer (a broken credential says more than an absent one, and an

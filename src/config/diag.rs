@@ -69,6 +69,11 @@ impl<'s> Diagnostics<'s> {
         self.file
     }
 
+    /// The source text of `span`, as written (quotes included).
+    pub fn source(&self, span: Range<usize>) -> &'s str {
+        self.text.get(span).unwrap_or("")
+    }
+
     /// Records an error at the start of `span`.
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let position = Some(line_col(self.text, span.start));

@@ -1,10 +1,12 @@
 //! Configuration: the TOML file parsed, validated and reported with places.
 
 mod auth;
+mod authz;
 pub mod diag;
 mod keys;
 pub mod model;
 mod parse;
+mod protect;
 pub mod reader;
 
 use std::path::Path;

@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::auth::jwks::Alg;
+use crate::protect::cidr::CidrRules;
 use crate::routing::table::{MethodSet, PathMatch};
 
 #[derive(Debug)]
@@ -27,6 +28,13 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub auth: Vec<AuthProvider>,
     pub routes: Vec<Route>,
+    pub protection: Protection,
+}
+
+/// `[protection]`: rules for every route, checked before routing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Protection {
+    pub cidrs: CidrRules,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +197,29 @@ pub struct Route {
     pub max_body_bytes: u64,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    pub authz: RouteAuthzConfig,
+    pub cidrs: CidrRules,
+}
+
+/// A route's authorization rules as configured; the policy is already
+/// compiled, so a bad one never reaches a request.
+#[derive(Debug, Default)]
+pub struct RouteAuthzConfig {
+    pub require_scopes: Vec<String>,
+    pub allow_roles: Vec<String>,
+    pub policy: Option<std::sync::Arc<crate::authz::policy::Policy>>,
+    pub external: Option<ExternalAuthzConfig>,
+}
+
+/// `authz_url` and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalAuthzConfig {
+    pub url: String,
+    /// Zero: decisions are not reused (identical checks in flight are
+    /// still coalesced).
+    pub cache: Duration,
+    pub timeout: Duration,
+    pub response_headers: Vec<HeaderName>,
 }
 
 #[derive(Debug)]

@@ -40,6 +40,7 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
     let upstreams = upstreams(d, root);
     let auth = super::auth::providers(d, root);
     let routes = routes(d, root, &upstreams, &auth, &limits);
+    let protection = super::protect::protection(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -54,6 +55,7 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
         upstreams,
         auth,
         routes,
+        protection,
     })
 }
 
@@ -606,6 +608,8 @@ fn route(
     };
     let request_headers = header_ops(d, t, "request_headers");
     let response_headers = header_ops(d, t, "response_headers");
+    let authz = super::authz::route_authz(d, t, public);
+    let cidrs = super::authz::cidr_rules(d, t);
 
     let action = match (upstream, respond) {
         (Some(u), None) => {
@@ -653,6 +657,8 @@ fn route(
         max_body_bytes,
         request_headers,
         response_headers,
+        authz,
+        cidrs,
     })
 }
 
@@ -840,7 +846,7 @@ fn header_ops(d: &mut Diagnostics, t: &Table, key: &'static str) -> HeaderOps {
     out
 }
 
-fn header_name(d: &mut Diagnostics, name: &Spanned<&str>) -> Option<HeaderName> {
+pub(super) fn header_name(d: &mut Diagnostics, name: &Spanned<&str>) -> Option<HeaderName> {
     let lower = name.get_ref().to_ascii_lowercase();
     if FRAMING_HEADERS.contains(&lower.as_str()) {
         d.error(

@@ -144,3 +144,51 @@ fn duplicate_names_and_hash_key_outside_consistent_hash() {
     assert!(errs[0].contains("`hash_key` only applies"));
     assert!(errs[1].contains("duplicate route name `app`"));
 }
+
+#[test]
+fn policy_errors_point_into_the_expression() {
+    let text = BASE.replace(
+        "public = true",
+        "public = true\npolicy = 'request.method == '",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("gw.toml:13:29: "), "{errs:?}");
+    assert!(errs[0].contains("`policy`: invalid CEL"), "{errs:?}");
+    let text = BASE.replace(
+        "public = true",
+        "public = true\npolicy = 'claim.tenant == \"a\"'",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("gw.toml:13:10: `policy`: unknown variable `claim`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn authz_rules_are_validated() {
+    let text = BASE.replace(
+        "public = true",
+        "public = true\nrequire_scopes = [\"a\"]\nallow_cidrs = [\"10.0.0.0/8\", \"nope\"]\nauthz_url = \"ftp://x\"\nauthz_cache_seconds = 5",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].contains("a public route cannot have it"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].contains("`nope` is not an IP address or CIDR"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[2].contains("must be an http:// or https:// URL"),
+        "{errs:?}"
+    );
+    let text = format!("{BASE}\n[protection]\ndeny_cidrs = [\"::1/128\"]\nallow_cidr = []\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("did you mean `allow_cidrs`"), "{errs:?}");
+}

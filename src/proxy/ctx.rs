@@ -4,8 +4,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::{HeaderName, HeaderValue};
+
 use super::reject::Reject;
 use crate::auth::{Authenticator, Identity};
+use crate::authz::Rule;
 use crate::runtime::Runtime;
 
 pub struct Ctx {
@@ -31,6 +34,10 @@ pub struct Ctx {
     /// The provider and reason of a refused credential, for the security
     /// log and metrics.
     pub auth_failure: Option<(Arc<str>, &'static str)>,
+    /// The rule that refused an authenticated (or network-checked) request.
+    pub authz_denied: Option<Rule>,
+    /// Headers an external authorizer added for the upstream.
+    pub authz_headers: Vec<(HeaderName, HeaderValue)>,
     pub body_bytes: u64,
     pub upstream_started: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
@@ -51,6 +58,8 @@ impl Ctx {
             identity: None,
             provider: None,
             auth_failure: None,
+            authz_denied: None,
+            authz_headers: Vec::new(),
             body_bytes: 0,
             upstream_started: None,
             upstream_elapsed: None,

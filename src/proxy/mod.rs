@@ -21,6 +21,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::auth::identity::IDENTITY_HEADERS;
 use crate::config::{Balance, HashKey, RouteAction};
 use crate::observe::access::AccessRecord;
 use crate::observe::metrics::{method_label, status_label, UNMATCHED};
@@ -220,6 +221,15 @@ impl ProxyHttp for Gateway {
             }
         }
         identity_headers(upstream_request, ctx)?;
+        if let Some(external) = &route.authz.external {
+            // Only the authorizer may set these; a client's copies go.
+            for name in &external.config.response_headers {
+                upstream_request.remove_header(name);
+            }
+            for (name, value) in &ctx.authz_headers {
+                upstream_request.append_header(name.clone(), value.clone())?;
+            }
+        }
         for name in &route.request_headers.remove {
             upstream_request.remove_header(name);
         }
@@ -345,6 +355,19 @@ impl ProxyHttp for Gateway {
                 self.observer.security_event(&event);
             }
         }
+        if let Some(rule) = ctx.authz_denied {
+            self.observer
+                .metrics
+                .authz_denied
+                .with_label_values(&[route.unwrap_or(UNMATCHED)])
+                .inc();
+            let mut event = SecurityEvent::new("authz_denied", rule.as_str());
+            event.request_id = Some(&ctx.request_id);
+            event.client_ip = ctx.client_ip;
+            event.route = route;
+            event.subject = subject;
+            self.observer.security_event(&event);
+        }
         if let Some(reject) = &ctx.reject {
             if reject.code.is_security_relevant() {
                 let mut event = SecurityEvent::new("request_rejected", reject.message.as_ref());
@@ -403,16 +426,6 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Headers that carry the identity to the upstream; a client's own copies
-/// are always removed first, so an upstream can trust them.
-const IDENTITY_HEADERS: [&str; 5] = [
-    "x-auth-method",
-    "x-auth-subject",
-    "x-auth-consumer",
-    "x-auth-scopes",
-    "x-auth-roles",
-];
-
 fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
     for name in IDENTITY_HEADERS {
         upstream_request.remove_header(name);
@@ -428,21 +441,8 @@ fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<(
             strip_query_param(upstream_request, param)?;
         }
     }
-    let values = [
-        Some(identity.method.as_str().to_string()),
-        Some(identity.subject.clone()),
-        identity.consumer.clone(),
-        Some(identity.scopes.join(" ")),
-        Some(identity.roles.join(",")),
-    ];
-    for (name, value) in IDENTITY_HEADERS.iter().zip(values) {
-        // A claim that cannot be a header value (control characters) is
-        // left out rather than mangled.
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            if !v.is_empty() {
-                upstream_request.insert_header(*name, v)?;
-            }
-        }
+    for (name, value) in identity.header_values() {
+        upstream_request.insert_header(name, value)?;
     }
     Ok(())
 }

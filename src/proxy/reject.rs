@@ -30,6 +30,8 @@ pub enum Code {
     InvalidApiKey,
     InvalidClientCertificate,
     AuthUnavailable,
+    InsufficientScope,
+    Forbidden,
     /// The admin listener's missing or wrong bearer token.
     Unauthorized,
     /// `POST /reload` with a configuration that does not validate.
@@ -54,6 +56,7 @@ impl Code {
             | Code::InvalidApiKey
             | Code::InvalidClientCertificate => 401,
             Code::AuthUnavailable => 503,
+            Code::InsufficientScope | Code::Forbidden => 403,
             Code::Unauthorized => 401,
             Code::InvalidConfig => 400,
         }
@@ -76,6 +79,8 @@ impl Code {
             Code::InvalidApiKey => "invalid_api_key",
             Code::InvalidClientCertificate => "invalid_client_certificate",
             Code::AuthUnavailable => "auth_unavailable",
+            Code::InsufficientScope => "insufficient_scope",
+            Code::Forbidden => "forbidden",
             Code::Unauthorized => "unauthorized",
             Code::InvalidConfig => "invalid_config",
         }

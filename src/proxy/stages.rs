@@ -12,6 +12,10 @@ use pingora::proxy::Session;
 use super::ctx::Ctx;
 use super::reject::{Code, Reject};
 use crate::auth::{AuthError, AuthMethod, Authenticator, Credentials};
+use crate::authz::external::{Decision, Question};
+use crate::authz::policy::RequestView;
+use crate::authz::Rule;
+use crate::protect::cidr::CidrRules;
 use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
 use crate::tls::ClientCert;
@@ -21,12 +25,17 @@ use crate::tls::ClientCert;
 pub async fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
     let req = session.req_header();
     let limits = ctx.runtime.limits;
+    let runtime = ctx.runtime.clone();
+    network(&runtime.cidrs, ctx)?;
     uri_length(req, limits.max_uri_bytes)?;
     header_size(req, limits.max_header_bytes)?;
     framing(session)?;
     declared_body(req, limits.max_body_bytes)?;
     normalize(req, ctx)?;
     route(req, ctx)?;
+    if let Some(r) = runtime.routes.get(ctx.route.unwrap_or(usize::MAX)) {
+        network(&r.cidrs, ctx)?;
+    }
     let route_limit = ctx
         .route()
         .map_or(limits.max_body_bytes, |r| r.max_body_bytes);
@@ -35,7 +44,98 @@ pub async fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .and_then(|s| s.extension.get::<ClientCert>());
-    authenticate(req, client_cert, ctx).await
+    authenticate(req, client_cert, ctx).await?;
+    authorize(req, ctx).await
+}
+
+/// 403 when the client's network is denied (or not allowed). Runs before
+/// anything costly, authentication included.
+fn network(rules: &CidrRules, ctx: &mut Ctx) -> Result<(), Reject> {
+    if rules.permits(ctx.client_ip) {
+        return Ok(());
+    }
+    Err(deny(ctx, Rule::Cidr))
+}
+
+/// Records which rule refused the request and makes the 403.
+fn deny(ctx: &mut Ctx, rule: Rule) -> Reject {
+    ctx.authz_denied = Some(rule);
+    Reject::new(Code::Forbidden, "access to this resource is denied")
+}
+
+/// 403 unless the route's rules allow the caller, in order: scopes, roles,
+/// the CEL policy, the external service (503 when it cannot answer).
+async fn authorize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+    let runtime = ctx.runtime.clone();
+    let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
+        return Ok(());
+    };
+    let rules = &route.authz;
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let identity = ctx.identity.clone();
+    let identity = identity.as_deref();
+    if rules.missing_scope(identity).is_some() {
+        ctx.authz_denied = Some(Rule::Scope);
+        let scopes = rules.require_scopes.join(" ");
+        let reject = Reject::new(
+            Code::InsufficientScope,
+            "the credential lacks a scope this resource requires",
+        );
+        let bearer = ctx.provider.as_ref().is_some_and(|p| p.is_bearer());
+        let challenge =
+            format!(r#"Bearer realm="portcullis", error="insufficient_scope", scope="{scopes}""#);
+        return Err(match HeaderValue::from_str(&challenge) {
+            Ok(value) if bearer => reject.with_header(WWW_AUTHENTICATE, value),
+            _ => reject,
+        });
+    }
+    if !rules.role_allowed(identity) {
+        return Err(deny(ctx, Rule::Role));
+    }
+    if let Some(policy) = &rules.policy {
+        let view = RequestView {
+            method: req.method.as_str(),
+            path: &ctx.path,
+            host: request_host(req),
+            headers: &req.headers,
+            query: req.uri.query(),
+            client_ip: ctx.client_ip,
+        };
+        match policy.allows(identity, &view) {
+            Ok(true) => {}
+            Ok(false) => return Err(deny(ctx, Rule::Policy)),
+            Err(_) => return Err(deny(ctx, Rule::PolicyError)),
+        }
+    }
+    if let Some(external) = &rules.external {
+        let uri = match req.uri.query() {
+            Some(q) => format!("{}?{q}", ctx.path),
+            None => ctx.path.clone(),
+        };
+        let question = Question {
+            method: req.method.as_str(),
+            uri: &uri,
+            host: request_host(req),
+            client_ip: ctx.client_ip,
+            identity,
+            request_id: &ctx.request_id,
+        };
+        match external.decide(&question).await {
+            Ok(decision) => match &*decision {
+                Decision::Allow(headers) => ctx.authz_headers.clone_from(headers),
+                Decision::Deny => return Err(deny(ctx, Rule::External)),
+            },
+            Err(_) => {
+                return Err(Reject::new(
+                    Code::AuthUnavailable,
+                    "the authorization service is unavailable; try again later",
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// 401 / 503 unless one of the route's providers accepts the request; they

@@ -1,0 +1,4 @@
+//! Protecting the backends: client network rules (and, later in the
+//! request, rate limits and lockouts).
+
+pub mod cidr;
