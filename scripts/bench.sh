@@ -57,6 +57,8 @@
 #     PORTCULLIS=target/release/portcullis NGINX=/usr/sbin/nginx WRK=wrk
 #     PINGORA_BASELINE=target/release/examples/pingora_baseline (row skipped if absent)
 #     HAPROXY=/path/to/haproxy (default: from PATH; HAPROXY=off to skip)
+#     ONLY=REGEX runs only the targets whose name matches (plus direct and nginx),
+#       e.g. ONLY='jwt' to compare the JWT rows.
 #     KEEP_TMP=1 keeps the temporary directory (configs, logs) for inspection.
 #   Exits non-zero if a server fails to start or a target answers non-2xx
 #   during its warm-up.
@@ -377,6 +379,7 @@ issuer = "https://demo.portcullis.local/"
 audiences = ["demo-api"]
 jwks_file = "$REPO/conf/demo-jwks.json"
 algorithms = ["RS256"]
+roles_claim = "realm_access.roles"
 
 [auth.bench_keys]
 kind = "api_key"
@@ -387,6 +390,15 @@ name = "bench-jwt"
 path_prefix = "/jwt"
 auth = ["bench_jwt"]
 upstream = "origin"
+
+[[routes]]
+name = "bench-authz"
+path_prefix = "/authz"
+auth = ["bench_jwt"]
+upstream = "origin"
+require_scopes = ["bench"]
+allow_roles = ["demo"]
+policy = 'identity.subject == "bench" && request.method == "GET" && claims.azp == "demo-cli"'
 
 [[routes]]
 name = "bench-key"
@@ -445,6 +457,10 @@ T_ARGS=() # extra wrk args, joined with \x1f
 add_target() { # NAME URL [extra wrk args...]
     local name=$1 url=$2
     shift 2
+    # ONLY=REGEX keeps the baselines and the targets whose name matches.
+    if [[ -n ${ONLY:-} && $name != direct && $name != nginx && ! $name =~ $ONLY ]]; then
+        return 0
+    fi
     local IFS=$'\x1f'
     T_NAMES+=("$name")
     T_URLS+=("$url")
@@ -467,6 +483,7 @@ define_targets() {
         add_target "portcullis" "http://127.0.0.1:$GW_PORT/"
         add_target "portcullis (access log on)" "http://127.0.0.1:$GW_LOG_PORT/"
         add_target "portcullis jwt (cached)" "http://127.0.0.1:$GW_PORT/jwt/" -H "Authorization: Bearer $BENCH_TOKEN"
+        add_target "portcullis jwt+scopes+roles+cel" "http://127.0.0.1:$GW_PORT/authz/" -H "Authorization: Bearer $BENCH_TOKEN"
         add_target "portcullis api key" "http://127.0.0.1:$GW_PORT/key/" -H "x-api-key: $BENCH_KEY"
     fi
 }

@@ -9,6 +9,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr, IdedEntryExpr};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+    CelUInt,
+};
+use cel::common::value::Val;
 use cel::{Context, Env, IdedExpr, Program, Value};
 
 use crate::auth::Identity;
@@ -37,11 +42,32 @@ pub struct Policy {
     uses: Uses,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// What a policy reads of each variable: only that is built per request.
+#[derive(Debug, Default)]
 struct Uses {
-    claims: bool,
-    identity: bool,
-    request: bool,
+    claims: Option<Fields>,
+    identity: Option<Fields>,
+    request: Option<Fields>,
+}
+
+#[derive(Debug, Default)]
+struct Fields {
+    whole: bool,
+    names: Vec<String>,
+}
+
+impl Fields {
+    fn add(&mut self, field: Option<&str>) {
+        match field {
+            None => self.whole = true,
+            Some(f) if !self.names.iter().any(|n| n == f) => self.names.push(f.to_string()),
+            Some(_) => {}
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.whole || self.names.iter().any(|n| n == name)
+    }
 }
 
 impl std::fmt::Debug for Policy {
@@ -81,13 +107,14 @@ impl Policy {
         let mut free = Vec::new();
         free_variables(program.expression(), &mut Vec::new(), &mut free);
         let mut uses = Uses::default();
-        for name in free {
-            match name {
-                "claims" => uses.claims = true,
-                "identity" => uses.identity = true,
-                "request" => uses.request = true,
+        for (name, field) in free {
+            let slot = match name {
+                "claims" => &mut uses.claims,
+                "identity" => &mut uses.identity,
+                "request" => &mut uses.request,
                 other => return Err(PolicyError::UnknownVariable(other.to_string())),
-            }
+            };
+            slot.get_or_insert_with(Fields::default).add(field);
         }
         Ok(Policy {
             source: source.to_string(),
@@ -105,19 +132,24 @@ impl Policy {
         request: &RequestView<'_>,
     ) -> Result<bool, String> {
         let mut context = Context::with_env(self.env.clone());
-        if self.uses.claims {
-            let claims = match identity {
-                Some(id) => cel::to_value(&id.claims).map_err(|e| e.to_string())?,
-                None => Value::Map(HashMap::<String, Value>::new().into()),
+        // The variables borrow from the identity and the request: nothing
+        // is copied into the interpreter's own values.
+        if let Some(fields) = &self.uses.claims {
+            let claims: Box<dyn Val + '_> = match identity {
+                Some(id) => json_object(&id.claims, fields),
+                None => Box::new(CelMap::from(HashMap::new())),
             };
-            context.add_variable_from_value("claims", claims);
+            context.add_variable_as_val("claims", claims);
         }
-        if self.uses.identity {
-            context
-                .add_variable_from_value("identity", identity.map_or(Value::Null, identity_value));
+        if let Some(fields) = &self.uses.identity {
+            let value: Box<dyn Val + '_> = match identity {
+                Some(id) => identity_val(id, fields),
+                None => Box::new(CelNull),
+            };
+            context.add_variable_as_val("identity", value);
         }
-        if self.uses.request {
-            context.add_variable_from_value("request", request_value(request));
+        if let Some(fields) = &self.uses.request {
+            context.add_variable_as_val("request", request_val(request, fields));
         }
         match self.program.execute(&context) {
             Ok(Value::Bool(b)) => Ok(b),
@@ -127,16 +159,25 @@ impl Policy {
     }
 }
 
+/// A variable the policy reads, and the field it selects on it (`None`:
+/// the variable is used whole, e.g. indexed or passed to a function).
+type Use<'e> = (&'e str, Option<&'e str>);
+
 /// The variables `expr` reads that no macro (`exists`, `map`, ...) binds:
 /// those must be ones the gateway provides.
-fn free_variables<'e>(expr: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>) {
+fn free_variables<'e>(expr: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<Use<'e>>) {
     match &expr.expr {
         Expr::Ident(name) => {
             if !name.starts_with('@') && !bound.contains(&name.as_str()) {
-                out.push(name);
+                out.push((name, None));
             }
         }
-        Expr::Select(select) => free_variables(&select.operand, bound, out),
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(name) if !name.starts_with('@') && !bound.contains(&name.as_str()) => {
+                out.push((name, Some(&select.field)));
+            }
+            _ => free_variables(&select.operand, bound, out),
+        },
         Expr::Call(call) => {
             if let Some(target) = &call.target {
                 free_variables(target, bound, out);
@@ -173,7 +214,7 @@ fn free_variables<'e>(expr: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Ve
 fn entries_free<'e>(
     entries: &'e [IdedEntryExpr],
     bound: &mut Vec<&'e str>,
-    out: &mut Vec<&'e str>,
+    out: &mut Vec<Use<'e>>,
 ) {
     for entry in entries {
         match &entry.expr {
@@ -186,72 +227,143 @@ fn entries_free<'e>(
     }
 }
 
-fn strings(list: &[String]) -> Value {
-    Value::List(Arc::new(
-        list.iter()
-            .map(|s| Value::String(Arc::new(s.clone())))
-            .collect(),
+type Map<'a> = HashMap<CelMapKey<'a>, Box<dyn Val + 'a>>;
+
+fn text(s: &str) -> Box<dyn Val + '_> {
+    Box::new(CelString::from(s))
+}
+
+fn owned_text<'a>(s: String) -> Box<dyn Val + 'a> {
+    Box::new(CelString::from(s))
+}
+
+fn texts(list: &[String]) -> Box<dyn Val + '_> {
+    Box::new(CelList::from(
+        list.iter().map(|s| text(s)).collect::<Vec<_>>(),
     ))
 }
 
-fn text(s: &str) -> Value {
-    Value::String(Arc::new(s.to_string()))
+fn map<'a>(entries: Map<'a>) -> Box<dyn Val + 'a> {
+    Box::new(CelMap::from(entries))
 }
 
-fn identity_value(id: &Identity) -> Value {
-    let mut map: HashMap<&str, Value> = HashMap::with_capacity(5);
-    map.insert("method", text(id.method.as_str()));
-    map.insert("subject", text(&id.subject));
-    map.insert("consumer", id.consumer.as_deref().map_or(Value::Null, text));
-    map.insert("scopes", strings(&id.scopes));
-    map.insert("roles", strings(&id.roles));
-    map.into()
+/// JSON as CEL: integers are `int` when they fit (as CEL literals are),
+/// else `uint` or `double`.
+fn json_val(value: &serde_json::Value) -> Box<dyn Val + '_> {
+    match value {
+        serde_json::Value::Null => Box::new(CelNull),
+        serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            (None, None) => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        serde_json::Value::String(s) => text(s),
+        serde_json::Value::Array(items) => Box::new(CelList::from(
+            items.iter().map(json_val).collect::<Vec<_>>(),
+        )),
+        serde_json::Value::Object(o) => json_object(o, &ALL),
+    }
 }
 
-fn request_value(r: &RequestView<'_>) -> Value {
-    let mut headers: HashMap<String, Value> = HashMap::with_capacity(r.headers.keys_len());
-    for name in r.headers.keys() {
+static ALL: Fields = Fields {
+    whole: true,
+    names: Vec::new(),
+};
+
+fn json_object<'a>(
+    object: &'a serde_json::Map<String, serde_json::Value>,
+    fields: &Fields,
+) -> Box<dyn Val + 'a> {
+    map(object
+        .iter()
+        .filter(|(k, _)| fields.wants(k))
+        .map(|(k, v)| (CelMapKey::from(k.as_str()), json_val(v)))
+        .collect())
+}
+
+fn identity_val<'a>(id: &'a Identity, fields: &Fields) -> Box<dyn Val + 'a> {
+    let mut m: Map<'a> = HashMap::with_capacity(5);
+    let mut put = |name: &'static str, value: &dyn Fn() -> Box<dyn Val + 'a>| {
+        if fields.wants(name) {
+            m.insert(name.into(), value());
+        }
+    };
+    put("method", &|| text(id.method.as_str()));
+    put("subject", &|| text(&id.subject));
+    put("consumer", &|| {
+        id.consumer
+            .as_deref()
+            .map_or_else(|| Box::new(CelNull) as _, text)
+    });
+    put("scopes", &|| texts(&id.scopes));
+    put("roles", &|| texts(&id.roles));
+    map(m)
+}
+
+fn request_val<'a>(r: &RequestView<'a>, fields: &Fields) -> Box<dyn Val + 'a> {
+    let mut m: Map<'a> = HashMap::with_capacity(7);
+    let mut put = |name: &'static str, value: &dyn Fn() -> Box<dyn Val + 'a>| {
+        if fields.wants(name) {
+            m.insert(name.into(), value());
+        }
+    };
+    put("method", &|| text(r.method));
+    put("path", &|| text(r.path));
+    put("host", &|| {
+        r.host.map_or_else(|| Box::new(CelNull) as _, text)
+    });
+    put("headers", &|| headers_val(r.headers));
+    put("query", &|| query_val(r.query));
+    put("client_ip", &|| {
+        r.client_ip
+            .map_or_else(|| Box::new(CelNull) as _, |ip| owned_text(ip.to_string()))
+    });
+    put("time", &|| {
+        Box::new(CelTimestamp::from(chrono::Utc::now().fixed_offset()))
+    });
+    map(m)
+}
+
+fn headers_val(h: &http::HeaderMap) -> Box<dyn Val + '_> {
+    let mut headers: Map<'_> = HashMap::with_capacity(h.keys_len());
+    for name in h.keys() {
         // Repeated headers read as one, joined like HTTP joins them; a
         // value that is not text is left out.
-        let values: Vec<&str> = r
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if !values.is_empty() {
-            headers.insert(name.as_str().to_string(), text(&values.join(", ")));
-        }
+        let mut values = h.get_all(name).iter().filter_map(|v| v.to_str().ok());
+        let Some(first) = values.next() else {
+            continue;
+        };
+        let value = match values.next() {
+            None => text(first),
+            Some(second) => {
+                let mut joined = format!("{first}, {second}");
+                for v in values {
+                    joined.push_str(", ");
+                    joined.push_str(v);
+                }
+                owned_text(joined)
+            }
+        };
+        headers.insert(CelMapKey::from(name.as_str()), value);
     }
-    let mut map: HashMap<&str, Value> = HashMap::with_capacity(7);
-    map.insert("method", text(r.method));
-    map.insert("path", text(r.path));
-    map.insert("host", r.host.map_or(Value::Null, text));
-    map.insert("headers", headers.into());
-    map.insert("query", query_value(r.query));
-    map.insert(
-        "client_ip",
-        r.client_ip.map_or(Value::Null, |ip| text(&ip.to_string())),
-    );
-    map.insert("time", Value::Timestamp(chrono::Utc::now().fixed_offset()));
-    map.into()
+    map(headers)
 }
 
 /// Query parameters, percent-decoded. A parameter given more than once is
 /// left out entirely: a policy must not check one copy while the upstream
 /// reads another (HTTP parameter pollution), so naming it fails closed.
-fn query_value(query: Option<&str>) -> Value {
+fn query_val<'a>(query: Option<&'a str>) -> Box<dyn Val + 'a> {
     let mut seen: HashMap<String, Option<String>> = HashMap::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         seen.entry(k.into_owned())
             .and_modify(|slot| *slot = None)
             .or_insert_with(|| Some(v.into_owned()));
     }
-    let map: HashMap<String, Value> = seen
+    map(seen
         .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, Value::String(Arc::new(v)))))
-        .collect();
-    map.into()
+        .filter_map(|(k, v)| v.map(|v| (CelMapKey::from(k), owned_text(v))))
+        .collect())
 }
 
 #[cfg(test)]

@@ -12,6 +12,11 @@
 //!   `token` selects the answer set with [`Idp::set_answer`] (default
 //!   `{"active":false}`).
 //!
+//! - `GET /check`: a forward-auth decision point. It records the request's
+//!   headers ([`Idp::authz_requests`]) and answers `403` when
+//!   `x-forwarded-uri` contains `deny`, else `200` with `x-tenant: acme`
+//!   and `x-other: ignored`.
+//!
 //! Every request is counted per path ([`Idp::hits`]) when it arrives, before
 //! the artificial delay ([`Idp::set_delay_ms`], applied to every path) and
 //! before a forced status ([`Idp::set_status`]) is answered.
@@ -39,6 +44,7 @@ use tokio::task::JoinHandle;
 pub const JWKS_PATH: &str = "/jwks.json";
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub const INTROSPECT_PATH: &str = "/introspect";
+pub const AUTHZ_PATH: &str = "/check";
 /// Upper bound for [`Idp::set_delay_ms`].
 pub const MAX_DELAY_MS: u64 = 30_000;
 /// The largest request body the server reads.
@@ -68,6 +74,7 @@ struct Shared {
     statuses: Mutex<HashMap<String, u16>>,
     hits: Mutex<HashMap<String, usize>>,
     introspections: Mutex<Vec<Introspection>>,
+    authz_requests: Mutex<Vec<HashMap<String, String>>>,
     conns: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
     addr: Mutex<Option<SocketAddr>>,
@@ -103,6 +110,7 @@ impl Idp {
             statuses: Mutex::new(HashMap::new()),
             hits: Mutex::new(HashMap::new()),
             introspections: Mutex::new(Vec::new()),
+            authz_requests: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             addr: Mutex::new(None),
@@ -201,6 +209,15 @@ impl Idp {
     }
 
     /// Forgets every counter and record (settings are kept).
+    /// The headers of every `GET /check` so far (lower-case names).
+    pub fn authz_requests(&self) -> Vec<HashMap<String, String>> {
+        self.shared.authz_requests.lock().unwrap().clone()
+    }
+
+    pub fn authz_url(&self) -> String {
+        self.url(AUTHZ_PATH)
+    }
+
     pub fn reset_hits(&self) {
         self.shared.hits.lock().unwrap().clear();
         self.shared.introspections.lock().unwrap().clear();
@@ -351,12 +368,36 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             )
         }
         (Method::POST, INTROSPECT_PATH) => introspect(shared, &parts.headers, &body),
-        (_, JWKS_PATH | DISCOVERY_PATH | INTROSPECT_PATH) => json_response(
+        (Method::GET, AUTHZ_PATH) => authz(shared, &parts.headers),
+        (_, JWKS_PATH | DISCOVERY_PATH | INTROSPECT_PATH | AUTHZ_PATH) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             json!({"error": "method_not_allowed"}),
         ),
         _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
     }
+}
+
+fn authz(shared: &Shared, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    let record: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let uri = record.get("x-forwarded-uri").cloned().unwrap_or_default();
+    {
+        let mut records = shared.authz_requests.lock().unwrap();
+        if records.len() < MAX_RECORDS {
+            records.push(record);
+        }
+    }
+    if uri.contains("deny") {
+        return json_response(StatusCode::FORBIDDEN, json!({"allow": false}));
+    }
+    let mut resp = json_response(StatusCode::OK, json!({"allow": true}));
+    resp.headers_mut()
+        .insert("x-tenant", HeaderValue::from_static("acme"));
+    resp.headers_mut()
+        .insert("x-other", HeaderValue::from_static("ignored"));
+    resp
 }
 
 fn introspect(shared: &Shared, headers: &http::HeaderMap, body: &[u8]) -> Response<Full<Bytes>> {
