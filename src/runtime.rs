@@ -12,9 +12,12 @@ use ipnet::IpNet;
 use crate::auth::{self, Authenticator};
 use crate::authz::external::ExternalAuthz;
 use crate::authz::RouteAuthz;
-use crate::config::{Config, ExternalAuthzConfig, HeaderOps, Limits, RouteAction, Secret};
+use crate::config::{
+    Config, ExternalAuthzConfig, HeaderOps, Limits, RouteAction, RouteRateLimit, Secret,
+};
 use crate::observe::Observer;
 use crate::protect::cidr::CidrRules;
+use crate::protect::ratelimit::{Lockout, RateLimitStore, StoreError};
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
 use crate::tls::CertStore;
 use crate::upstream::pool::{PoolError, UpstreamPool};
@@ -27,6 +30,8 @@ pub enum CompileError {
     Auth(#[from] auth::BuildError),
     #[error("listener `{0}`: {1}")]
     Tls(String, crate::tls::TlsError),
+    #[error("[rate_limit_store]: {0}")]
+    Store(#[from] StoreError),
 }
 
 pub struct Runtime {
@@ -46,6 +51,11 @@ pub struct Runtime {
     pub tls: HashMap<String, Arc<CertStore>>,
     /// `[protection]` network rules, checked before routing.
     pub cidrs: CidrRules,
+    /// Rate-limit buckets and lockouts; kept across reloads while
+    /// `[rate_limit_store]` is unchanged, so counters survive.
+    pub rate_limits: Arc<RateLimitStore>,
+    /// `[protection.failed_auth]`.
+    pub lockout: Option<Lockout>,
 }
 
 /// A route as requests need it; its index is its id in the route table.
@@ -60,6 +70,7 @@ pub struct Route {
     pub response_headers: HeaderOps,
     pub authz: RouteAuthz,
     pub cidrs: CidrRules,
+    pub rate_limit: Option<RouteRateLimit>,
 }
 
 impl Runtime {
@@ -107,6 +118,13 @@ impl Runtime {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let rate_limits = match previous {
+            Some(p) if *p.rate_limits.config() == config.rate_limit_store => p.rate_limits.clone(),
+            _ => Arc::new(RateLimitStore::new(
+                config.rate_limit_store.clone(),
+                observer.clone(),
+            )?),
+        };
         let mut specs = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
         for (id, r) in config.routes.into_iter().enumerate() {
@@ -136,6 +154,7 @@ impl Runtime {
                     external,
                 },
                 cidrs: r.cidrs,
+                rate_limit: r.rate_limit,
             });
         }
         Ok(Runtime {
@@ -151,6 +170,8 @@ impl Runtime {
             providers,
             tls,
             cidrs: config.protection.cidrs,
+            rate_limits,
+            lockout: config.protection.failed_auth,
         })
     }
 

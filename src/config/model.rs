@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::auth::jwks::Alg;
 use crate::protect::cidr::CidrRules;
+use crate::protect::ratelimit::{Limit, Lockout, StoreConfig};
 use crate::routing::table::{MethodSet, PathMatch};
 
 #[derive(Debug)]
@@ -29,12 +30,35 @@ pub struct Config {
     pub auth: Vec<AuthProvider>,
     pub routes: Vec<Route>,
     pub protection: Protection,
+    pub rate_limit_store: StoreConfig,
 }
 
 /// `[protection]`: rules for every route, checked before routing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Protection {
     pub cidrs: CidrRules,
+    /// `[protection.failed_auth]`; off when absent.
+    pub failed_auth: Option<Lockout>,
+}
+
+/// A route's `rate_limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteRateLimit {
+    pub per: RateKey,
+    pub limit: Limit,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The identity's consumer, else its subject; the client IP when the
+    /// request has no identity.
+    Consumer,
+    ClientIp,
+    /// One bucket for the whole route.
+    Route,
+    /// The header's value; requests without it share one bucket.
+    Header(HeaderName),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +223,7 @@ pub struct Route {
     pub response_headers: HeaderOps,
     pub authz: RouteAuthzConfig,
     pub cidrs: CidrRules,
+    pub rate_limit: Option<RouteRateLimit>,
 }
 
 /// A route's authorization rules as configured; the policy is already

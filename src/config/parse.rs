@@ -41,6 +41,7 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
     let auth = super::auth::providers(d, root);
     let routes = routes(d, root, &upstreams, &auth, &limits);
     let protection = super::protect::protection(d, root);
+    let rate_limit_store = super::protect::rate_limit_store(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -56,6 +57,7 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
         auth,
         routes,
         protection,
+        rate_limit_store,
     })
 }
 
@@ -610,6 +612,7 @@ fn route(
     let response_headers = header_ops(d, t, "response_headers");
     let authz = super::authz::route_authz(d, t, public);
     let cidrs = super::authz::cidr_rules(d, t);
+    let rate_limit = super::protect::route_rate_limit(d, t);
 
     let action = match (upstream, respond) {
         (Some(u), None) => {
@@ -659,6 +662,7 @@ fn route(
         response_headers,
         authz,
         cidrs,
+        rate_limit,
     })
 }
 

@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 use super::reject::Reject;
 use crate::auth::{Authenticator, Identity};
 use crate::authz::Rule;
+use crate::protect::ratelimit::Decision;
 use crate::runtime::Runtime;
 
 pub struct Ctx {
@@ -38,6 +39,11 @@ pub struct Ctx {
     pub authz_denied: Option<Rule>,
     /// Headers an external authorizer added for the upstream.
     pub authz_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The route's rate-limit decision, for the `RateLimit-*` headers of
+    /// every response.
+    pub rate_limit: Option<Decision>,
+    /// This request's failed credential locked its client out.
+    pub locked_out: bool,
     pub body_bytes: u64,
     pub upstream_started: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
@@ -60,6 +66,8 @@ impl Ctx {
             auth_failure: None,
             authz_denied: None,
             authz_headers: Vec::new(),
+            rate_limit: None,
+            locked_out: false,
             body_bytes: 0,
             upstream_started: None,
             upstream_elapsed: None,

@@ -278,7 +278,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        respond::decorate(response, ctx)?;
         if let Some(route) = ctx.route() {
             for name in &route.response_headers.remove {
                 response.remove_header(name);
@@ -362,6 +362,26 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[route.unwrap_or(UNMATCHED)])
                 .inc();
             let mut event = SecurityEvent::new("authz_denied", rule.as_str());
+            event.request_id = Some(&ctx.request_id);
+            event.client_ip = ctx.client_ip;
+            event.route = route;
+            event.subject = subject;
+            self.observer.security_event(&event);
+        }
+        if ctx.locked_out {
+            let mut event = SecurityEvent::new("brute_force_lockout", "failed_auth_threshold");
+            event.request_id = Some(&ctx.request_id);
+            event.client_ip = ctx.client_ip;
+            event.route = route;
+            self.observer.security_event(&event);
+        }
+        if ctx.reject.as_ref().is_some_and(|r| r.code == Code::RateLimited) {
+            self.observer
+                .metrics
+                .rate_limited
+                .with_label_values(&[route.unwrap_or(UNMATCHED)])
+                .inc();
+            let mut event = SecurityEvent::new("rate_limited", "rate_limit");
             event.request_id = Some(&ctx.request_id);
             event.client_ip = ctx.client_ip;
             event.route = route;

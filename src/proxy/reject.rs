@@ -32,6 +32,10 @@ pub enum Code {
     AuthUnavailable,
     InsufficientScope,
     Forbidden,
+    RateLimited,
+    TemporarilyBlocked,
+    InvalidBody,
+    UnsupportedMediaType,
     /// The admin listener's missing or wrong bearer token.
     Unauthorized,
     /// `POST /reload` with a configuration that does not validate.
@@ -57,6 +61,9 @@ impl Code {
             | Code::InvalidClientCertificate => 401,
             Code::AuthUnavailable => 503,
             Code::InsufficientScope | Code::Forbidden => 403,
+            Code::RateLimited | Code::TemporarilyBlocked => 429,
+            Code::InvalidBody => 400,
+            Code::UnsupportedMediaType => 415,
             Code::Unauthorized => 401,
             Code::InvalidConfig => 400,
         }
@@ -81,6 +88,10 @@ impl Code {
             Code::AuthUnavailable => "auth_unavailable",
             Code::InsufficientScope => "insufficient_scope",
             Code::Forbidden => "forbidden",
+            Code::RateLimited => "rate_limited",
+            Code::TemporarilyBlocked => "temporarily_blocked",
+            Code::InvalidBody => "invalid_body",
+            Code::UnsupportedMediaType => "unsupported_media_type",
             Code::Unauthorized => "unauthorized",
             Code::InvalidConfig => "invalid_config",
         }

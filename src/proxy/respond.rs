@@ -15,7 +15,7 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 /// for the logs. The only way a refusal reaches a client.
 pub async fn send_reject(session: &mut Session, ctx: &mut Ctx, reject: Reject) -> Result<()> {
     let (mut header, body) = reject.render(&ctx.request_id)?;
-    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    decorate(&mut header, ctx)?;
     ctx.reject = Some(reject);
     write(session, header, body).await
 }
@@ -31,7 +31,7 @@ pub async fn send_direct(
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type.clone())?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    decorate(&mut header, ctx)?;
     if let Some(route) = ctx.route() {
         for name in &route.response_headers.remove {
             header.remove_header(name);
@@ -41,6 +41,18 @@ pub async fn send_direct(
         }
     }
     write(session, header, body).await
+}
+
+/// What every response carries, whoever made it: the request id, and on
+/// a rate-limited route the `RateLimit-*` headers.
+pub fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    if let Some(d) = &ctx.rate_limit {
+        header.insert_header("ratelimit-limit", d.limit)?;
+        header.insert_header("ratelimit-remaining", d.remaining)?;
+        header.insert_header("ratelimit-reset", d.reset_seconds)?;
+    }
+    Ok(())
 }
 
 async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {

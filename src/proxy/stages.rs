@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use http::header::{ALLOW, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, WWW_AUTHENTICATE};
+use http::header::{
+    ALLOW, CONTENT_LENGTH, HOST, RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -15,6 +17,7 @@ use crate::auth::{AuthError, AuthMethod, Authenticator, Credentials};
 use crate::authz::external::{Decision, Question};
 use crate::authz::policy::RequestView;
 use crate::authz::Rule;
+use crate::config::{RateKey, RouteRateLimit};
 use crate::protect::cidr::CidrRules;
 use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
@@ -44,8 +47,104 @@ pub async fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .and_then(|s| s.extension.get::<ClientCert>());
+    lockout(ctx).await?;
     authenticate(req, client_cert, ctx).await?;
-    authorize(req, ctx).await
+    authorize(req, ctx).await?;
+    rate_limit(req, ctx).await
+}
+
+/// 429 `temporarily_blocked` for a client locked out after too many failed
+/// credentials — before authentication, so a blocked client costs nothing.
+/// Only routes that authenticate are guarded: that is what is attacked.
+async fn lockout(ctx: &mut Ctx) -> Result<(), Reject> {
+    let runtime = ctx.runtime.clone();
+    let (Some(_), Some(route), Some(ip)) = (&runtime.lockout, ctx.route(), ctx.client_ip) else {
+        return Ok(());
+    };
+    if route.auth.is_empty() {
+        return Ok(());
+    }
+    match runtime.rate_limits.is_blocked(&ip_key(ip)).await {
+        Some(retry_after) => Err(Reject::new(
+            Code::TemporarilyBlocked,
+            "too many failed authentication attempts; try again later",
+        )
+        .with_header(RETRY_AFTER, HeaderValue::from(retry_after))),
+        None => Ok(()),
+    }
+}
+
+/// Counts a presented-but-invalid credential towards the client's lockout.
+async fn count_failure(ctx: &mut Ctx) {
+    let runtime = ctx.runtime.clone();
+    let (Some(lockout), Some(ip)) = (&runtime.lockout, ctx.client_ip) else {
+        return;
+    };
+    ctx.locked_out = runtime.rate_limits.record_failure(&ip_key(ip), lockout).await;
+}
+
+fn ip_key(ip: std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// 429 `rate_limited` when the route's bucket for this caller is empty. The
+/// decision is kept for the `RateLimit-*` headers of the response.
+async fn rate_limit(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+    let runtime = ctx.runtime.clone();
+    let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
+        return Ok(());
+    };
+    let Some(rl) = &route.rate_limit else {
+        return Ok(());
+    };
+    let key = bucket_key(&route.name, rl, req, ctx);
+    let decision = runtime.rate_limits.check(&key, &rl.limit).await;
+    ctx.rate_limit = Some(decision);
+    if decision.allowed {
+        return Ok(());
+    }
+    Err(
+        Reject::new(Code::RateLimited, "rate limit exceeded; retry later")
+            .with_header(RETRY_AFTER, HeaderValue::from(decision.retry_after_seconds)),
+    )
+}
+
+/// The bucket a request counts against: the route, its limit (a changed
+/// limit starts afresh) and the caller as `per` says.
+fn bucket_key(route: &str, rl: &RouteRateLimit, req: &RequestHeader, ctx: &Ctx) -> Vec<u8> {
+    let l = &rl.limit;
+    let mut key = format!(
+        "{route}\0{}/{}/{}\0",
+        l.requests,
+        l.window.as_secs(),
+        l.burst
+    )
+    .into_bytes();
+    let ip = |key: &mut Vec<u8>| {
+        key.extend_from_slice(b"ip:");
+        key.extend_from_slice(&ctx.client_ip.map(ip_key).unwrap_or_default());
+    };
+    match &rl.per {
+        RateKey::Route => {}
+        RateKey::ClientIp => ip(&mut key),
+        RateKey::Consumer => match &ctx.identity {
+            Some(id) => {
+                key.extend_from_slice(b"c:");
+                key.extend_from_slice(id.consumer.as_ref().unwrap_or(&id.subject).as_bytes());
+            }
+            None => ip(&mut key),
+        },
+        RateKey::Header(name) => {
+            key.extend_from_slice(b"h:");
+            if let Some(v) = req.headers.get(name) {
+                key.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+    key
 }
 
 /// 403 when the client's network is denied (or not allowed). Runs before
@@ -187,6 +286,9 @@ async fn authenticate(
         .filter_map(|i| runtime.providers.get(*i))
         .any(|p| p.is_bearer());
     ctx.auth_failure = Some((provider.name().into(), error.reason()));
+    if matches!(error, AuthError::Invalid { .. }) {
+        count_failure(ctx).await;
+    }
     Err(auth_reject(&error, bearer, provider.method()))
 }
 
