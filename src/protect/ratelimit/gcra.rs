@@ -37,18 +37,15 @@ pub struct Params {
 }
 
 impl Params {
+    /// `units_per_second` divides [`NANOS`] ([`NANOS`] or [`MICROS`]).
     pub fn new(limit: &Limit, units_per_second: u64) -> Self {
-        let window = limit
-            .window
-            .as_nanos()
-            .saturating_mul(u128::from(units_per_second))
-            / u128::from(NANOS);
+        // 64-bit arithmetic only: this runs on every request, and 128-bit
+        // division costs more than the rest of a local check.
+        let nanos_per_unit = (NANOS / units_per_second.max(1)).max(1);
+        let window = u64::try_from(limit.window.as_nanos()).unwrap_or(u64::MAX) / nanos_per_unit;
         // `requests = 0` would divide by zero: treat it as one request per
         // window, the most restrictive reading that still refills.
-        let interval = window / u128::from(limit.requests.max(1));
-        let interval = u64::try_from(interval)
-            .unwrap_or(MAX_UNITS)
-            .clamp(1, MAX_UNITS);
+        let interval = (window / limit.requests.max(1)).clamp(1, MAX_UNITS);
         Params {
             interval,
             tolerance: interval.saturating_mul(limit.burst).min(MAX_UNITS),
@@ -100,8 +97,7 @@ pub fn decision(allowed: bool, debt: u64, p: &Params) -> Decision {
 
 /// `a / b` rounded up; `b` is never zero here, but a zero is read as one.
 pub fn ceil_div(a: u64, b: u64) -> u64 {
-    let b = b.max(1);
-    a / b + u64::from(a % b != 0)
+    a.div_ceil(b.max(1))
 }
 
 #[cfg(test)]
