@@ -2,3 +2,4 @@
 //! request, rate limits and lockouts).
 
 pub mod cidr;
+pub mod ratelimit;

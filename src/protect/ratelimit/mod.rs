@@ -1,0 +1,378 @@
+//! Rate-limit and failed-auth lockout state (CONTRACT §3 `rate_limit`,
+//! `[rate_limit_store]`, `[protection.failed_auth]`).
+//!
+//! One [`RateLimitStore`] per process, kept across reloads while its
+//! [`StoreConfig`] is unchanged so that counters survive; it holds no other
+//! configuration, and limits and lockout settings come with each call.
+//! Keys are opaque bytes built by the caller (route + per-value key for
+//! limits, the client IP for lockouts).
+//!
+//! - [`gcra`]: the token bucket as pure functions of `now`.
+//! - [`local`]: bounded in-process tables (also the `on_error = "local"`
+//!   fallback of the Redis store).
+//! - [`redis`]: the shared store, with its health state and probing.
+//!
+//! When Redis cannot be used, rate limits follow `on_error`. Lockouts always
+//! fall back to the local tables whatever `on_error` says: `deny` would
+//! answer `temporarily_blocked` to every client, and `allow` would turn
+//! brute-force protection off exactly while the shared state is gone.
+//!
+//! Differences from the first sketch of this API: [`RateLimitStore::is_blocked`]
+//! takes no [`Lockout`], since a block carries its own expiry.
+
+pub mod gcra;
+pub mod local;
+pub mod redis;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::local::LocalStore;
+use self::redis::RedisStore;
+use crate::observe::Observer;
+
+/// A route's limit: a bucket of `burst` tokens refilled with `requests`
+/// tokens per `window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub requests: u64,
+    pub window: Duration,
+    /// The bucket size; the configuration defaults it to `requests`.
+    pub burst: u64,
+}
+
+/// The outcome of one request against a [`Limit`], with what the
+/// `RateLimit-*` and `Retry-After` headers need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The bucket size (`burst`).
+    pub limit: u64,
+    /// Whole tokens left after this request.
+    pub remaining: u64,
+    /// Seconds until the bucket is full again, rounded up.
+    pub reset_seconds: u64,
+    /// Seconds until a request may pass, rounded up and at least 1 when
+    /// refused; 0 when allowed.
+    pub retry_after_seconds: u64,
+}
+
+/// What rate limits do while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Per-instance limits from the local tables.
+    Local,
+    /// Every request passes (reported as a full bucket).
+    Allow,
+    /// Every request is refused, to be retried after the next probe.
+    Deny,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    Redis { url: String },
+}
+
+/// The URL may hold a password: `Debug` shows it redacted.
+impl fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreKind::Local => f.write_str("Local"),
+            StoreKind::Redis { url } => f
+                .debug_struct("Redis")
+                .field("url", &redacted(url))
+                .finish(),
+        }
+    }
+}
+
+fn redacted(url: &str) -> Cow<'_, str> {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..]).into()
+        }
+        _ => url.into(),
+    }
+}
+
+/// `[rate_limit_store]`: the only state-shaping configuration of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub on_error: OnError,
+    /// Bound of every Redis call, connecting included.
+    pub timeout: Duration,
+    /// Bound of each local table (buckets, lockouts).
+    pub max_local_keys: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Local,
+            on_error: OnError::Local,
+            timeout: Duration::from_millis(100),
+            max_local_keys: 1_000_000,
+        }
+    }
+}
+
+/// `[protection.failed_auth]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lockout {
+    /// Failures within `window` that block the IP; 0 turns lockout off.
+    pub threshold: u64,
+    pub window: Duration,
+    pub block: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid redis_url: {0}")]
+    RedisUrl(String),
+}
+
+pub struct RateLimitStore {
+    config: StoreConfig,
+    local: LocalStore,
+    redis: Option<RedisStore>,
+}
+
+impl RateLimitStore {
+    /// Never connects: Redis connections are made by the first call, on
+    /// the runtime that serves requests.
+    pub fn new(config: StoreConfig, observer: Arc<Observer>) -> Result<Self, StoreError> {
+        let redis = match &config.kind {
+            StoreKind::Local => None,
+            StoreKind::Redis { url } => Some(RedisStore::new(url, config.timeout, observer)?),
+        };
+        Ok(RateLimitStore {
+            local: LocalStore::new(config.max_local_keys),
+            config,
+            redis,
+        })
+    }
+
+    /// What this store was made from: a reload keeps the store when the
+    /// new configuration's is equal.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub async fn check(&self, key: &[u8], limit: &Limit) -> Decision {
+        let Some(redis) = &self.redis else {
+            return self.local.check(key, limit);
+        };
+        match redis.check(key, limit).await {
+            Ok(decision) => decision,
+            Err(redis::Unavailable) => match self.config.on_error {
+                OnError::Local => self.local.check(key, limit),
+                OnError::Allow => Decision {
+                    allowed: true,
+                    limit: limit.burst,
+                    remaining: limit.burst,
+                    reset_seconds: 0,
+                    retry_after_seconds: 0,
+                },
+                OnError::Deny => Decision {
+                    allowed: false,
+                    limit: limit.burst,
+                    remaining: 0,
+                    reset_seconds: gcra::ceil_div(
+                        u64::try_from(limit.window.as_millis()).unwrap_or(u64::MAX),
+                        1_000,
+                    ),
+                    retry_after_seconds: redis::PROBE_EVERY.as_secs().max(1),
+                },
+            },
+        }
+    }
+
+    /// Seconds until `ip` may try again if it is locked out. Cheap for a
+    /// blocked client whatever the store: blocks are mirrored locally.
+    pub async fn is_blocked(&self, ip: &[u8]) -> Option<u64> {
+        if let Some(seconds) = self.local.is_blocked(ip) {
+            return Some(seconds);
+        }
+        let left = self.redis.as_ref()?.blocked_for(ip).await.ok()??;
+        self.local.mirror_block(ip, left);
+        Some(seconds_up(left))
+    }
+
+    /// Counts one presented-but-invalid credential from `ip`; true exactly
+    /// when this failure placed a block, so the caller emits one
+    /// `brute_force_lockout` per block.
+    pub async fn record_failure(&self, ip: &[u8], lockout: &Lockout) -> bool {
+        if lockout.threshold == 0 {
+            return false;
+        }
+        let Some(redis) = &self.redis else {
+            return self.local.record_failure(ip, lockout);
+        };
+        match redis.record_failure(ip, lockout).await {
+            Ok(outcome) => {
+                if let Some(left) = outcome.blocked_for {
+                    self.local.mirror_block(ip, left);
+                }
+                outcome.newly_blocked
+            }
+            Err(redis::Unavailable) => self.local.record_failure(ip, lockout),
+        }
+    }
+}
+
+fn seconds_up(d: Duration) -> u64 {
+    gcra::ceil_div(u64::try_from(d.as_millis()).unwrap_or(u64::MAX), 1_000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Log, LogTarget};
+    use std::path::{Path, PathBuf};
+
+    fn observer(dir: &Path) -> (Arc<Observer>, PathBuf) {
+        let path = dir.join("security.log");
+        let log = Log {
+            level: "info".into(),
+            access_log: LogTarget::Off,
+            security_log: LogTarget::File(path.clone()),
+        };
+        (Arc::new(Observer::new(&log).unwrap()), path)
+    }
+
+    /// The `event` names logged so far, once `want` of them are there or
+    /// two seconds have passed (the log is written by another thread).
+    fn events(path: &Path, want: usize) -> Vec<String> {
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["event"].as_str().map(str::to_string))
+                .collect();
+            if found.len() >= want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        found
+    }
+
+    /// A Redis URL nothing listens on: every call is refused at once.
+    fn dead_redis(on_error: OnError) -> StoreConfig {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        StoreConfig {
+            kind: StoreKind::Redis {
+                url: format!("redis://127.0.0.1:{port}"),
+            },
+            on_error,
+            ..StoreConfig::default()
+        }
+    }
+
+    fn limit() -> Limit {
+        Limit {
+            requests: 2,
+            window: Duration::from_secs(60),
+            burst: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn local_store_limits_without_redis() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RateLimitStore::new(StoreConfig::default(), observer(dir.path()).0).unwrap();
+        assert!(store.check(b"k", &limit()).await.allowed);
+        assert!(store.check(b"k", &limit()).await.allowed);
+        let refused = store.check(b"k", &limit()).await;
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after_seconds, 30);
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_with_on_error_local_limits_per_instance_and_reports_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (obs, log) = observer(dir.path());
+        let store = RateLimitStore::new(dead_redis(OnError::Local), obs).unwrap();
+        let mut allowed = 0;
+        for _ in 0..10 {
+            if store.check(b"k", &limit()).await.allowed {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 2);
+        assert_eq!(events(&log, 2), vec!["rate_limit_store_unavailable"]);
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_with_on_error_allow_or_deny() {
+        let dir = tempfile::tempdir().unwrap();
+        let (obs, _) = observer(dir.path());
+        let allow = RateLimitStore::new(dead_redis(OnError::Allow), obs.clone()).unwrap();
+        let deny = RateLimitStore::new(dead_redis(OnError::Deny), obs).unwrap();
+        for _ in 0..5 {
+            let d = allow.check(b"k", &limit()).await;
+            assert!(d.allowed);
+            assert_eq!((d.limit, d.remaining), (2, 2));
+            let d = deny.check(b"k", &limit()).await;
+            assert!(!d.allowed);
+            assert_eq!((d.remaining, d.retry_after_seconds), (0, 1));
+        }
+    }
+
+    #[tokio::test]
+    async fn lockout_falls_back_to_local_even_with_on_error_deny() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RateLimitStore::new(dead_redis(OnError::Deny), observer(dir.path()).0).unwrap();
+        let lockout = Lockout {
+            threshold: 2,
+            window: Duration::from_secs(60),
+            block: Duration::from_secs(120),
+        };
+        assert_eq!(store.is_blocked(b"1.2.3.4").await, None);
+        assert!(!store.record_failure(b"1.2.3.4", &lockout).await);
+        assert!(store.record_failure(b"1.2.3.4", &lockout).await);
+        assert!(!store.record_failure(b"1.2.3.4", &lockout).await);
+        assert_eq!(store.is_blocked(b"1.2.3.4").await, Some(120));
+        assert_eq!(store.is_blocked(b"5.6.7.8").await, None);
+    }
+
+    #[test]
+    fn bad_redis_urls_are_refused_without_echoing_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in ["redis://:hunter2@127.0.0.1:notaport", "http://x", "hunter2"] {
+            let config = StoreConfig {
+                kind: StoreKind::Redis { url: url.into() },
+                ..StoreConfig::default()
+            };
+            let err = RateLimitStore::new(config, observer(dir.path()).0)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.starts_with("invalid redis_url"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_redis_passwords() {
+        let config = StoreConfig {
+            kind: StoreKind::Redis {
+                url: "redis://user:hunter2@cache:6379/0".into(),
+            },
+            ..StoreConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("redis://***@cache:6379/0"), "{shown}");
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -1,0 +1,373 @@
+//! The shared store: the same GCRA and lockout as the local store, made
+//! atomic across gateways by Lua scripts in Redis.
+//!
+//! - One round trip per decision: `EVALSHA` of a script
+//!   ([`redis::Script`] loads it on `NOSCRIPT`, e.g. after a Redis
+//!   restart), which reads Redis's own clock (`TIME`) and sets a
+//!   `PEXPIRE`-style expiry so idle keys vanish.
+//! - [`POOL`] multiplexed [`ConnectionManager`]s, used round-robin, made on
+//!   first use (they must be spawned on a running Tokio runtime, which the
+//!   constructor may not have). A manager reconnects by itself; its own
+//!   retries are off so that each of our calls is bounded by our timeout
+//!   alone, and a call whose connection turns out to be dead is retried
+//!   once on the reconnected one, within the same timeout.
+//! - Health: the first failure marks Redis down and emits
+//!   `rate_limit_store_unavailable` once. While down, calls are skipped
+//!   (the caller applies `on_error` at once instead of waiting for a
+//!   timeout on every request), except one probe per [`PROBE_EVERY`]
+//!   carried by whichever request comes first; the first success marks it
+//!   up and emits `rate_limit_store_recovered` once.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Cmd, RedisError, RedisResult, Script, ScriptInvocation, Value};
+
+use super::gcra::{self, Params, MICROS};
+use super::{Decision, Limit, Lockout, StoreError};
+use crate::observe::security::SecurityEvent;
+use crate::observe::Observer;
+
+/// Connections per store: enough to spread pipelining over a few sockets.
+const POOL: usize = 4;
+/// How often a down Redis is tried again: bounds how long recovery goes
+/// unnoticed, and how many requests pay a timeout while it is down.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+const RATE_PREFIX: &[u8] = b"portcullis:rl:";
+/// The IP is a hash tag, so that an IP's two keys share a Cluster slot.
+const LOCK_PREFIX: &[u8] = b"portcullis:lock:{";
+
+const RATE_SCRIPT: &str = include_str!("rate.lua");
+const LOCKOUT_SCRIPT: &str = include_str!("lockout.lua");
+
+/// Redis could not be used for this call; the caller falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// What a recorded failure did on the shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureOutcome {
+    /// This failure placed the block.
+    pub newly_blocked: bool,
+    /// Block time left, when the IP is blocked.
+    pub blocked_for: Option<Duration>,
+}
+
+pub struct RedisStore {
+    client: Client,
+    pool: OnceLock<Option<Box<[ConnectionManager]>>>,
+    next: AtomicUsize,
+    timeout: Duration,
+    rate: Script,
+    lockout: Script,
+    health: Health,
+}
+
+impl RedisStore {
+    /// Parses the URL only; nothing connects before the first call.
+    pub fn new(url: &str, timeout: Duration, observer: Arc<Observer>) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|e| StoreError::RedisUrl(e.to_string()))?;
+        Ok(RedisStore {
+            client,
+            pool: OnceLock::new(),
+            next: AtomicUsize::new(0),
+            timeout,
+            rate: Script::new(RATE_SCRIPT),
+            lockout: Script::new(LOCKOUT_SCRIPT),
+            health: Health::new(observer),
+        })
+    }
+
+    pub async fn check(&self, key: &[u8], limit: &Limit) -> Result<Decision, Unavailable> {
+        let p = Params::new(limit, MICROS);
+        let mut invocation = self.rate.prepare_invoke();
+        invocation
+            .key(prefixed(RATE_PREFIX, key, b""))
+            .arg(p.interval)
+            .arg(p.tolerance);
+        self.call(Request::Script(&invocation), |reply| {
+            let (allowed, debt) = pair(reply)?;
+            let allowed = match allowed {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            Some(gcra::decision(allowed, u64::try_from(debt).ok()?, &p))
+        })
+        .await
+    }
+
+    /// Block time left for `ip`, `None` when it is not blocked.
+    pub async fn blocked_for(&self, ip: &[u8]) -> Result<Option<Duration>, Unavailable> {
+        let mut pttl = redis::cmd("PTTL");
+        pttl.arg(prefixed(LOCK_PREFIX, ip, b"}:b"));
+        self.call(Request::Command(&pttl), |reply| match reply {
+            Value::Int(ms) => Some(positive_millis(ms)),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn record_failure(
+        &self,
+        ip: &[u8],
+        lockout: &Lockout,
+    ) -> Result<FailureOutcome, Unavailable> {
+        let mut invocation = self.lockout.prepare_invoke();
+        invocation
+            .key(prefixed(LOCK_PREFIX, ip, b"}:n"))
+            .key(prefixed(LOCK_PREFIX, ip, b"}:b"))
+            .arg(lockout.threshold)
+            .arg(millis(lockout.window))
+            .arg(millis(lockout.block));
+        self.call(Request::Script(&invocation), |reply| {
+            let (newly, left) = pair(reply)?;
+            Some(FailureOutcome {
+                newly_blocked: newly == 1,
+                blocked_for: positive_millis(left),
+            })
+        })
+        .await
+    }
+
+    /// Sends `request` within the timeout, keeps the health state and
+    /// parses the reply; a reply `parse` rejects counts as a failure.
+    async fn call<T>(
+        &self,
+        request: Request<'_>,
+        parse: impl FnOnce(Value) -> Option<T>,
+    ) -> Result<T, Unavailable> {
+        if !self.health.should_try() {
+            return Err(Unavailable);
+        }
+        let outcome = match self.connection() {
+            None => Err(Failure::Connection),
+            Some(mut con) => {
+                let attempt = async {
+                    match request.send(&mut con).await {
+                        // The manager has started reconnecting; the second
+                        // try waits for that connection.
+                        Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                            request.send(&mut con).await
+                        }
+                        other => other,
+                    }
+                };
+                match tokio::time::timeout(self.timeout, attempt).await {
+                    Err(_) => Err(Failure::Timeout),
+                    Ok(Err(e)) => Err(Failure::of(&e)),
+                    Ok(Ok(reply)) => parse(reply).ok_or(Failure::BadReply),
+                }
+            }
+        };
+        match outcome {
+            Ok(value) => {
+                self.health.succeeded();
+                Ok(value)
+            }
+            Err(failure) => {
+                self.health.failed(failure);
+                Err(Unavailable)
+            }
+        }
+    }
+
+    fn connection(&self) -> Option<ConnectionManager> {
+        let pool = self
+            .pool
+            .get_or_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                (0..POOL)
+                    .map(|_| {
+                        ConnectionManager::new_lazy_with_config(self.client.clone(), config.clone())
+                    })
+                    .collect::<RedisResult<Box<[_]>>>()
+                    .ok()
+            })
+            .as_ref()?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len().max(1);
+        pool.get(i).cloned()
+    }
+}
+
+enum Request<'a> {
+    Script(&'a ScriptInvocation<'a>),
+    Command(&'a Cmd),
+}
+
+impl Request<'_> {
+    async fn send(&self, con: &mut ConnectionManager) -> RedisResult<Value> {
+        match self {
+            Request::Script(invocation) => invocation.invoke_async(con).await,
+            Request::Command(cmd) => cmd.query_async(con).await,
+        }
+    }
+}
+
+/// Why a call failed, as the fixed `reason` of the unavailable event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Timeout,
+    Connection,
+    Server,
+    BadReply,
+}
+
+impl Failure {
+    fn of(e: &RedisError) -> Self {
+        if e.is_timeout() {
+            Failure::Timeout
+        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+            Failure::Connection
+        } else {
+            Failure::Server
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Connection => "connection",
+            Failure::Server => "error",
+            Failure::BadReply => "bad_reply",
+        }
+    }
+}
+
+/// Up/down state of Redis, shared by all calls of one store.
+struct Health {
+    observer: Arc<Observer>,
+    epoch: Instant,
+    down: AtomicBool,
+    /// Milliseconds since `epoch` from which a down Redis may be probed.
+    next_probe: AtomicU64,
+}
+
+impl Health {
+    fn new(observer: Arc<Observer>) -> Self {
+        Health {
+            observer,
+            epoch: Instant::now(),
+            down: AtomicBool::new(false),
+            next_probe: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+
+    /// Whether this call may use Redis: always when up; when down, only
+    /// the one call that wins the next probe slot.
+    fn should_try(&self) -> bool {
+        if !self.down.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = self.now_ms();
+        let next = self.next_probe.load(Ordering::Acquire);
+        now >= next
+            && self
+                .next_probe
+                .compare_exchange(
+                    next,
+                    now.saturating_add(millis(PROBE_EVERY)),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn succeeded(&self) {
+        if self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel) {
+            self.observer.security_event(&SecurityEvent::new(
+                "rate_limit_store_recovered",
+                "redis answered",
+            ));
+        }
+    }
+
+    fn failed(&self, failure: Failure) {
+        // The probe slot is set before `down`, so that calls seeing `down`
+        // do not all probe at once.
+        self.next_probe.store(
+            self.now_ms().saturating_add(millis(PROBE_EVERY)),
+            Ordering::Release,
+        );
+        if !self.down.swap(true, Ordering::AcqRel) {
+            self.observer.security_event(&SecurityEvent::new(
+                "rate_limit_store_unavailable",
+                failure.reason(),
+            ));
+        }
+    }
+}
+
+fn prefixed(prefix: &[u8], key: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + key.len() + suffix.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(key);
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// A two-integer script reply.
+fn pair(reply: Value) -> Option<(i64, i64)> {
+    match reply {
+        Value::Array(items) => match items.as_slice() {
+            [Value::Int(a), Value::Int(b)] => Some((*a, *b)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A PTTL-style answer: only a positive count of milliseconds is a block.
+fn positive_millis(ms: i64) -> Option<Duration> {
+    u64::try_from(ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// Whole milliseconds, at least one: `PEXPIRE 0` would delete the key.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_of_the_wrong_shape_are_rejected() {
+        assert_eq!(
+            pair(Value::Array(vec![Value::Int(1), Value::Int(2)])),
+            Some((1, 2))
+        );
+        assert_eq!(pair(Value::Array(vec![Value::Int(1)])), None);
+        assert_eq!(pair(Value::Int(1)), None);
+        assert_eq!(pair(Value::Nil), None);
+        assert_eq!(pair(Value::Array(vec![Value::Nil, Value::Int(2)])), None);
+        assert_eq!(positive_millis(-2), None);
+        assert_eq!(positive_millis(0), None);
+        assert_eq!(positive_millis(1500), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn keys_are_prefixed_and_binary_safe() {
+        assert_eq!(
+            prefixed(LOCK_PREFIX, b"10.0.0.1", b"}:b"),
+            b"portcullis:lock:{10.0.0.1}:b".to_vec()
+        );
+        assert_eq!(
+            prefixed(RATE_PREFIX, b"\0\xff", b""),
+            b"portcullis:rl:\0\xff".to_vec()
+        );
+    }
+}
