@@ -109,7 +109,9 @@ pub fn route_rate_limit(d: &mut Diagnostics, t: &Table) -> Option<RouteRateLimit
     let r = t.table(d, "rate_limit")?;
     let per = r.string(d, "per");
     let requests = r.integer(d, "requests", 1..=MAX_REQUESTS);
-    let window = r.integer(d, "window_seconds", 1..=ONE_DAY_SECONDS).unwrap_or(1);
+    let window = r
+        .integer(d, "window_seconds", 1..=ONE_DAY_SECONDS)
+        .unwrap_or(1);
     let burst = r.integer(d, "burst", 1..=MAX_REQUESTS);
     if per.is_none() && r.raw("per").is_none() {
         d.error(r.span(), "`rate_limit` needs `per`");

@@ -375,7 +375,11 @@ impl ProxyHttp for Gateway {
             event.route = route;
             self.observer.security_event(&event);
         }
-        if ctx.reject.as_ref().is_some_and(|r| r.code == Code::RateLimited) {
+        if ctx
+            .reject
+            .as_ref()
+            .is_some_and(|r| r.code == Code::RateLimited)
+        {
             self.observer
                 .metrics
                 .rate_limited

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use http::header::{
-    ALLOW, CONTENT_LENGTH, HOST, RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
-};
+use http::header::{ALLOW, CONTENT_LENGTH, HOST, RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -80,7 +78,10 @@ async fn count_failure(ctx: &mut Ctx) {
     let (Some(lockout), Some(ip)) = (&runtime.lockout, ctx.client_ip) else {
         return;
     };
-    ctx.locked_out = runtime.rate_limits.record_failure(&ip_key(ip), lockout).await;
+    ctx.locked_out = runtime
+        .rate_limits
+        .record_failure(&ip_key(ip), lockout)
+        .await;
 }
 
 fn ip_key(ip: std::net::IpAddr) -> Vec<u8> {
