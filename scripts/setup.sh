@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages Portcullis needs to build and test on Debian:
-# Pingora builds zlib-ng with cmake and vendors OpenSSL with perl.
+# Pingora builds zlib-ng with cmake and vendors OpenSSL with perl; the
+# tests start their own redis-server for the shared rate-limit store.
 set -euo pipefail
-packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl)
+packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server)
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 missing=()

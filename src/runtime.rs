@@ -17,6 +17,8 @@ use crate::config::{
 };
 use crate::observe::Observer;
 use crate::protect::cidr::CidrRules;
+use crate::protect::cors::Cors;
+use crate::protect::schema::JsonSchema;
 use crate::protect::ratelimit::{Lockout, RateLimitStore, StoreError};
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
 use crate::tls::CertStore;
@@ -71,6 +73,8 @@ pub struct Route {
     pub authz: RouteAuthz,
     pub cidrs: CidrRules,
     pub rate_limit: Option<RouteRateLimit>,
+    pub json_schema: Option<Arc<JsonSchema>>,
+    pub cors: Option<Cors>,
 }
 
 impl Runtime {
@@ -155,6 +159,8 @@ impl Runtime {
                 },
                 cidrs: r.cidrs,
                 rate_limit: r.rate_limit,
+                json_schema: r.json_schema,
+                cors: r.cors,
             });
         }
         Ok(Runtime {

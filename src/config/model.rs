@@ -224,6 +224,9 @@ pub struct Route {
     pub authz: RouteAuthzConfig,
     pub cidrs: CidrRules,
     pub rate_limit: Option<RouteRateLimit>,
+    /// POST/PUT/PATCH bodies must match it (and be JSON).
+    pub json_schema: Option<std::sync::Arc<crate::protect::schema::JsonSchema>>,
+    pub cors: Option<crate::protect::cors::Cors>,
 }
 
 /// A route's authorization rules as configured; the policy is already

@@ -20,6 +20,8 @@ const DEFAULT_MAX_URI_BYTES: u64 = 8192;
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16384;
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 const ONE_HOUR_MS: u64 = 3_600_000;
+/// The most Pingora buffers for replay after a body was read whole.
+pub const MAX_SCHEMA_BODY_BYTES: u64 = 64 * 1024;
 
 /// Headers whose framing meaning the gateway owns; letting configuration
 /// rewrite them would open request smuggling.
@@ -594,7 +596,8 @@ fn route(
         r.finish(d);
         out
     });
-    let max_body_bytes = match t.integer(d, "max_body_bytes", 0..=u64::from(u32::MAX)) {
+    let explicit_body_limit = t.integer(d, "max_body_bytes", 0..=u64::from(u32::MAX));
+    let max_body_bytes = match explicit_body_limit {
         Some(n) if n > limits.max_body_bytes => {
             d.error(
                 t.span(),
@@ -613,6 +616,21 @@ fn route(
     let authz = super::authz::route_authz(d, t, public);
     let cidrs = super::authz::cidr_rules(d, t);
     let rate_limit = super::protect::route_rate_limit(d, t);
+    let json_schema = super::protect::route_schema(d, t);
+    let cors = super::protect::route_cors(d, t);
+    // A schema route's body is read whole before anything goes upstream,
+    // which Pingora can replay only up to 64 KiB.
+    let max_body_bytes = match (&json_schema, explicit_body_limit) {
+        (Some(_), Some(n)) if n > MAX_SCHEMA_BODY_BYTES => {
+            d.error(
+                t.span(),
+                format!("a `json_schema` route reads the body whole before forwarding it, so its `max_body_bytes` ({n}) must be at most {MAX_SCHEMA_BODY_BYTES}"),
+            );
+            max_body_bytes
+        }
+        (Some(_), _) => max_body_bytes.min(MAX_SCHEMA_BODY_BYTES),
+        (None, _) => max_body_bytes,
+    };
 
     let action = match (upstream, respond) {
         (Some(u), None) => {
@@ -663,6 +681,8 @@ fn route(
         authz,
         cidrs,
         rate_limit,
+        json_schema,
+        cors,
     })
 }
 

@@ -3,13 +3,19 @@
 
 use std::time::Duration;
 
-use http::HeaderName;
+use std::sync::Arc;
+
+use http::{HeaderName, Method};
+use serde_spanned::Spanned;
 
 use super::authz::cidr_rules;
 use super::diag::Diagnostics;
 use super::model::{Protection, RateKey, RouteRateLimit};
 use super::reader::Table;
+use super::parse::header_name;
+use crate::protect::cors::Cors;
 use crate::protect::ratelimit::{Limit, Lockout, OnError, StoreConfig, StoreKind};
+use crate::protect::schema::JsonSchema;
 
 const ONE_DAY_SECONDS: u64 = 86_400;
 const MAX_REQUESTS: u64 = 1_000_000_000;
@@ -151,4 +157,63 @@ pub fn route_rate_limit(d: &mut Diagnostics, t: &Table) -> Option<RouteRateLimit
             burst: burst.unwrap_or(requests),
         },
     })
+}
+
+/// A route's `json_schema`: compiled now, so a bad schema is a `check` error.
+pub fn route_schema(d: &mut Diagnostics, t: &Table) -> Option<Arc<JsonSchema>> {
+    let path = t.string(d, "json_schema")?;
+    match JsonSchema::load(std::path::Path::new(path.get_ref())) {
+        Ok(schema) => Some(Arc::new(schema)),
+        Err(e) => {
+            d.error(path.span(), format!("`json_schema`: {e}"));
+            None
+        }
+    }
+}
+
+/// A route's `cors = { origins, methods, headers, credentials,
+/// max_age_seconds, expose_headers }`.
+pub fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Cors> {
+    let c = t.table(d, "cors")?;
+    let origins = c.strings(d, "origins");
+    if origins.is_none() && c.raw("origins").is_none() {
+        d.error(c.span(), "`cors` needs `origins`");
+    }
+    let methods: Vec<Method> = match c.strings(d, "methods") {
+        None => vec![Method::GET, Method::HEAD, Method::POST],
+        Some(list) => list
+            .iter()
+            .filter_map(|m| match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    d.error(m.span(), format!("`{}` is not an HTTP method", m.get_ref()));
+                    None
+                }
+            })
+            .collect(),
+    };
+    let mut names = |key: &'static str| -> Vec<HeaderName> {
+        c.strings(d, key)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|h| header_name(d, &Spanned::new(h.span(), h.get_ref().as_str())))
+            .collect()
+    };
+    let headers = names("headers");
+    let expose = names("expose_headers");
+    let credentials = c.boolean(d, "credentials").unwrap_or(false);
+    let max_age = c.integer(d, "max_age_seconds", 0..=ONE_DAY_SECONDS).unwrap_or(600);
+    let span = c.span();
+    c.finish(d);
+    let origins = origins?
+        .into_iter()
+        .map(Spanned::into_inner)
+        .collect();
+    match Cors::new(origins, methods, headers, credentials, max_age, expose) {
+        Ok(cors) => Some(cors),
+        Err(e) => {
+            d.error(span, format!("`cors`: {e}"));
+            None
+        }
+    }
 }

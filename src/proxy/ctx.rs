@@ -44,6 +44,10 @@ pub struct Ctx {
     pub rate_limit: Option<Decision>,
     /// This request's failed credential locked its client out.
     pub locked_out: bool,
+    /// A CORS preflight for a route with `cors`: the gateway answers it.
+    pub preflight: bool,
+    /// CORS headers for every response of this request.
+    pub cors_headers: Vec<(HeaderName, HeaderValue)>,
     pub body_bytes: u64,
     pub upstream_started: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
@@ -68,6 +72,8 @@ impl Ctx {
             authz_headers: Vec::new(),
             rate_limit: None,
             locked_out: false,
+            preflight: false,
+            cors_headers: Vec::new(),
             body_bytes: 0,
             upstream_started: None,
             upstream_elapsed: None,

@@ -74,6 +74,10 @@ impl ProxyHttp for Gateway {
             respond::send_reject(session, ctx, reject).await?;
             return Ok(true);
         }
+        if ctx.preflight {
+            respond::send_preflight(session, ctx).await?;
+            return Ok(true);
+        }
         let runtime = ctx.runtime.clone();
         let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
             respond::send_reject(

@@ -43,8 +43,9 @@ pub async fn send_direct(
     write(session, header, body).await
 }
 
-/// What every response carries, whoever made it: the request id, and on
-/// a rate-limited route the `RateLimit-*` headers.
+/// What every response carries, whoever made it: the request id, on a
+/// rate-limited route the `RateLimit-*` headers, on a CORS route the
+/// `Access-Control-*` and `Vary` headers.
 pub fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
     if let Some(d) = &ctx.rate_limit {
@@ -52,7 +53,21 @@ pub fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         header.insert_header("ratelimit-remaining", d.remaining)?;
         header.insert_header("ratelimit-reset", d.reset_seconds)?;
     }
+    for (name, value) in &ctx.cors_headers {
+        header.insert_header(name.clone(), value.clone())?;
+    }
     Ok(())
+}
+
+/// The gateway's answer to an allowed CORS preflight: 204 with the
+/// `Access-Control-*` headers, without authentication.
+pub async fn send_preflight(session: &mut Session, ctx: &Ctx) -> Result<()> {
+    let mut header = ResponseHeader::build(204, Some(8))?;
+    header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    decorate(&mut header, ctx)?;
+    session
+        .write_response_header(Box::new(header), true)
+        .await
 }
 
 async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {

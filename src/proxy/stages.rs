@@ -17,13 +17,25 @@ use crate::authz::policy::RequestView;
 use crate::authz::Rule;
 use crate::config::{RateKey, RouteRateLimit};
 use crate::protect::cidr::CidrRules;
+use crate::protect::cors::{Cors, Preflight};
+use crate::protect::schema::is_json_content_type;
 use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
 use crate::tls::ClientCert;
 
 /// Runs every stage in order; on success `ctx.route` is set, and
-/// `ctx.identity` on authenticated routes.
-pub async fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
+/// `ctx.identity` on authenticated routes — or `ctx.preflight` when the
+/// request is a CORS preflight the gateway answers itself.
+pub async fn run(session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
+    checks(session, ctx).await?;
+    if ctx.preflight {
+        return Ok(());
+    }
+    body(session, ctx).await
+}
+
+/// Everything decided from the request head.
+async fn checks(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
     let req = session.req_header();
     let limits = ctx.runtime.limits;
     let runtime = ctx.runtime.clone();
@@ -36,6 +48,12 @@ pub async fn run(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
     route(req, ctx)?;
     if let Some(r) = runtime.routes.get(ctx.route.unwrap_or(usize::MAX)) {
         network(&r.cidrs, ctx)?;
+        if let Some(c) = &r.cors {
+            cors(c, req, ctx)?;
+            if ctx.preflight {
+                return Ok(());
+            }
+        }
     }
     let route_limit = ctx
         .route()
@@ -146,6 +164,83 @@ fn bucket_key(route: &str, rl: &RouteRateLimit, req: &RequestHeader, ctx: &Ctx) 
         }
     }
     key
+}
+
+/// A route's CORS: a preflight is allowed (answered with 204 later) or
+/// refused with 403; other requests get the headers for their response.
+fn cors(c: &Cors, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+    if !ctx.preflight {
+        ctx.cors_headers = c.response_headers(req.headers.get(ORIGIN));
+        return Ok(());
+    }
+    match c.preflight(&req.headers) {
+        Preflight::Allowed(headers) => {
+            ctx.cors_headers = headers;
+            Ok(())
+        }
+        Preflight::Denied => {
+            ctx.preflight = false;
+            Err(Reject::new(
+                Code::Forbidden,
+                "this cross-origin request is not allowed",
+            ))
+        }
+    }
+}
+
+/// A `json_schema` route's POST/PUT/PATCH body, read whole (bounded by the
+/// route's limit) and validated before anything is sent upstream; Pingora
+/// then replays the buffered body to the upstream unchanged.
+async fn body(session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
+    let runtime = ctx.runtime.clone();
+    let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
+        return Ok(());
+    };
+    let Some(schema) = &route.json_schema else {
+        return Ok(());
+    };
+    let req = session.req_header();
+    if !matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(());
+    }
+    if !is_json_content_type(req.headers.get(CONTENT_TYPE)) {
+        return Err(Reject::new(
+            Code::UnsupportedMediaType,
+            "the request body must be application/json",
+        ));
+    }
+    let body = read_body(session, route.max_body_bytes).await?;
+    schema
+        .validate(&body)
+        .map_err(|e| Reject::new(Code::InvalidBody, e.to_string()))
+}
+
+async fn read_body(session: &mut Session, limit: u64) -> Result<Vec<u8>, Reject> {
+    let unreadable = || Reject::new(Code::BadRequest, "the request body could not be read");
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // Pingora does not answer it when the body is read here; the
+        // upstream must not wait for a second one.
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| unreadable())?;
+        session.req_header_mut().remove_header(&EXPECT);
+    }
+    session.enable_retry_buffering();
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await.map_err(|_| unreadable())? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            session.set_keepalive(None);
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// 403 when the client's network is denied (or not allowed). Runs before
@@ -420,9 +515,25 @@ fn normalize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     }
 }
 
-/// 404 / 405 from the route table.
+/// 404 / 405 from the route table. A CORS preflight is routed by the
+/// method it asks about, when that leads to a route with `cors`.
 fn route(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     let host = request_host(req);
+    if Cors::is_preflight(&req.method, &req.headers) {
+        let asked = req
+            .headers
+            .get(ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        if let Some(method) = asked {
+            if let Lookup::Found(id) = ctx.runtime.table.lookup(host, &ctx.path, &method) {
+                if ctx.runtime.routes.get(id).is_some_and(|r| r.cors.is_some()) {
+                    ctx.route = Some(id);
+                    ctx.preflight = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
     match ctx.runtime.table.lookup(host, &ctx.path, &req.method) {
         Lookup::Found(id) => {
             ctx.route = Some(id);
