@@ -2,3 +2,5 @@
 //! request, rate limits and lockouts).
 
 pub mod cidr;
+pub mod cors;
+pub mod schema;
