@@ -1,5 +1,7 @@
-//! Protecting the backends: client network rules (and, later in the
-//! request, rate limits and lockouts).
+//! Protecting the backends: client network rules, rate limits and
+//! lockouts, request body validation and CORS.
 
 pub mod cidr;
+pub mod cors;
 pub mod ratelimit;
+pub mod schema;
