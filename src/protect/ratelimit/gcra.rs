@@ -9,20 +9,21 @@
 //! because the state is a continuous time rather than a per-window counter
 //! there is no window edge to double-burst across.
 //!
-//! Time is an integer count of "units" whose size the caller picks
-//! (nanoseconds locally, microseconds in Redis, whose Lua numbers are
-//! doubles): the same code then serves both stores, and tests pass any `now`.
+//! Time is an integer count of "units" (both stores use microseconds, the
+//! resolution of Redis's `TIME`; tests also use nanoseconds): the same code
+//! serves both stores, and tests pass any `now`.
 
 use super::{Decision, Limit};
 
-/// Nanoseconds per second: the unit of the local store.
+/// Nanoseconds per second.
 pub const NANOS: u64 = 1_000_000_000;
-/// Microseconds per second: the unit of the Redis store (`TIME` gives µs).
+/// Microseconds per second: the unit of both stores.
 pub const MICROS: u64 = 1_000_000;
 
-/// Bound of every duration, so that `now + tolerance + interval` cannot
-/// overflow whatever the configuration says.
-const MAX_UNITS: u64 = u64::MAX / 4;
+/// Bound of every duration (142 years in µs), so that `now + tolerance +
+/// interval` neither overflows here nor leaves the integers that Lua's
+/// doubles and `%d` handle, whatever the configuration says.
+const MAX_UNITS: u64 = 1 << 52;
 
 /// A [`Limit`] in time units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::gcra::{self, Params, NANOS};
+use super::gcra::{self, Params, MICROS};
 use super::{Decision, Limit, Lockout};
 
 /// Shards per table: with a million entries a sweep holds each shard's
@@ -81,20 +81,21 @@ impl LocalStore {
     /// client's further requests are refused without a round trip.
     pub fn mirror_block(&self, ip: &[u8], remaining: Duration) {
         let now = self.now();
-        let until = now.saturating_add(nanos(remaining));
+        let until = now.saturating_add(micros(remaining));
         self.lockouts.upsert(ip, now, LockState::default, |s| {
             s.blocked_until = s.blocked_until.max(until);
         });
     }
 
-    /// Nanoseconds since the store was made: monotonic, so a wall-clock
-    /// step cannot refill or drain buckets.
+    /// Microseconds since the store was made: monotonic, so a wall-clock
+    /// step cannot refill or drain buckets; the unit of the Redis script,
+    /// so both stores round alike.
     fn now(&self) -> u64 {
-        nanos(self.epoch.elapsed())
+        micros(self.epoch.elapsed())
     }
 
     fn check_at(&self, key: &[u8], limit: &Limit, now: u64) -> Decision {
-        let p = Params::new(limit, NANOS);
+        let p = Params::new(limit, MICROS);
         if let Some(tat) = self.buckets.map.get(key) {
             return take(&tat, now, &p);
         }
@@ -105,7 +106,8 @@ impl LocalStore {
 
     fn is_blocked_at(&self, ip: &[u8], now: u64) -> Option<u64> {
         let state = self.lockouts.map.get(ip)?;
-        (state.blocked_until > now).then(|| gcra::ceil_div(state.blocked_until - now, NANOS).max(1))
+        (state.blocked_until > now)
+            .then(|| gcra::ceil_div(state.blocked_until - now, MICROS).max(1))
     }
 
     fn record_failure_at(&self, ip: &[u8], lockout: &Lockout, now: u64) -> bool {
@@ -121,7 +123,7 @@ impl LocalStore {
                 }
                 if s.window_end <= now {
                     s.failures = 0;
-                    s.window_end = now.saturating_add(nanos(lockout.window));
+                    s.window_end = now.saturating_add(micros(lockout.window));
                 }
                 s.failures += 1;
                 if s.failures < lockout.threshold {
@@ -129,7 +131,7 @@ impl LocalStore {
                 }
                 s.failures = 0;
                 s.window_end = now;
-                s.blocked_until = now.saturating_add(nanos(lockout.block));
+                s.blocked_until = now.saturating_add(micros(lockout.block));
                 true
             })
             .unwrap_or(false)
@@ -152,8 +154,8 @@ fn take(tat: &AtomicU64, now: u64, p: &Params) -> Decision {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One IP's failed-auth record.
@@ -241,7 +243,7 @@ impl<V: Expiring> Table<V> {
         let estimate = self.estimate.load(Ordering::Relaxed);
         let inserted = estimate.saturating_sub(self.after_sweep.load(Ordering::Relaxed));
         let quiet_due = inserted >= SWEEP_AFTER_INSERTS
-            && now.saturating_sub(self.last_sweep.load(Ordering::Relaxed)) >= nanos(SWEEP_EVERY);
+            && now.saturating_sub(self.last_sweep.load(Ordering::Relaxed)) >= micros(SWEEP_EVERY);
         if !(estimate >= self.cap || quiet_due) {
             return;
         }
@@ -328,7 +330,7 @@ impl<V: Expiring> Drop for SweepGuard<V> {
 mod tests {
     use super::*;
 
-    const S: u64 = NANOS;
+    const S: u64 = MICROS;
 
     fn limit(requests: u64, window_s: u64, burst: u64) -> Limit {
         Limit {

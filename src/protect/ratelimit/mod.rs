@@ -363,6 +363,26 @@ mod tests {
         }
     }
 
+    /// The store lives in the runtime shared by Pingora's threads, and its
+    /// futures run inside `async_trait` request filters.
+    #[test]
+    fn store_and_its_futures_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            RateLimitStore::new(dead_redis(OnError::Local), observer(dir.path()).0).unwrap();
+        send_sync(&store);
+        let lockout = Lockout {
+            threshold: 1,
+            window: Duration::from_secs(1),
+            block: Duration::from_secs(1),
+        };
+        send(store.check(b"k", &limit()));
+        send(store.is_blocked(b"ip"));
+        send(store.record_failure(b"ip", &lockout));
+    }
+
     #[test]
     fn debug_output_redacts_redis_passwords() {
         let config = StoreConfig {

@@ -10,7 +10,8 @@
 //!   constructor may not have). A manager reconnects by itself; its own
 //!   retries are off so that each of our calls is bounded by our timeout
 //!   alone, and a call whose connection turns out to be dead is retried
-//!   once on the reconnected one, within the same timeout.
+//!   once on the reconnected one, within the same timeout (if the lost
+//!   call had in fact run, that request counts twice: the strict side).
 //! - Health: the first failure marks Redis down and emits
 //!   `rate_limit_store_unavailable` once. While down, calls are skipped
 //!   (the caller applies `on_error` at once instead of waiting for a
