@@ -18,8 +18,8 @@ use crate::config::{
 use crate::observe::Observer;
 use crate::protect::cidr::CidrRules;
 use crate::protect::cors::Cors;
-use crate::protect::schema::JsonSchema;
 use crate::protect::ratelimit::{Lockout, RateLimitStore, StoreError};
+use crate::protect::schema::JsonSchema;
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
 use crate::tls::CertStore;
 use crate::upstream::pool::{PoolError, UpstreamPool};

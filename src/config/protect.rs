@@ -11,8 +11,8 @@ use serde_spanned::Spanned;
 use super::authz::cidr_rules;
 use super::diag::Diagnostics;
 use super::model::{Protection, RateKey, RouteRateLimit};
-use super::reader::Table;
 use super::parse::header_name;
+use super::reader::Table;
 use crate::protect::cors::Cors;
 use crate::protect::ratelimit::{Limit, Lockout, OnError, StoreConfig, StoreKind};
 use crate::protect::schema::JsonSchema;
@@ -65,7 +65,7 @@ pub fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig {
             }
             Some(u) => d.error(
                 u.span(),
-                "`redis_url` must be a redis://, rediss:// or unix:// URL",
+                "`redis_url` must be a redis:// or unix:// URL (rediss:// is not supported)",
             ),
             None => d.error(t.span(), "`kind = \"redis\"` needs a `redis_url`"),
         },
@@ -104,7 +104,7 @@ pub fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig {
 
 fn valid_redis_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|u| match u.scheme() {
-        "redis" | "rediss" => u.host().is_some(),
+        "redis" => u.host().is_some(),
         "unix" | "redis+unix" => !u.path().is_empty(),
         _ => false,
     })
@@ -183,13 +183,15 @@ pub fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Cors> {
         None => vec![Method::GET, Method::HEAD, Method::POST],
         Some(list) => list
             .iter()
-            .filter_map(|m| match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
-                Ok(method) => Some(method),
-                Err(_) => {
-                    d.error(m.span(), format!("`{}` is not an HTTP method", m.get_ref()));
-                    None
-                }
-            })
+            .filter_map(
+                |m| match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                    Ok(method) => Some(method),
+                    Err(_) => {
+                        d.error(m.span(), format!("`{}` is not an HTTP method", m.get_ref()));
+                        None
+                    }
+                },
+            )
             .collect(),
     };
     let mut names = |key: &'static str| -> Vec<HeaderName> {
@@ -202,13 +204,12 @@ pub fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Cors> {
     let headers = names("headers");
     let expose = names("expose_headers");
     let credentials = c.boolean(d, "credentials").unwrap_or(false);
-    let max_age = c.integer(d, "max_age_seconds", 0..=ONE_DAY_SECONDS).unwrap_or(600);
+    let max_age = c
+        .integer(d, "max_age_seconds", 0..=ONE_DAY_SECONDS)
+        .unwrap_or(600);
     let span = c.span();
     c.finish(d);
-    let origins = origins?
-        .into_iter()
-        .map(Spanned::into_inner)
-        .collect();
+    let origins = origins?.into_iter().map(Spanned::into_inner).collect();
     match Cors::new(origins, methods, headers, credentials, max_age, expose) {
         Ok(cors) => Some(cors),
         Err(e) => {

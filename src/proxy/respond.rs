@@ -65,9 +65,7 @@ pub async fn send_preflight(session: &mut Session, ctx: &Ctx) -> Result<()> {
     let mut header = ResponseHeader::build(204, Some(8))?;
     header.insert_header(http::header::CONTENT_LENGTH, "0")?;
     decorate(&mut header, ctx)?;
-    session
-        .write_response_header(Box::new(header), true)
-        .await
+    session.write_response_header(Box::new(header), true).await
 }
 
 async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {

@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 
-use http::header::{ALLOW, CONTENT_LENGTH, HOST, RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE};
-use http::HeaderValue;
+use http::header::{
+    ACCESS_CONTROL_REQUEST_METHOD, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, ORIGIN,
+    RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
+use http::{HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
@@ -233,7 +236,11 @@ async fn read_body(session: &mut Session, limit: u64) -> Result<Vec<u8>, Reject>
     }
     session.enable_retry_buffering();
     let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await.map_err(|_| unreadable())? {
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|_| unreadable())?
+    {
         if (body.len() + chunk.len()) as u64 > limit {
             session.set_keepalive(None);
             return Err(too_large());
