@@ -57,6 +57,8 @@
 #     PORTCULLIS=target/release/portcullis NGINX=/usr/sbin/nginx WRK=wrk
 #     PINGORA_BASELINE=target/release/examples/pingora_baseline (row skipped if absent)
 #     HAPROXY=/path/to/haproxy (default: from PATH; HAPROXY=off to skip)
+#     REDIS_SERVER=/usr/bin/redis-server (default: from PATH; REDIS_SERVER=off skips the
+#       "rate limit (redis)" row, a third gateway keeping its buckets in that Redis)
 #     ONLY=REGEX runs only the targets whose name matches (plus direct and nginx),
 #       e.g. ONLY='jwt' to compare the JWT rows.
 #     KEEP_TMP=1 keeps the temporary directory (configs, logs) for inspection.
@@ -109,6 +111,8 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 HAPROXY=${HAPROXY:-$(command -v haproxy || true)}
 [[ $HAPROXY == off ]] && HAPROXY=""
+REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || true)}
+[[ $REDIS_SERVER == off ]] && REDIS_SERVER=""
 
 die() {
     echo "bench.sh: $*" >&2
@@ -401,6 +405,13 @@ allow_roles = ["demo"]
 policy = 'identity.subject == "bench" && request.method == "GET" && claims.azp == "demo-cli"'
 
 [[routes]]
+name = "bench-rl"
+path_prefix = "/rl"
+public = true
+upstream = "origin"
+rate_limit = { per = "client_ip", requests = 1000000000, window_seconds = 1, burst = 1000000000 }
+
+[[routes]]
 name = "bench-key"
 path_prefix = "/key"
 auth = ["bench_keys"]
@@ -424,7 +435,7 @@ make_credentials() {
     BENCH_TOKEN=$("$REPO/scripts/demo-token.sh" bench bench 86400)
 }
 
-write_gateway_config() { # dir port access_log
+write_gateway_config() { # dir port access_log [extra sections]
     cat >"$1/portcullis.toml" <<EOF
 [server]
 threads = 1
@@ -444,6 +455,8 @@ listen = "127.0.0.1:$2"
 
 [upstreams.origin]
 targets = ["127.0.0.1:$ORIGIN_PORT"]
+
+${4:-}
 
 $(gateway_routes)
 EOF
@@ -484,6 +497,10 @@ define_targets() {
         add_target "portcullis (access log on)" "http://127.0.0.1:$GW_LOG_PORT/"
         add_target "portcullis jwt (cached)" "http://127.0.0.1:$GW_PORT/jwt/" -H "Authorization: Bearer $BENCH_TOKEN"
         add_target "portcullis jwt+scopes+roles+cel" "http://127.0.0.1:$GW_PORT/authz/" -H "Authorization: Bearer $BENCH_TOKEN"
+        add_target "portcullis rate limit (local)" "http://127.0.0.1:$GW_PORT/rl/"
+        if [[ -n $GW_REDIS_PORT ]]; then
+            add_target "portcullis rate limit (redis)" "http://127.0.0.1:$GW_REDIS_PORT/rl/"
+        fi
         add_target "portcullis api key" "http://127.0.0.1:$GW_PORT/key/" -H "x-api-key: $BENCH_KEY"
     fi
 }
@@ -618,6 +635,7 @@ fi
 
 GW_PORT=""
 GW_LOG_PORT=""
+GW_REDIS_PORT=""
 ACCESS_LOG="$WORKDIR/gw-log/access.log"
 if ((WITH_GATEWAY)); then
     free_port
@@ -638,6 +656,25 @@ if ((WITH_GATEWAY)); then
     start "portcullis (access log on) on :$GW_LOG_PORT" "$WORKDIR/gw-log/stderr.log" \
         "$PORTCULLIS" run -c "$WORKDIR/gw-log/portcullis.toml"
     wait_for "portcullis (access log on)" "$LAST_PID" "$GW_LOG_PORT" "$WORKDIR/gw-log/stderr.log"
+    # A third instance keeps its rate limits in a local redis-server (also
+    # pinned to the server core), for the shared-store row.
+    if [[ -n $REDIS_SERVER ]]; then
+        free_port
+        REDIS_PORT=$FREE_PORT
+        free_port
+        GW_REDIS_PORT=$FREE_PORT
+        mkdir -p "$WORKDIR/redis" "$WORKDIR/gw-redis"
+        start "redis-server on :$REDIS_PORT" "$WORKDIR/redis/stderr.log" \
+            "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORKDIR/redis"
+        wait_for "redis-server" "$LAST_PID" "$REDIS_PORT" "$WORKDIR/redis/stderr.log"
+        write_gateway_config "$WORKDIR/gw-redis" "$GW_REDIS_PORT" "off" \
+            "$(printf '[rate_limit_store]\nkind = "redis"\nredis_url = "redis://127.0.0.1:%s"\ntimeout_ms = 1000\n' "$REDIS_PORT")"
+        "$PORTCULLIS" check -c "$WORKDIR/gw-redis/portcullis.toml" >/dev/null ||
+            die "portcullis rejects the generated $WORKDIR/gw-redis/portcullis.toml"
+        start "portcullis (redis store) on :$GW_REDIS_PORT" "$WORKDIR/gw-redis/stderr.log" \
+            "$PORTCULLIS" run -c "$WORKDIR/gw-redis/portcullis.toml"
+        wait_for "portcullis (redis store)" "$LAST_PID" "$GW_REDIS_PORT" "$WORKDIR/gw-redis/stderr.log"
+    fi
 fi
 echo
 

@@ -352,3 +352,23 @@ fn lockouts_are_shared_through_redis() {
         + b.wait_security_events("brute_force_lockout", 1).len();
     assert_eq!(total, 1, "one block, one event");
 }
+
+#[test]
+fn reload_keeps_buckets_of_unchanged_limits() {
+    let key = TestKey::rsa("k1");
+    let up = Upstream::start("app");
+    let routes = route("api", false, &limit("route", 1, 3600, 2));
+    let gw = start(&key, &up, "", &routes);
+    assert_eq!(count_ok(gw.addr, "/api", 3), 2);
+    // Another route added: the unchanged limit keeps its empty bucket.
+    gw.write_config_body(&body(&up, "", &(routes.clone() + &route("other", false, ""))));
+    gw.signal("HUP");
+    assert!(gw.wait_security_event("config_reloaded").is_some());
+    assert_eq!(count_ok(gw.addr, "/api", 2), 0);
+    // A changed limit starts with a full bucket.
+    let changed = route("api", false, &limit("route", 1, 3600, 4));
+    gw.write_config_body(&body(&up, "", &changed));
+    gw.signal("HUP");
+    assert_eq!(gw.wait_security_events("config_reloaded", 2).len(), 2);
+    assert_eq!(count_ok(gw.addr, "/api", 5), 4);
+}
