@@ -405,6 +405,12 @@ allow_roles = ["demo"]
 policy = 'identity.subject == "bench" && request.method == "GET" && claims.azp == "demo-cli"'
 
 [[routes]]
+name = "bench-norl"
+path_prefix = "/norl"
+public = true
+upstream = "origin"
+
+[[routes]]
 name = "bench-rl"
 path_prefix = "/rl"
 public = true
@@ -497,6 +503,7 @@ define_targets() {
         add_target "portcullis (access log on)" "http://127.0.0.1:$GW_LOG_PORT/"
         add_target "portcullis jwt (cached)" "http://127.0.0.1:$GW_PORT/jwt/" -H "Authorization: Bearer $BENCH_TOKEN"
         add_target "portcullis jwt+scopes+roles+cel" "http://127.0.0.1:$GW_PORT/authz/" -H "Authorization: Bearer $BENCH_TOKEN"
+        add_target "portcullis same route, no limit" "http://127.0.0.1:$GW_PORT/norl/"
         add_target "portcullis rate limit (local)" "http://127.0.0.1:$GW_PORT/rl/"
         if [[ -n $GW_REDIS_PORT ]]; then
             add_target "portcullis rate limit (redis)" "http://127.0.0.1:$GW_REDIS_PORT/rl/"
