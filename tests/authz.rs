@@ -10,32 +10,21 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use common::assert_error;
 use common::client::{request, Response};
 use common::gateway::{check, config_header, free_addr, free_port, Gateway};
 use common::idp::{Idp, AUTHZ_PATH};
-use common::jwt::{claims, jwks, TestKey};
+use common::jwt::{claims, jwks, jwks_file_provider, TestKey};
 use common::upstream::Upstream;
 
 const ISS: &str = "https://idp.test/";
 const AUD: &str = "orders";
 
-fn provider() -> &'static str {
-    r#"
-[auth.corp]
-kind = "jwt"
-issuer = "https://idp.test/"
-audiences = ["orders"]
-jwks_file = "{dir}/jwks.json"
-algorithms = ["RS256"]
-roles_claim = "realm_access.roles"
-"#
-}
-
 fn start(key: &TestKey, up: &Upstream, routes: &str) -> Gateway {
     let body = format!(
         "[upstreams.app]\ntargets = [\"{}\"]\n{}\n{routes}",
         up.addr(),
-        provider()
+        jwks_file_provider("corp", r#"roles_claim = "realm_access.roles""#)
     );
     Gateway::start_with_files(&body, &[("jwks.json", jwks(&[key]).as_str())])
 }
@@ -60,17 +49,6 @@ fn get(addr: SocketAddr, path: &str, token: &str, headers: &[(&str, &str)]) -> R
     let mut all = vec![("authorization", auth.as_str())];
     all.extend_from_slice(headers);
     request(addr, "GET", path, &all, None)
-}
-
-fn assert_error(resp: &Response, status: u16, code: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "expected {status} {code}, got {:?} {}",
-        resp.headers,
-        resp.body_str()
-    );
-    assert_eq!(resp.json()["error"], code, "{}", resp.body_str());
 }
 
 /// The reasons of the `authz_denied` events so far, waiting for `n`.
@@ -366,23 +344,30 @@ fn spoofed_forwarded_for_is_ignored_unless_the_peer_is_trusted() {
     );
 }
 
-fn external_route(name: &str, prefix: &str, idp: &Idp, extra: &str) -> String {
-    route(
-        name,
-        prefix,
-        &format!(
-            "authz_url = \"{}\"\nauthz_response_headers = [\"x-tenant\"]\n{extra}",
-            idp.authz_url()
-        ),
-    )
+/// A gateway whose route `/ext` asks a real decision service (`idp`),
+/// with `extra` route keys.
+struct External {
+    key: TestKey,
+    up: Upstream,
+    idp: Idp,
+    gw: Gateway,
+}
+
+fn external(extra: &str) -> External {
+    let key = TestKey::rsa("k1");
+    let up = Upstream::start("app");
+    let idp = Idp::start();
+    let keys = format!(
+        "authz_url = \"{}\"\nauthz_response_headers = [\"x-tenant\"]\n{extra}",
+        idp.authz_url()
+    );
+    let gw = start(&key, &up, &route("ext", "/ext", &keys));
+    External { key, up, idp, gw }
 }
 
 #[test]
 fn external_authz_allows_denies_and_passes_headers() {
-    let key = TestKey::rsa("k1");
-    let up = Upstream::start("app");
-    let idp = Idp::start();
-    let gw = start(&key, &up, &external_route("ext", "/ext", &idp, ""));
+    let External { key, up, idp, gw } = external("");
     let t = token(&key, "alice", json!({"scope": "orders:read", "azp": "web"}));
     let r = get(
         gw.addr,
@@ -434,14 +419,7 @@ fn external_authz_allows_denies_and_passes_headers() {
 
 #[test]
 fn external_authz_timeout_and_unreachable_fail_closed() {
-    let key = TestKey::rsa("k1");
-    let up = Upstream::start("app");
-    let idp = Idp::start();
-    let gw = start(
-        &key,
-        &up,
-        &external_route("ext", "/ext", &idp, "authz_timeout_ms = 300"),
-    );
+    let External { key, up, idp, gw } = external("authz_timeout_ms = 300");
     let t = token(&key, "alice", json!({}));
     assert_eq!(get(gw.addr, "/ext/1", &t, &[]).status, 200);
     idp.set_delay_ms(2000);
@@ -454,14 +432,7 @@ fn external_authz_timeout_and_unreachable_fail_closed() {
 
 #[test]
 fn external_authz_decisions_are_cached_per_path_and_query() {
-    let key = TestKey::rsa("k1");
-    let up = Upstream::start("app");
-    let idp = Idp::start();
-    let gw = start(
-        &key,
-        &up,
-        &external_route("ext", "/ext", &idp, "authz_cache_seconds = 60"),
-    );
+    let External { key, up: _up, idp, gw } = external("authz_cache_seconds = 60");
     let alice = token(&key, "alice", json!({}));
     let hits = || idp.hits(AUTHZ_PATH);
     for _ in 0..3 {
@@ -488,10 +459,7 @@ fn external_authz_decisions_are_cached_per_path_and_query() {
 
 #[test]
 fn identical_external_checks_in_flight_are_coalesced() {
-    let key = TestKey::rsa("k1");
-    let up = Upstream::start("app");
-    let idp = Idp::start();
-    let gw = start(&key, &up, &external_route("ext", "/ext", &idp, ""));
+    let External { key, up: _up, idp, gw } = external("");
     let t = token(&key, "alice", json!({}));
     idp.set_delay_ms(1500);
     let addr = gw.addr;

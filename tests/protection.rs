@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use common::assert_error;
 use common::client::{request, Response};
 use common::gateway::Gateway;
-use common::jwt::{claims, jwks, TestKey};
+use common::jwt::{claims, jwks, jwks_file_provider, TestKey};
 use common::redis::RedisServer;
 use common::upstream::Upstream;
 use common::wait_until;
@@ -22,22 +23,11 @@ const AUD: &str = "orders";
 /// Bound for events and recoveries that depend on background work.
 const WAIT: Duration = Duration::from_secs(10);
 
-fn provider() -> &'static str {
-    r#"
-[auth.corp]
-kind = "jwt"
-issuer = "https://idp.test/"
-audiences = ["orders"]
-jwks_file = "{dir}/jwks.json"
-algorithms = ["RS256"]
-"#
-}
-
 fn body(up: &Upstream, sections: &str, routes: &str) -> String {
     format!(
         "{sections}\n[upstreams.app]\ntargets = [\"{}\"]\n{}\n{routes}",
         up.addr(),
-        provider()
+        jwks_file_provider("corp", "")
     )
 }
 
@@ -81,17 +71,6 @@ fn header_u64(r: &Response, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers))
         .parse()
         .unwrap_or_else(|_| panic!("{name} is not an integer: {:?}", r.header(name)))
-}
-
-fn assert_error(resp: &Response, status: u16, code: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "expected {status} {code}, got {:?} {}",
-        resp.headers,
-        resp.body_str()
-    );
-    assert_eq!(resp.json()["error"], code, "{}", resp.body_str());
 }
 
 /// How many of `n` requests to `path` got 200 (the others must be 429).
@@ -361,7 +340,11 @@ fn reload_keeps_buckets_of_unchanged_limits() {
     let gw = start(&key, &up, "", &routes);
     assert_eq!(count_ok(gw.addr, "/api", 3), 2);
     // Another route added: the unchanged limit keeps its empty bucket.
-    gw.write_config_body(&body(&up, "", &(routes.clone() + &route("other", false, ""))));
+    gw.write_config_body(&body(
+        &up,
+        "",
+        &(routes.clone() + &route("other", false, "")),
+    ));
     gw.signal("HUP");
     assert!(gw.wait_security_event("config_reloaded").is_some());
     assert_eq!(count_ok(gw.addr, "/api", 2), 0);

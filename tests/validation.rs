@@ -8,6 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::assert_error;
 use common::client::{build_request, request, send_raw, Response};
 use common::gateway::{check, free_addr, Gateway};
 use common::upstream::Upstream;
@@ -59,17 +60,12 @@ fn post(addr: SocketAddr, body: &[u8], content_type: &str) -> Response {
     )
 }
 
-fn assert_error(resp: &Response, status: u16, code: &str) -> String {
-    assert_eq!(
-        resp.status,
-        status,
-        "expected {status} {code}, got {:?} {}",
-        resp.headers,
-        resp.body_str()
-    );
-    let body = resp.json();
-    assert_eq!(body["error"], code, "{body}");
-    body["message"].as_str().unwrap_or("").to_string()
+/// The message of a §4 refusal with this status and code.
+fn refusal(resp: &Response, status: u16, code: &str) -> String {
+    assert_error(resp, status, code)["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -84,13 +80,13 @@ fn valid_bodies_pass_unchanged_and_invalid_ones_never_reach_the_upstream() {
     assert_eq!(seen["body_len"], good.len());
 
     let bad = br#"{"customer":"acme","items":[{"sku":"a-1","qty":"lots"}]}"#;
-    let msg = assert_error(&post(gw.addr, bad, "application/json"), 400, "invalid_body");
+    let msg = refusal(&post(gw.addr, bad, "application/json"), 400, "invalid_body");
     assert!(msg.contains("/items/0/qty"), "{msg}");
     assert!(
         !msg.contains("lots"),
         "the client's value is not echoed: {msg}"
     );
-    let msg = assert_error(
+    let msg = refusal(
         &post(gw.addr, br#"{"items":[]}"#, "application/json"),
         400,
         "invalid_body",
@@ -219,13 +215,7 @@ fn check_refuses_bad_schemas_and_oversized_schema_routes() {
 fn cors_gateway(up: &Upstream) -> Gateway {
     let body = format!(
         r#"
-[auth.corp]
-kind = "jwt"
-issuer = "https://idp.test/"
-audiences = ["x"]
-jwks_file = "{{dir}}/jwks.json"
-algorithms = ["RS256"]
-
+{}
 [upstreams.app]
 targets = ["{}"]
 
@@ -243,6 +233,7 @@ path_prefix = "/plain"
 public = true
 upstream = "app"
 "#,
+        common::jwt::jwks_file_provider("corp", ""),
         up.addr()
     );
     let key = common::jwt::TestKey::rsa("k1");

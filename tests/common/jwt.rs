@@ -219,3 +219,12 @@ fn generate_rsa_pkcs1_der(bits: i32) -> Vec<u8> {
         der
     }
 }
+
+/// An `[auth.NAME]` jwt provider for tokens made by [`claims`] with issuer
+/// `https://idp.test/` and audience `orders`, its keys in `{dir}/jwks.json`
+/// (RS256); `extra` adds keys to the section.
+pub fn jwks_file_provider(name: &str, extra: &str) -> String {
+    format!(
+        "\n[auth.{name}]\nkind = \"jwt\"\nissuer = \"https://idp.test/\"\naudiences = [\"orders\"]\njwks_file = \"{{dir}}/jwks.json\"\nalgorithms = [\"RS256\"]\n{extra}\n"
+    )
+}

@@ -33,3 +33,18 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Asserts a CONTRACT §4 refusal: the status and the JSON `error` code;
+/// returns the JSON body.
+pub fn assert_error(resp: &Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(
+        resp.status,
+        status,
+        "expected {status} {code}, got {:?} {}",
+        resp.headers,
+        resp.body_str()
+    );
+    let body = resp.json();
+    assert_eq!(body["error"], code, "{body}");
+    body
+}
