@@ -432,7 +432,12 @@ fn external_authz_timeout_and_unreachable_fail_closed() {
 
 #[test]
 fn external_authz_decisions_are_cached_per_path_and_query() {
-    let External { key, up: _up, idp, gw } = external("authz_cache_seconds = 60");
+    let External {
+        key,
+        up: _up,
+        idp,
+        gw,
+    } = external("authz_cache_seconds = 60");
     let alice = token(&key, "alice", json!({}));
     let hits = || idp.hits(AUTHZ_PATH);
     for _ in 0..3 {
@@ -459,7 +464,12 @@ fn external_authz_decisions_are_cached_per_path_and_query() {
 
 #[test]
 fn identical_external_checks_in_flight_are_coalesced() {
-    let External { key, up: _up, idp, gw } = external("");
+    let External {
+        key,
+        up: _up,
+        idp,
+        gw,
+    } = external("");
     let t = token(&key, "alice", json!({}));
     idp.set_delay_ms(1500);
     let addr = gw.addr;
