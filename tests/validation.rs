@@ -232,6 +232,13 @@ name = "plain"
 path_prefix = "/plain"
 public = true
 upstream = "app"
+
+[[routes]]
+name = "pub"
+path_prefix = "/pub"
+public = true
+upstream = "app"
+cors = {{ origins = ["https://app.example.com"] }}
 "#,
         common::jwt::jwks_file_provider("corp", ""),
         up.addr()
@@ -326,6 +333,24 @@ fn actual_cors_requests_get_origin_headers_and_still_authenticate() {
     );
     assert!(r.header("access-control-allow-origin").is_none());
     assert!(r.header("vary").unwrap_or("").contains("Origin"));
+    // The upstream's own Vary survives beside ours.
+    let r = request(
+        gw.addr,
+        "GET",
+        "/pub?vary=Accept-Encoding",
+        &[("origin", "https://app.example.com")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let vary = r.header_all("vary").join(", ");
+    assert!(
+        vary.contains("Accept-Encoding") && vary.contains("Origin"),
+        "{vary}"
+    );
     // A route without cors: OPTIONS is an ordinary, proxied request.
     let r = request(
         gw.addr,

@@ -54,7 +54,13 @@ pub fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         header.insert_header("ratelimit-reset", d.reset_seconds)?;
     }
     for (name, value) in &ctx.cors_headers {
-        header.insert_header(name.clone(), value.clone())?;
+        // The upstream's own `Vary` (e.g. Accept-Encoding) must survive:
+        // ours is added beside it. The `Access-Control-*` headers are ours.
+        if name == http::header::VARY {
+            header.append_header(name.clone(), value.clone())?;
+        } else {
+            header.insert_header(name.clone(), value.clone())?;
+        }
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! `{"server", "method", "uri", "headers", "body_len", "body"}`, where `uri` is
 //! the request target exactly as received and `headers` maps lower-case names
 //! to values (repeated headers joined with `", "`). `sleep_ms=N` anywhere in
-//! the query delays the answer by N ms (at most 30 s). `/healthz` answers the
+//! the query delays the answer by N ms (at most 30 s), `vary=V` adds a
+//! `Vary: V` response header. `/healthz` answers the
 //! status set with [`Upstream::set_health_status`] (default 200) with body
 //! `ok`, and is neither counted in [`Upstream::hits`] nor recorded in
 //! [`Upstream::requests`].
@@ -309,7 +310,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
     let body = serde_json::to_vec(&record).expect("serializable record");
-    respond(shared, status, "application/json", body.into())
+    let mut resp = respond(shared, status, "application/json", body.into());
+    if let Some(v) = query_param(&query, "vary").and_then(|v| HeaderValue::from_str(v).ok()) {
+        resp.headers_mut().insert(header::VARY, v);
+    }
+    resp
 }
 
 fn respond(
