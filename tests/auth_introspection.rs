@@ -519,3 +519,16 @@ fn cache_seconds_zero_disables_caching_but_accepts_active_tokens() {
     assert_invalid_token(&f.get(&inactive));
     assert_eq!(f.idp.hits(INTROSPECT_PATH), 4);
 }
+
+#[test]
+fn roles_and_scopes_come_from_the_configured_claims() {
+    let f = Fixture::start("roles_claim = \"realm_access.roles\"\nscopes_claim = \"scp\"");
+    let token = opaque_token();
+    let mut answer = active(Some("carol"), "app", "ignored", 300);
+    answer["realm_access"] = serde_json::json!({"roles": ["auditor", "viewer"]});
+    answer["scp"] = serde_json::json!(["orders:read", "orders:write"]);
+    f.idp.set_answer(&token, answer);
+    let h = echoed_headers(&f.get(&token));
+    assert_eq!(h["x-auth-roles"], "auditor,viewer", "{h}");
+    assert_eq!(h["x-auth-scopes"], "orders:read orders:write", "{h}");
+}

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::bearer::bearer_token;
 use super::fetch::{FetchError, Fetcher};
+use super::jwt::string_list;
 use super::jwt_auth::now_unix;
 use super::{AuthError, AuthMethod, Authenticator, Credentials, Identity};
 use crate::config::{AuthProvider, IntrospectionProvider};
@@ -109,18 +110,8 @@ impl IntrospectionAuthenticator {
                 .or_else(|| client_id.clone())
                 .unwrap_or_default(),
             consumer: text("azp").or(client_id),
-            scopes: text("scope")
-                .map(|s| s.split_ascii_whitespace().map(str::to_string).collect())
-                .unwrap_or_default(),
-            roles: claims
-                .get("roles")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|r| r.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            scopes: string_list(&claims, &self.config.scopes_claim),
+            roles: string_list(&claims, &self.config.roles_claim),
             claims,
         };
         let until = now + self.config.cache_seconds;

@@ -396,7 +396,7 @@ fn claim_at<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value>
 /// Scopes or roles: a space-separated string, or an array whose string
 /// elements count. Absent or of another shape: none, so a misplaced claim
 /// grants nothing.
-fn string_list(claims: &Map<String, Value>, path: &str) -> Vec<String> {
+pub fn string_list(claims: &Map<String, Value>, path: &str) -> Vec<String> {
     match claim_at(claims, path) {
         Some(Value::String(list)) => list.split_whitespace().map(str::to_owned).collect(),
         Some(Value::Array(items)) => items

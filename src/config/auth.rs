@@ -223,6 +223,12 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
     let timeout = t
         .integer(d, "timeout_ms", 100..=60_000)
         .unwrap_or(DEFAULT_FETCH_TIMEOUT_MS);
+    let roles_claim = t
+        .string(d, "roles_claim")
+        .map_or_else(|| "roles".to_string(), Spanned::into_inner);
+    let scopes_claim = t
+        .string(d, "scopes_claim")
+        .map_or_else(|| "scope".to_string(), Spanned::into_inner);
     let mut missing = |key: &str| d.error(t.span(), format!("[{}] needs `{key}`", t.section()));
     let (Some(endpoint), Some(client_id), Some(secret_file)) = (endpoint, client_id, secret_file)
     else {
@@ -248,6 +254,8 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
         max_token_bytes,
         forward_credentials,
         timeout: Duration::from_millis(timeout),
+        roles_claim,
+        scopes_claim,
     })
 }
 

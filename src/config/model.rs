@@ -379,4 +379,7 @@ pub struct IntrospectionProvider {
     pub max_token_bytes: usize,
     pub forward_credentials: bool,
     pub timeout: Duration,
+    /// Where roles and scopes are in the answer, like a JWT provider's.
+    pub roles_claim: String,
+    pub scopes_claim: String,
 }
