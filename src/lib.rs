@@ -18,4 +18,5 @@ pub mod runtime;
 pub mod server;
 pub mod tasks;
 pub mod tls;
+pub mod ttl;
 pub mod upstream;

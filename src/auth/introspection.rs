@@ -5,6 +5,7 @@
 //! beyond the token's `exp`; concurrent lookups of one token share one call;
 //! when the endpoint cannot answer the request fails closed (503).
 
+use crate::ttl::{ByValue, Expires};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,18 +36,9 @@ struct Answer {
     token_exp: Option<u64>,
 }
 
-struct UntilValid;
-
-impl moka::Expiry<[u8; 32], Arc<Answer>> for UntilValid {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<Answer>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(
-            value.cache_until.saturating_sub(now_unix()),
-        ))
+impl Expires for Answer {
+    fn time_to_live(&self) -> Duration {
+        Duration::from_secs(self.cache_until.saturating_sub(now_unix()))
     }
 }
 
@@ -65,7 +57,7 @@ impl IntrospectionAuthenticator {
             fetcher: Fetcher::new(config.timeout),
             cache: Cache::builder()
                 .max_capacity(config.cache_entries)
-                .expire_after(UntilValid)
+                .expire_after(ByValue)
                 .build(),
             provider,
             config,

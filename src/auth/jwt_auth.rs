@@ -6,6 +6,7 @@
 //! single-flight) refetch, and a failed refresh keeps the last good keys.
 //! Verified tokens are cached by their SHA-256, never beyond their `exp`.
 
+use crate::ttl::{ByValue, Expires};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,16 +48,9 @@ struct CachedToken {
 }
 
 /// Cache entries live until the token's own `exp`, never longer.
-struct UntilExp;
-
-impl moka::Expiry<[u8; 32], Arc<CachedToken>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<CachedToken>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(value.exp.saturating_sub(now_unix())))
+impl Expires for CachedToken {
+    fn time_to_live(&self) -> Duration {
+        Duration::from_secs(self.exp.saturating_sub(now_unix()))
     }
 }
 
@@ -107,7 +101,7 @@ impl JwtAuthenticator {
         let cache = (config.token_cache_entries > 0).then(|| {
             Cache::builder()
                 .max_capacity(config.token_cache_entries)
-                .expire_after(UntilExp)
+                .expire_after(ByValue)
                 .support_invalidation_closures()
                 .build()
         });

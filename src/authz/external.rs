@@ -6,6 +6,7 @@
 //! across paths, since a decision may be about one object — and identical
 //! questions in flight at once share one call.
 
+use crate::ttl::{ByValue, Expires};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,16 +37,9 @@ struct Answer {
     ttl: Duration,
 }
 
-struct AnswerTtl;
-
-impl moka::Expiry<[u8; 32], Arc<Answer>> for AnswerTtl {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<Answer>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+impl Expires for Answer {
+    fn time_to_live(&self) -> Duration {
+        self.ttl
     }
 }
 
@@ -76,7 +70,7 @@ impl ExternalAuthz {
             fetcher: Fetcher::new(config.timeout),
             cache: Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
-                .expire_after(AnswerTtl)
+                .expire_after(ByValue)
                 .build(),
             config,
         }
