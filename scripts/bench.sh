@@ -51,6 +51,8 @@
 #   scripts/bench.sh               full run (64 connections, 10 s, 3 rounds)
 #   scripts/bench.sh --quick       smoke run (2 s, 1 round)
 #   scripts/bench.sh --no-gateway  baselines only (to check the harness)
+#   scripts/bench.sh --instructions  instructions per request of each gateway
+#                                    row, counted by callgrind (see below)
 #   Environment overrides:
 #     CONNECTIONS=64 DURATION=10 (seconds) ROUNDS=3 WRK_THREADS=1 WARMUP=1
 #     SERVER_CPU=0 WRK_CPU=1 STARTUP_TIMEOUT=10 (seconds)
@@ -64,6 +66,21 @@
 #     KEEP_TMP=1 keeps the temporary directory (configs, logs) for inspection.
 #   Exits non-zero if a server fails to start or a target answers non-2xx
 #   during its warm-up.
+#
+# INSTRUCTIONS PER REQUEST (--instructions)
+#   req/s on a shared VM drifts by tens of percent within minutes, more than
+#   most features cost. This mode counts instead: one gateway runs under
+#   valgrind's callgrind, each gateway row gets $INSTR_WARMUP requests (not
+#   counted) and then $INSTR_REQUESTS counted ones, one after another on one
+#   keep-alive connection (curl), and the table shows the gateway's
+#   instructions per request. They repeat to within a fraction of a percent.
+#   They are the gateway's own user-space work only: not the kernel's socket
+#   work, not the origin's. So a pair's instruction ratio (baseline ÷ row) is
+#   a conservative estimate of its throughput ratio, assuming instructions
+#   cost alike: the per-request time outside the gateway's code is the same
+#   for both rows and only brings the real ratio closer to 1.
+#   Needs valgrind (with callgrind_control) and curl; no wrk.
+#   Environment: INSTR_REQUESTS=2000 INSTR_WARMUP=200.
 #
 # EXTENDING
 #   Targets are declared in one list, define_targets(): `add_target NAME URL
@@ -79,10 +96,12 @@ usage() {
 
 QUICK=0
 WITH_GATEWAY=1
+INSTRUCTIONS=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
         --no-gateway) WITH_GATEWAY=0 ;;
+        --instructions) INSTRUCTIONS=1 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
     esac
@@ -100,6 +119,8 @@ WARMUP=${WARMUP:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-10}
+INSTR_REQUESTS=${INSTR_REQUESTS:-2000}
+INSTR_WARMUP=${INSTR_WARMUP:-200}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PORTCULLIS=${PORTCULLIS:-$REPO/target/release/portcullis}
@@ -122,14 +143,22 @@ die() {
 # ---------------------------------------------------------------- checks ---
 
 is_uint() { [[ $1 =~ ^(0|[1-9][0-9]*)$ ]]; }
-for v in CONNECTIONS DURATION ROUNDS WRK_THREADS WARMUP STARTUP_TIMEOUT SERVER_CPU WRK_CPU; do
+for v in CONNECTIONS DURATION ROUNDS WRK_THREADS WARMUP STARTUP_TIMEOUT SERVER_CPU WRK_CPU INSTR_REQUESTS INSTR_WARMUP; do
     is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((CONNECTIONS >= 1 && DURATION >= 1 && ROUNDS >= 1 && WRK_THREADS >= 1)) ||
     die "CONNECTIONS, DURATION, ROUNDS and WRK_THREADS must be at least 1"
 ((WRK_THREADS <= CONNECTIONS)) || die "WRK_THREADS ($WRK_THREADS) must not exceed CONNECTIONS ($CONNECTIONS)"
 
-command -v "$WRK" >/dev/null || die "wrk not found (Debian: apt-get install wrk)"
+if ((INSTRUCTIONS)); then
+    ((WITH_GATEWAY)) || die "--instructions measures the gateway: drop --no-gateway"
+    ((INSTR_REQUESTS >= 1)) || die "INSTR_REQUESTS must be at least 1"
+    for tool in valgrind callgrind_control curl; do
+        command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install valgrind curl)"
+    done
+else
+    command -v "$WRK" >/dev/null || die "wrk not found (Debian: apt-get install wrk)"
+fi
 [[ -x $NGINX ]] || die "nginx not found at $NGINX (set NGINX=...)"
 command -v taskset >/dev/null || die "taskset not found (util-linux)"
 if ((WITH_GATEWAY)) && [[ ! -x $PORTCULLIS ]]; then
@@ -512,6 +541,24 @@ define_targets() {
     fi
 }
 
+# THE list of paired rows, "ROW|BASELINE": the cost of one feature, read
+# against the same route without it (both tables report these ratios).
+PAIRS=(
+    "portcullis jwt (cached)|portcullis"
+    "portcullis jwt+scopes+roles+cel|portcullis jwt (cached)"
+    "portcullis rate limit (local)|portcullis same route, no limit"
+    "portcullis rate limit (redis)|portcullis same route, no limit"
+    "portcullis api key|portcullis"
+)
+
+index_of() { # NAME -> index or empty
+    local i
+    for ((i = 0; i < ${#T_NAMES[@]}; i++)); do
+        [[ ${T_NAMES[$i]} == "$1" ]] && { echo "$i"; return 0; }
+    done
+    return 0
+}
+
 # ---------------------------------------------------------------- wrk ---
 
 # Prints "rps p50_ms p99_ms requests non2xx socket_errors" from wrk output.
@@ -571,6 +618,77 @@ column_of() { # FILE COLUMN
     awk -v k="$2" '{ print $k }' "$1"
 }
 
+# ------------------------------------------------------ instructions ---
+
+# curl_requests INDEX COUNT: COUNT requests to target INDEX, one after
+# another on one keep-alive connection; dies on anything but 2xx.
+curl_requests() {
+    local i=$1 n=$2 k codes bad
+    local -a extra=()
+    if [[ -n ${T_ARGS[$i]} ]]; then
+        IFS=$'\x1f' read -r -a extra <<<"${T_ARGS[$i]}"
+    fi
+    for ((k = 0; k < n; k++)); do
+        printf 'url = "%s"\noutput = "/dev/null"\n' "${T_URLS[$i]}"
+    done >"$WORKDIR/curl.cfg"
+    codes=$(timeout -k 5 900 curl -sS --config "$WORKDIR/curl.cfg" -w '%{http_code}\n' \
+        "${extra[@]+"${extra[@]}"}") || die "curl failed against ${T_NAMES[$i]} (${T_URLS[$i]})"
+    bad=$(grep -cv '^2' <<<"$codes" || true)
+    ((bad == 0)) || die "${T_NAMES[$i]} (${T_URLS[$i]}) answered $bad non-2xx of $n requests"
+}
+
+# The --instructions mode (see the header): runs once the origin is up.
+measure_instructions() {
+    local out="$WORKDIR/callgrind.out" pid i dump ir
+    free_port
+    GW_PORT=$FREE_PORT
+    mkdir -p "$WORKDIR/gw"
+    make_credentials
+    write_gateway_config "$WORKDIR/gw" "$GW_PORT" "off"
+    "$PORTCULLIS" check -c "$WORKDIR/gw/portcullis.toml" >/dev/null ||
+        die "portcullis rejects the generated $WORKDIR/gw/portcullis.toml"
+    start "portcullis under callgrind on :$GW_PORT" "$WORKDIR/gw/stderr.log" \
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$PORTCULLIS" run -c "$WORKDIR/gw/portcullis.toml"
+    pid=$LAST_PID
+    # Everything runs some 50x slower under valgrind, startup included.
+    STARTUP_TIMEOUT=$((STARTUP_TIMEOUT * 10)) wait_for "portcullis under callgrind" \
+        "$pid" "$GW_PORT" "$WORKDIR/gw/stderr.log"
+    NGINX_PORT="" HAPROXY_PORT="" BASELINE_PORT="" GW_LOG_PORT="" GW_REDIS_PORT=""
+    define_targets
+    IR=()
+    echo
+    printf '%-34s %14s\n' target "instr/request"
+    printf '%-34s %14s\n' "$(printf '%.0s-' {1..34})" --------------
+    for ((i = 0; i < ${#T_NAMES[@]}; i++)); do
+        IR+=("")
+        [[ ${T_URLS[$i]} == "http://127.0.0.1:$GW_PORT/"* ]] || continue
+        curl_requests "$i" "$INSTR_WARMUP"
+        callgrind_control -z "$pid" >/dev/null 2>&1 || die "callgrind_control cannot reach pid $pid"
+        curl_requests "$i" "$INSTR_REQUESTS"
+        callgrind_control -d "row$i" "$pid" >/dev/null 2>&1 || die "callgrind_control cannot reach pid $pid"
+        dump=$(ls -t "$out".* 2>/dev/null | head -n 1)
+        [[ -n $dump ]] || die "callgrind wrote no dump for ${T_NAMES[$i]}"
+        ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+        [[ -n $ir ]] || die "no instruction total in $dump"
+        rm -f "$dump"
+        IR[i]=$((ir / INSTR_REQUESTS))
+        printf '%-34s %14d\n' "${T_NAMES[$i]}" "${IR[$i]}"
+    done
+    echo
+    echo "paired ratios (instructions of the baseline ÷ of the row; the throughput ratio is closer to 1):"
+    local pair a b
+    for pair in "${PAIRS[@]}"; do
+        a=$(index_of "${pair%%|*}")
+        b=$(index_of "${pair#*|}")
+        [[ -n $a && -n $b && -n ${IR[$a]} && -n ${IR[$b]} ]] || continue
+        awk -v what="$pair" -v row="${IR[$a]}" -v base="${IR[$b]}" 'BEGIN {
+            sub(/\|/, " / ", what)
+            printf "%s: %.3f (%+d instructions per request)\n", what, base / row, row - base
+        }'
+    done
+}
+
 # ---------------------------------------------------------- main ---
 
 # Header: what ran, where, with which settings.
@@ -592,7 +710,11 @@ if [[ -n $HAPROXY ]]; then
 else
     echo "haproxy:      not installed, skipped"
 fi
-echo "settings:     $CONNECTIONS connections, $WRK_THREADS wrk thread(s), ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s), medians"
+if ((INSTRUCTIONS)); then
+    echo "settings:     gateway under callgrind; per row $INSTR_WARMUP requests, then $INSTR_REQUESTS counted, on one keep-alive connection"
+else
+    echo "settings:     $CONNECTIONS connections, $WRK_THREADS wrk thread(s), ${DURATION}s per run after ${WARMUP}s warm-up, $ROUNDS round(s), medians"
+fi
 echo "pinning:      servers (origin + proxies, 1 worker each) on CPU $SERVER_CPU, wrk on CPU $WRK_CPU"
 ((SERVER_CPU != WRK_CPU)) || echo "WARNING: servers and wrk share CPU $SERVER_CPU; results are not comparable to a normal run"
 read -r load1 _ </proc/loadavg
@@ -609,6 +731,11 @@ write_origin_config "$WORKDIR/origin" "$ORIGIN_PORT"
 start "origin nginx on :$ORIGIN_PORT" "$WORKDIR/origin/stderr.log" \
     "$NGINX" -p "$WORKDIR/origin/" -c "$WORKDIR/origin/nginx.conf" -e "$WORKDIR/origin/error.log"
 wait_for "origin nginx" "$LAST_PID" "$ORIGIN_PORT" "$WORKDIR/origin/stderr.log" "$WORKDIR/origin/error.log"
+
+if ((INSTRUCTIONS)); then
+    measure_instructions
+    exit 0
+fi
 
 free_port
 NGINX_PORT=$FREE_PORT
@@ -748,13 +875,6 @@ for ((i = 0; i < N; i++)); do
     ERRORS+=("$(awk '{ e += $5 + $6 } END { print e + 0 }' "$f")")
 done
 
-index_of() { # NAME -> index or empty
-    local i
-    for ((i = 0; i < N; i++)); do
-        [[ ${T_NAMES[$i]} == "$1" ]] && { echo "$i"; return 0; }
-    done
-    return 0
-}
 DIRECT=$(index_of direct)
 NGINX_ROW=$(index_of nginx)
 
@@ -795,6 +915,32 @@ for ((i = 0; i < N; i++)); do
         line+="  p99 gateway − nginx = $(diff_ms "${MED_P99[$i]}" "${MED_P99[$NGINX_ROW]}") ms"
     fi
     echo "$line"
+done
+
+# Paired ratios: the cost of one feature is best read against the same
+# route without it, round by round. The two runs of a round are close in
+# time, so the machine's drift (often more than the effect) mostly cancels
+# in their ratio, where the ratio of two medians keeps it.
+paired_ratio() { # NAME BASELINE
+    local a b
+    a=$(index_of "$1")
+    b=$(index_of "$2")
+    [[ -n $a && -n $b ]] || return 0
+    paste -d ' ' <(column_of "$WORKDIR/results/$a" 1) <(column_of "$WORKDIR/results/$b" 1) |
+        awk '$2 > 0 { print $1 / $2 }' | sort -g |
+        awk -v what="$1 / $2" '{ v[NR] = $1 }
+        END {
+            if (NR == 0) exit
+            lo = v[int((NR - 1) / 4) + 1]; hi = v[NR - int((NR - 1) / 4)]
+            mid = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "%s: median %.3f over %d rounds (middle half %.3f..%.3f, all %.3f..%.3f)\n",
+                what, mid, NR, lo, hi, v[1], v[NR]
+        }'
+}
+echo
+echo "paired ratios (req/s of a row ÷ req/s of its baseline in the same round):"
+for pair in "${PAIRS[@]}"; do
+    paired_ratio "${pair%%|*}" "${pair#*|}"
 done
 
 # The access-log writer drops lines rather than block the request path;

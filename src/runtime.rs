@@ -13,12 +13,12 @@ use crate::auth::{self, Authenticator};
 use crate::authz::external::ExternalAuthz;
 use crate::authz::RouteAuthz;
 use crate::config::{
-    Config, ExternalAuthzConfig, HeaderOps, Limits, RouteAction, RouteRateLimit, Secret,
+    Config, ExternalAuthzConfig, HeaderOps, Limits, RateKey, RouteAction, RouteRateLimit, Secret,
 };
 use crate::observe::Observer;
 use crate::protect::cidr::CidrRules;
 use crate::protect::cors::Cors;
-use crate::protect::ratelimit::{Lockout, RateLimitStore, StoreError};
+use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore, StoreError};
 use crate::protect::schema::JsonSchema;
 use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
 use crate::tls::CertStore;
@@ -60,6 +60,43 @@ pub struct Runtime {
     pub lockout: Option<Lockout>,
 }
 
+/// A route's `rate_limit` as requests use it.
+pub struct RouteLimit {
+    pub per: RateKey,
+    pub limit: Limit,
+    /// Route name and limit, the start of every bucket key of the route,
+    /// built once here rather than per request. The limit is part of it so
+    /// that a reload that changes the limit starts with fresh buckets.
+    prefix: Box<[u8]>,
+}
+
+impl RouteLimit {
+    fn new(route: &str, config: RouteRateLimit) -> Self {
+        let l = &config.limit;
+        let prefix = format!(
+            "{route}\0{}/{}/{}\0",
+            l.requests,
+            l.window.as_secs(),
+            l.burst
+        );
+        RouteLimit {
+            per: config.per,
+            limit: config.limit,
+            prefix: prefix.into_bytes().into_boxed_slice(),
+        }
+    }
+
+    /// The bucket of one caller: `kind` says what `value` is (IP,
+    /// consumer, header), so that values of different kinds never meet.
+    pub fn key(&self, kind: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + kind.len() + value.len());
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(kind);
+        key.extend_from_slice(value);
+        key
+    }
+}
+
 /// A route as requests need it; its index is its id in the route table.
 pub struct Route {
     pub name: String,
@@ -72,7 +109,7 @@ pub struct Route {
     pub response_headers: HeaderOps,
     pub authz: RouteAuthz,
     pub cidrs: CidrRules,
-    pub rate_limit: Option<RouteRateLimit>,
+    pub rate_limit: Option<RouteLimit>,
     pub json_schema: Option<Arc<JsonSchema>>,
     pub cors: Option<Cors>,
 }
@@ -143,6 +180,7 @@ impl Runtime {
                     .and_then(|p| p.find_external(&cfg))
                     .unwrap_or_else(|| Arc::new(ExternalAuthz::new(cfg)))
             });
+            let rate_limit = r.rate_limit.map(|rl| RouteLimit::new(&r.name, rl));
             routes.push(Route {
                 name: r.name,
                 path: r.path,
@@ -158,7 +196,7 @@ impl Runtime {
                     external,
                 },
                 cidrs: r.cidrs,
-                rate_limit: r.rate_limit,
+                rate_limit,
                 json_schema: r.json_schema,
                 cors: r.cors,
             });

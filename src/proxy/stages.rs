@@ -2,6 +2,7 @@
 //! order. Each stage has one job and either passes or returns a [`Reject`];
 //! cheap checks come first so hostile requests cost as little as possible.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{
@@ -18,12 +19,13 @@ use crate::auth::{AuthError, AuthMethod, Authenticator, Credentials};
 use crate::authz::external::{Decision, Question};
 use crate::authz::policy::RequestView;
 use crate::authz::Rule;
-use crate::config::{RateKey, RouteRateLimit};
+use crate::config::RateKey;
 use crate::protect::cidr::CidrRules;
 use crate::protect::cors::{Cors, Preflight};
 use crate::protect::schema::is_json_content_type;
 use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
+use crate::runtime::RouteLimit;
 use crate::tls::ClientCert;
 
 /// Runs every stage in order; on success `ctx.route` is set, and
@@ -105,10 +107,10 @@ async fn count_failure(ctx: &mut Ctx) {
         .await;
 }
 
-fn ip_key(ip: std::net::IpAddr) -> Vec<u8> {
+fn ip_key(ip: IpAddr) -> Vec<u8> {
     match ip {
-        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
-        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
     }
 }
 
@@ -122,7 +124,7 @@ async fn rate_limit(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     let Some(rl) = &route.rate_limit else {
         return Ok(());
     };
-    let key = bucket_key(&route.name, rl, req, ctx);
+    let key = bucket_key(rl, req, ctx);
     let decision = runtime.rate_limits.check(&key, &rl.limit).await;
     ctx.rate_limit = Some(decision);
     if decision.allowed {
@@ -134,39 +136,28 @@ async fn rate_limit(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     )
 }
 
-/// The bucket a request counts against: the route, its limit (a changed
-/// limit starts afresh) and the caller as `per` says.
-fn bucket_key(route: &str, rl: &RouteRateLimit, req: &RequestHeader, ctx: &Ctx) -> Vec<u8> {
-    let l = &rl.limit;
-    let mut key = format!(
-        "{route}\0{}/{}/{}\0",
-        l.requests,
-        l.window.as_secs(),
-        l.burst
-    )
-    .into_bytes();
-    let ip = |key: &mut Vec<u8>| {
-        key.extend_from_slice(b"ip:");
-        key.extend_from_slice(&ctx.client_ip.map(ip_key).unwrap_or_default());
+/// The bucket a request counts against, as the route's `per` says.
+fn bucket_key(rl: &RouteLimit, req: &RequestHeader, ctx: &Ctx) -> Vec<u8> {
+    let ip = || match ctx.client_ip {
+        Some(IpAddr::V4(v4)) => rl.key(b"ip:", &v4.octets()),
+        Some(IpAddr::V6(v6)) => rl.key(b"ip:", &v6.octets()),
+        None => rl.key(b"ip:", b""),
     };
     match &rl.per {
-        RateKey::Route => {}
-        RateKey::ClientIp => ip(&mut key),
+        RateKey::Route => rl.key(b"", b""),
+        RateKey::ClientIp => ip(),
         RateKey::Consumer => match &ctx.identity {
-            Some(id) => {
-                key.extend_from_slice(b"c:");
-                key.extend_from_slice(id.consumer.as_ref().unwrap_or(&id.subject).as_bytes());
-            }
-            None => ip(&mut key),
+            Some(id) => rl.key(
+                b"c:",
+                id.consumer.as_ref().unwrap_or(&id.subject).as_bytes(),
+            ),
+            None => ip(),
         },
-        RateKey::Header(name) => {
-            key.extend_from_slice(b"h:");
-            if let Some(v) = req.headers.get(name) {
-                key.extend_from_slice(v.as_bytes());
-            }
-        }
+        RateKey::Header(name) => rl.key(
+            b"h:",
+            req.headers.get(name).map_or(&b""[..], |v| v.as_bytes()),
+        ),
     }
-    key
 }
 
 /// A route's CORS: a preflight is allowed (answered with 204 later) or
