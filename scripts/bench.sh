@@ -544,6 +544,7 @@ define_targets() {
 # THE list of paired rows, "ROW|BASELINE": the cost of one feature, read
 # against the same route without it (both tables report these ratios).
 PAIRS=(
+    "portcullis|pingora (bare, no logic)"
     "portcullis jwt (cached)|portcullis"
     "portcullis jwt+scopes+roles+cel|portcullis jwt (cached)"
     "portcullis rate limit (local)|portcullis same route, no limit"
@@ -639,7 +640,7 @@ curl_requests() {
 
 # The --instructions mode (see the header): runs once the origin is up.
 measure_instructions() {
-    local out="$WORKDIR/callgrind.out" pid i dump ir
+    local gw_pid base_pid="" pid out i dump ir
     free_port
     GW_PORT=$FREE_PORT
     mkdir -p "$WORKDIR/gw"
@@ -648,13 +649,25 @@ measure_instructions() {
     "$PORTCULLIS" check -c "$WORKDIR/gw/portcullis.toml" >/dev/null ||
         die "portcullis rejects the generated $WORKDIR/gw/portcullis.toml"
     start "portcullis under callgrind on :$GW_PORT" "$WORKDIR/gw/stderr.log" \
-        valgrind --tool=callgrind --callgrind-out-file="$out" \
+        valgrind --tool=callgrind --callgrind-out-file="$WORKDIR/gw/callgrind.out" \
         "$PORTCULLIS" run -c "$WORKDIR/gw/portcullis.toml"
-    pid=$LAST_PID
+    gw_pid=$LAST_PID
     # Everything runs some 50x slower under valgrind, startup included.
     STARTUP_TIMEOUT=$((STARTUP_TIMEOUT * 10)) wait_for "portcullis under callgrind" \
-        "$pid" "$GW_PORT" "$WORKDIR/gw/stderr.log"
-    NGINX_PORT="" HAPROXY_PORT="" BASELINE_PORT="" GW_LOG_PORT="" GW_REDIS_PORT=""
+        "$gw_pid" "$GW_PORT" "$WORKDIR/gw/stderr.log"
+    BASELINE_PORT=""
+    if [[ -x $PINGORA_BASELINE ]]; then
+        free_port
+        BASELINE_PORT=$FREE_PORT
+        mkdir -p "$WORKDIR/baseline"
+        start "pingora baseline under callgrind on :$BASELINE_PORT" "$WORKDIR/baseline/stderr.log" \
+            valgrind --tool=callgrind --callgrind-out-file="$WORKDIR/baseline/callgrind.out" \
+            "$PINGORA_BASELINE" "127.0.0.1:$BASELINE_PORT" "127.0.0.1:$ORIGIN_PORT"
+        base_pid=$LAST_PID
+        STARTUP_TIMEOUT=$((STARTUP_TIMEOUT * 10)) wait_for "pingora baseline under callgrind" \
+            "$base_pid" "$BASELINE_PORT" "$WORKDIR/baseline/stderr.log"
+    fi
+    NGINX_PORT="" HAPROXY_PORT="" GW_LOG_PORT="" GW_REDIS_PORT=""
     define_targets
     IR=()
     echo
@@ -662,7 +675,11 @@ measure_instructions() {
     printf '%-34s %14s\n' "$(printf '%.0s-' {1..34})" --------------
     for ((i = 0; i < ${#T_NAMES[@]}; i++)); do
         IR+=("")
-        [[ ${T_URLS[$i]} == "http://127.0.0.1:$GW_PORT/"* ]] || continue
+        case ${T_URLS[$i]} in
+            "http://127.0.0.1:$GW_PORT/"*) pid=$gw_pid out="$WORKDIR/gw/callgrind.out" ;;
+            "http://127.0.0.1:${BASELINE_PORT:-none}/"*) pid=$base_pid out="$WORKDIR/baseline/callgrind.out" ;;
+            *) continue ;;
+        esac
         curl_requests "$i" "$INSTR_WARMUP"
         callgrind_control -z "$pid" >/dev/null 2>&1 || die "callgrind_control cannot reach pid $pid"
         curl_requests "$i" "$INSTR_REQUESTS"
