@@ -9,6 +9,14 @@ use portcullis::auth::apikey_gen as apikey;
 use portcullis::config;
 use portcullis::server::{self, RunFlags};
 
+/// mimalloc rather than glibc's malloc: a request makes dozens of small,
+/// short-lived allocations (header names and values above all), and this
+/// cut the public route's instructions per request by 15% and raised its
+/// throughput by ~10% (README, Performance). OpenSSL keeps the system
+/// allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "A security-first API gateway")]
 struct Cli {
