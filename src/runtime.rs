@@ -239,3 +239,32 @@ impl Runtime {
         self.upstreams.iter().any(|p| Arc::ptr_eq(p, pool))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Gateways of different versions may share one Redis during a rolling
+    /// upgrade: a bucket key must not change its layout silently.
+    #[test]
+    fn bucket_keys_keep_their_layout() {
+        let rl = RouteLimit::new(
+            "orders",
+            RouteRateLimit {
+                per: RateKey::ClientIp,
+                limit: Limit {
+                    requests: 10,
+                    window: Duration::from_secs(60),
+                    burst: 20,
+                },
+            },
+        );
+        assert_eq!(
+            rl.key(b"ip:", &[127, 0, 0, 1]),
+            b"orders\x0010/60/20\x00ip:\x7f\x00\x00\x01"
+        );
+        assert_eq!(rl.key(b"", b""), b"orders\x0010/60/20\x00");
+    }
+}
