@@ -30,6 +30,7 @@ fn build_table() -> RouteTable {
                 PathMatch::Prefix(format!("/svc{id}/v1"))
             },
             methods: if id % 3 == 0 { get.union(post) } else { get },
+            listeners: ListenerSet::ALL,
         })
         .collect();
     RouteTable::new(routes)

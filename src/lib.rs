@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod front;
 pub mod observe;
 pub mod protect;
 pub mod proxy;

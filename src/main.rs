@@ -127,24 +127,53 @@ fn main() -> ExitCode {
 
 /// The gateway's own diagnostics go to stderr; access and security logs
 /// have their own destinations.
+///
+/// Only the gateway's own lines follow `level` (or `RUST_LOG`) down to
+/// `debug` and `trace`. Every library is capped at `info`, whatever is
+/// asked: Pingora logs the whole request head at `trace` and the raw bytes
+/// of a malformed head at `debug`, and the HTTP clients log headers at
+/// `trace` — credentials included.
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let own = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("portcullis={level}"));
+    let library_cap = match level {
+        "error" => "error",
+        "warn" => "warn",
+        _ => "info",
+    };
+    let mut filter = tracing_subscriber::EnvFilter::new(format!("{library_cap},{own}"));
+    for target in CAPPED_TARGETS {
+        if let Ok(directive) = format!("{target}={library_cap}").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    // The `log` bridge (Pingora logs through `log`) otherwise lets every
-    // debug!/trace! call of the proxy reach the filter, on every request.
-    if std::env::var_os("RUST_LOG").is_none() {
-        log::set_max_level(match level {
-            "error" => log::LevelFilter::Error,
-            "warn" => log::LevelFilter::Warn,
-            "debug" => log::LevelFilter::Debug,
-            "trace" => log::LevelFilter::Trace,
-            _ => log::LevelFilter::Info,
-        });
-    }
+    // Pingora logs through `log`: below the cap its debug!/trace! calls
+    // are not even formatted, on every request.
+    log::set_max_level(match library_cap {
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        _ => log::LevelFilter::Info,
+    });
 }
+
+/// Libraries whose `debug`/`trace` lines can carry request bytes; capped
+/// even when `RUST_LOG` names them.
+const CAPPED_TARGETS: [&str; 12] = [
+    "pingora",
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_http",
+    "pingora_pool",
+    "pingora_load_balancing",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "redis",
+    "tokio_util",
+];

@@ -100,12 +100,15 @@ pub struct Control {
     pub draining: Arc<AtomicBool>,
     fixed: Fixed,
     reloading: tokio::sync::Mutex<()>,
+    /// The admin listener's address (it changes only with a restart).
+    admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl Control {
     pub fn new(config: Config, observer: Arc<Observer>) -> Result<Self, CompileError> {
         let fixed = Fixed::of(&config);
         let config_path = config.path.clone();
+        let admin_addr = config.admin.as_ref().map(|a| a.addr);
         let runtime = Runtime::compile(config, 1, &observer, None)?;
         Ok(Control {
             config_path,
@@ -115,7 +118,12 @@ impl Control {
             draining: Arc::new(AtomicBool::new(false)),
             fixed,
             reloading: tokio::sync::Mutex::new(()),
+            admin_addr,
         })
+    }
+
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr
     }
 
     pub fn is_ready(&self) -> bool {

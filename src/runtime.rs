@@ -3,7 +3,7 @@
 //! A `Runtime` is built whole beside the running one and swapped in
 //! atomically; a request keeps the snapshot it started with until it ends.
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,14 +14,16 @@ use crate::authz::external::ExternalAuthz;
 use crate::authz::RouteAuthz;
 use crate::config::{
     Config, ExternalAuthzConfig, HeaderOps, Limits, RateKey, RouteAction, RouteRateLimit, Secret,
+    UnderscoreHeaders,
 };
 use crate::observe::Observer;
 use crate::protect::cidr::CidrRules;
 use crate::protect::cors::Cors;
 use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore, StoreError};
 use crate::protect::schema::JsonSchema;
-use crate::routing::table::{PathMatch, RouteSpec, RouteTable};
-use crate::tls::CertStore;
+use crate::proxy::request::{canonical_ip, Rules};
+use crate::routing::table::{ListenerSet, PathMatch, RouteSpec, RouteTable};
+use crate::tls::{CertStore, TlsListener};
 use crate::upstream::pool::{PoolError, UpstreamPool};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +45,18 @@ pub struct Runtime {
     pub loaded_at: SystemTime,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
+    pub underscore_headers: UnderscoreHeaders,
+    /// Listen addresses by listener index, to tell which listener a
+    /// connection came in on.
+    pub listener_addrs: Vec<SocketAddr>,
     pub routes: Vec<Route>,
     pub table: RouteTable,
     pub upstreams: Vec<Arc<UpstreamPool>>,
     /// Indexed like `Config::auth`; routes refer to them by index.
     pub providers: Vec<Arc<dyn Authenticator>>,
-    /// Certificates of the TLS listeners, by listener name: read per
-    /// handshake, so a reload changes them for the next connection.
-    pub tls: HashMap<String, Arc<CertStore>>,
+    /// TLS of each listener, by listener index (`None`: plain): read per
+    /// handshake, so a reload changes certificates for the next connection.
+    pub tls: Vec<Option<Arc<TlsListener>>>,
     /// `[protection]` network rules, checked before routing.
     pub cidrs: CidrRules,
     /// Rate-limit buckets and lockouts; kept across reloads while
@@ -71,7 +77,7 @@ pub struct RouteLimit {
 }
 
 impl RouteLimit {
-    fn new(route: &str, config: RouteRateLimit) -> Self {
+    pub(crate) fn new(route: &str, config: RouteRateLimit) -> Self {
         let l = &config.limit;
         let prefix = format!(
             "{route}\0{}/{}/{}\0",
@@ -112,9 +118,38 @@ pub struct Route {
     pub rate_limit: Option<RouteLimit>,
     pub json_schema: Option<Arc<JsonSchema>>,
     pub cors: Option<Cors>,
+    pub allow_path_params: bool,
+    /// Query parameters of the route's API-key providers: taken out of the
+    /// forwarded query, the logs and authorization questions.
+    pub credential_params: Vec<String>,
 }
 
 impl Runtime {
+    /// The rules of the canonical step.
+    pub fn canonical_rules(&self) -> Rules<'_> {
+        Rules {
+            max_uri_bytes: self.limits.max_uri_bytes,
+            max_header_bytes: self.limits.max_header_bytes,
+            max_body_bytes: self.limits.max_body_bytes,
+            underscore_headers: self.underscore_headers,
+            trusted_proxies: &self.trusted_proxies,
+        }
+    }
+
+    /// The listener bound to `local` (exactly, or on a wildcard address
+    /// with the same port).
+    pub fn listener_of(&self, local: SocketAddr) -> Option<usize> {
+        let local_ip = canonical_ip(local.ip());
+        self.listener_addrs
+            .iter()
+            .position(|a| a.port() == local.port() && canonical_ip(a.ip()) == local_ip)
+            .or_else(|| {
+                self.listener_addrs
+                    .iter()
+                    .position(|a| a.port() == local.port() && a.ip().is_unspecified())
+            })
+    }
+
     /// Compiles `config`. Upstream pools whose configuration did not change
     /// are taken over from `previous` as they are — with their health state
     /// and their running health checks — so a reload never makes a healthy
@@ -140,13 +175,20 @@ impl Runtime {
         let tls = config
             .listeners
             .iter()
-            .filter_map(|l| l.tls.as_ref().map(|t| (l, t)))
-            .map(|(l, t)| {
+            .map(|l| {
+                let Some(t) = &l.tls else {
+                    return Ok(None);
+                };
+                let previous =
+                    previous.and_then(|p| p.tls.iter().flatten().find(|old| old.name == l.name));
                 CertStore::load(&t.certificates, t.client_ca.as_ref())
-                    .map(|store| (l.name.clone(), Arc::new(store)))
+                    .and_then(|store| {
+                        TlsListener::new(l.name.clone(), store, previous.map(|p| &**p))
+                    })
+                    .map(|listener| Some(Arc::new(listener)))
                     .map_err(|e| CompileError::Tls(l.name.clone(), e))
             })
-            .collect::<Result<HashMap<_, _>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let upstreams = config
             .upstreams
             .into_iter()
@@ -174,6 +216,7 @@ impl Runtime {
                 hosts: r.hosts,
                 path: r.path.clone(),
                 methods: r.methods,
+                listeners: ListenerSet::of(&r.listeners),
             });
             let external = r.authz.external.map(|cfg| {
                 previous
@@ -181,6 +224,12 @@ impl Runtime {
                     .unwrap_or_else(|| Arc::new(ExternalAuthz::new(cfg)))
             });
             let rate_limit = r.rate_limit.map(|rl| RouteLimit::new(&r.name, rl));
+            let credential_params = r
+                .auth
+                .iter()
+                .filter_map(|i| providers.get(*i))
+                .filter_map(|p| p.credential_query().map(str::to_string))
+                .collect();
             routes.push(Route {
                 name: r.name,
                 path: r.path,
@@ -199,6 +248,8 @@ impl Runtime {
                 rate_limit,
                 json_schema: r.json_schema,
                 cors: r.cors,
+                allow_path_params: r.allow_path_params,
+                credential_params,
             });
         }
         Ok(Runtime {
@@ -208,6 +259,8 @@ impl Runtime {
             loaded_at: SystemTime::now(),
             limits: config.limits,
             trusted_proxies: config.server.trusted_proxies,
+            underscore_headers: config.server.underscore_headers,
+            listener_addrs: config.listeners.iter().map(|l| l.addr).collect(),
             routes,
             table: RouteTable::new(specs),
             upstreams,

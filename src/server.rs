@@ -4,10 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::listeners::tls::TlsSettings;
-use pingora::prelude::{background_service, http_proxy_service, Opt};
+use pingora::prelude::{background_service, Opt};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::BackgroundService;
@@ -15,19 +13,16 @@ use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::AdminApp;
-use crate::config::{Config, Listener};
+use crate::config::Config;
+use crate::front::Front;
 use crate::observe::Observer;
 use crate::proxy::Gateway;
 use crate::reload::Control;
-use crate::runtime::Runtime;
-use crate::tls::CertSelector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Compile(#[from] crate::runtime::CompileError),
-    #[error("listener `{0}`: {1}")]
-    Tls(String, String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -67,14 +62,20 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
 
     let gateway = Gateway {
         runtime: control.runtime.clone(),
-        observer,
+        observer: observer.clone(),
         draining: control.draining.clone(),
     };
-    let mut proxy = http_proxy_service(&server.configuration, gateway);
+    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // Every listener is plain TCP to Pingora: the front does TLS itself,
+    // with its own handshake deadline.
+    let mut service = Service::new(
+        "portcullis".to_string(),
+        Front::new(proxy, control.runtime.clone(), observer),
+    );
     for l in &listeners {
-        add_listener(&mut proxy, l, &control.runtime)?;
+        service.add_tcp(&l.listen);
     }
-    server.add_service(proxy);
+    server.add_service(service);
     if let Some(admin) = admin {
         let mut service = Service::new(
             "admin".to_string(),
@@ -100,31 +101,6 @@ fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         daemon: flags.daemon,
         ..ServerConf::default()
     }
-}
-
-fn add_listener<S>(
-    service: &mut Service<S>,
-    l: &Listener,
-    runtime: &Arc<ArcSwap<Runtime>>,
-) -> Result<(), StartError> {
-    if l.tls.is_none() {
-        service.add_tcp(&l.listen);
-        return Ok(());
-    }
-    let selector = CertSelector {
-        runtime: runtime.clone(),
-        listener: l.name.clone(),
-    };
-    let mut settings = TlsSettings::with_callbacks(Box::new(selector))
-        .map_err(|e| StartError::Tls(l.name.clone(), e.to_string()))?;
-    settings.enable_h2();
-    // With client verification on, OpenSSL refuses to resume sessions that
-    // lack a session id context.
-    settings
-        .set_session_id_context(b"portcullis")
-        .map_err(|e| StartError::Tls(l.name.clone(), e.to_string()))?;
-    service.add_tls_with_settings(&l.listen, None, settings);
-    Ok(())
 }
 
 /// Health checks and signals, started inside Pingora's service runtime

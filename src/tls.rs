@@ -1,15 +1,19 @@
-//! Certificates and keys of TLS listeners, chosen per handshake.
+//! TLS listeners: the acceptor, and the certificates and keys chosen per
+//! handshake.
 //!
-//! A TLS listener does not hold its certificate: every handshake asks the
-//! current runtime snapshot for one (by SNI), so a reload that replaces the
-//! files serves the new certificate on the next handshake, without a
-//! restart and without touching established connections.
+//! A TLS listener does not hold its certificate: every handshake takes one
+//! (by SNI) from the runtime snapshot it started on, so a reload that
+//! replaces the files serves the new certificate on the next handshake,
+//! without a restart and without touching established connections. The
+//! acceptor (OpenSSL's context, with its session cache and ticket keys) is
+//! built anew whenever the trusted client CAs change: a session resumed
+//! from before the change would otherwise count as verified by CAs that
+//! are no longer trusted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
 use std::any::Any;
@@ -20,14 +24,15 @@ use pingora::tls::ext::{
 use pingora::tls::hash::MessageDigest;
 use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::ssl::SslVerifyMode;
-use pingora::tls::ssl::{NameType, SslRef};
+use pingora::tls::ssl::{
+    select_next_proto, AlpnError, NameType, SslAcceptor, SslMethod, SslRef, SslVerifyMode,
+};
 use pingora::tls::x509::store::{X509Store, X509StoreBuilder};
 use pingora::tls::x509::X509VerifyResult;
 use pingora::tls::x509::X509;
+use sha2::{Digest, Sha256};
 
 use crate::config::ClientAuth;
-use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -43,6 +48,8 @@ pub enum TlsError {
     NoCertificate,
     #[error("{0} holds no PEM CA certificate")]
     Ca(String),
+    #[error("cannot set up TLS: {0}")]
+    Setup(String),
 }
 
 /// A trust store of client-certificate CAs from a PEM file.
@@ -135,6 +142,9 @@ pub struct CertStore {
     /// Client-certificate verification, set per handshake so that a reload
     /// can change the trusted CAs too.
     client_ca: Option<(X509Store, ClientAuth)>,
+    /// SHA-256 over the CA file and the mode: what a resumed session must
+    /// have been verified under.
+    client_ca_fingerprint: [u8; 32],
     exact: HashMap<String, usize>,
     /// `*.example.com` certificates, keyed by `example.com`.
     wildcard: HashMap<String, usize>,
@@ -147,12 +157,20 @@ impl CertStore {
         files: &[(PathBuf, PathBuf)],
         client_ca: Option<&(PathBuf, ClientAuth)>,
     ) -> Result<Self, TlsError> {
+        let mut fingerprint = Sha256::new();
         let client_ca = match client_ca {
-            Some((path, mode)) => Some((load_ca(path)?, *mode)),
+            Some((path, mode)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| TlsError::Read(path.display().to_string(), e))?;
+                fingerprint.update(&pem);
+                fingerprint.update([*mode as u8]);
+                Some((load_ca(path)?, *mode))
+            }
             None => None,
         };
         let mut store = CertStore {
             client_ca,
+            client_ca_fingerprint: fingerprint.finalize().into(),
             pairs: Vec::with_capacity(files.len()),
             exact: HashMap::new(),
             wildcard: HashMap::new(),
@@ -211,21 +229,55 @@ fn names(pair: &CertPair) -> Vec<String> {
         .collect()
 }
 
-/// Pingora's handshake hook: installs the certificate the current runtime
-/// holds for this listener.
-pub struct CertSelector {
-    pub runtime: Arc<ArcSwap<Runtime>>,
-    pub listener: String,
+/// A TLS listener of one runtime snapshot: its acceptor and certificates.
+pub struct TlsListener {
+    pub name: String,
+    pub acceptor: Arc<SslAcceptor>,
+    store: CertStore,
+}
+
+impl TlsListener {
+    /// Takes the acceptor over from `previous` when the trusted client CAs
+    /// are the same, so that sessions stay resumable across a reload that
+    /// did not change them.
+    pub fn new(
+        name: String,
+        store: CertStore,
+        previous: Option<&TlsListener>,
+    ) -> Result<Self, TlsError> {
+        let acceptor = match previous {
+            Some(p) if p.store.client_ca_fingerprint == store.client_ca_fingerprint => {
+                p.acceptor.clone()
+            }
+            _ => Arc::new(acceptor(&store.client_ca_fingerprint)?),
+        };
+        Ok(TlsListener {
+            name,
+            acceptor,
+            store,
+        })
+    }
+}
+
+/// Mozilla's intermediate settings, HTTP/2 preferred by ALPN, and a
+/// session id context tied to the trusted client CAs: a session from
+/// another acceptor (an earlier set of CAs) is never resumed.
+fn acceptor(session_context: &[u8; 32]) -> Result<SslAcceptor, TlsError> {
+    let setup = |e: pingora::tls::error::ErrorStack| TlsError::Setup(e.to_string());
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(setup)?;
+    builder.set_alpn_select_callback(|_, offered| {
+        select_next_proto(b"\x02h2\x08http/1.1", offered).ok_or(AlpnError::NOACK)
+    });
+    builder
+        .set_session_id_context(session_context)
+        .map_err(setup)?;
+    Ok(builder.build())
 }
 
 #[async_trait]
-impl TlsAccept for CertSelector {
+impl TlsAccept for TlsListener {
     async fn certificate_callback(&self, ssl: &mut SslRef) {
-        let runtime = self.runtime.load();
-        let Some(store) = runtime.tls.get(&self.listener) else {
-            // No certificate installed: the handshake fails, nothing leaks.
-            return;
-        };
+        let store = &self.store;
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
         let pair = store.select(sni.as_deref());
         let installed = pair
@@ -240,7 +292,7 @@ impl TlsAccept for CertSelector {
                     .try_for_each(|c| ssl_add_chain_cert(ssl, c))
             });
         if let Err(e) = installed {
-            tracing::error!(listener = %self.listener, "cannot install the TLS certificate: {e}");
+            tracing::error!(listener = %self.name, "cannot install the TLS certificate: {e}");
             return;
         }
         if let Some((trusted, mode)) = &store.client_ca {
@@ -249,7 +301,7 @@ impl TlsAccept for CertSelector {
                 ClientAuth::Optional => SslVerifyMode::PEER,
             };
             if let Err(e) = ssl_set_verify_cert_store(ssl, trusted) {
-                tracing::error!(listener = %self.listener, "cannot install the client CA: {e}");
+                tracing::error!(listener = %self.name, "cannot install the client CA: {e}");
                 return;
             }
             ssl.set_verify(flags);

@@ -532,3 +532,230 @@ fn roles_and_scopes_come_from_the_configured_claims() {
     assert_eq!(h["x-auth-roles"], "auditor,viewer", "{h}");
     assert_eq!(h["x-auth-scopes"], "orders:read orders:write", "{h}");
 }
+
+// ------------------------------------- RFC 8705 certificate binding
+
+mod cert_bound {
+    //! A TLS listener that asks for client certificates (CA made in the
+    //! test) in front of the introspection provider.
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use pingora::tls::hash::{hash, MessageDigest};
+    use pingora::tls::pkey::PKey;
+    use pingora::tls::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use pingora::tls::x509::X509;
+
+    pub struct Issued {
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    pub struct Ca {
+        pub pem: String,
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    }
+
+    pub fn ca(name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    pub fn issue(ca: &Ca, cn: &str, dns: &[&str]) -> Issued {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// RFC 8705 `x5t#S256`: base64url-no-pad(SHA-256(DER of the leaf)).
+    pub fn thumbprint(issued: &Issued) -> String {
+        let der = X509::from_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .to_der()
+            .unwrap();
+        crate::common::jwt::b64url(&hash(MessageDigest::sha256(), &der).unwrap())
+    }
+
+    /// One HTTPS GET with an optional client certificate and headers;
+    /// returns the status and the raw response.
+    pub fn https_get(
+        addr: SocketAddr,
+        client: Option<&Issued>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+        builder.set_verify(SslVerifyMode::NONE);
+        if let Some(c) = client {
+            builder
+                .set_certificate(&X509::from_pem(c.cert_pem.as_bytes()).unwrap())
+                .unwrap();
+            builder
+                .set_private_key(&PKey::private_key_from_pem(c.key_pem.as_bytes()).unwrap())
+                .unwrap();
+        }
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = builder
+            .build()
+            .connect("localhost", tcp)
+            .unwrap_or_else(|e| panic!("TLS handshake: {e}"));
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        tls.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = tls.read_to_string(&mut out);
+        let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, out)
+    }
+
+    pub fn body_json(response: &str) -> serde_json::Value {
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// RFC 8705 on introspection: an answer whose `cnf` carries `x5t#S256`
+/// admits the token only on a connection presenting that very client
+/// certificate. Another certificate (from the same trusted CA), no
+/// certificate, or the plain listener is 401 `invalid_token` with reason
+/// `cert_binding_mismatch` — before and after the answer is cached.
+#[test]
+fn certificate_bound_introspection_answers_need_the_matching_certificate() {
+    use cert_bound::{body_json, ca, https_get, issue, thumbprint};
+
+    let clients = ca("client ca");
+    let server = issue(&ca("server ca"), "localhost", &["localhost"]);
+    let mine = issue(&clients, "me", &[]);
+    let other = issue(&clients, "other", &[]);
+    let idp = Idp::start();
+    idp.set_client(CLIENT_ID, CLIENT_SECRET);
+    let up = Upstream::start("app");
+    let tls = free_addr();
+    let body = format!(
+        r#"
+[[listeners]]
+name = "https"
+listen = "{tls}"
+tls = {{ cert = "{{dir}}/server.crt", key = "{{dir}}/server.key", client_ca = "{{dir}}/client-ca.crt", client_auth = "optional" }}
+
+[upstreams.app]
+targets = ["{up}"]
+
+[auth.opaque]
+kind = "introspection"
+endpoint = "{endpoint}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{{dir}}/introspection.secret"
+cache_seconds = 60
+timeout_ms = 3000
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+auth = ["opaque"]
+upstream = "app"
+"#,
+        up = up.addr(),
+        endpoint = idp.introspect_url(),
+    );
+    let gw = Gateway::start_with_files(
+        &body,
+        &[
+            ("introspection.secret", CLIENT_SECRET),
+            ("server.crt", &server.cert_pem),
+            ("server.key", &server.key_pem),
+            ("client-ca.crt", &clients.pem),
+        ],
+    );
+    assert!(common::gateway::wait_for_port(tls, Duration::from_secs(10)));
+
+    let token = opaque_token();
+    let mut answer = active(Some("alice"), "app", "orders:read", 300);
+    answer["cnf"] = json!({ "x5t#S256": thumbprint(&mine) });
+    idp.set_answer(&token, answer);
+    let auth = format!("Bearer {token}");
+    let headers = [("authorization", auth.as_str())];
+
+    // First use, with the wrong certificate: not cached yet.
+    let (status, r) = https_get(tls, Some(&other), "/orders/1", &headers);
+    assert_eq!(status, 401, "another certificate: {r}");
+    assert_eq!(body_json(&r)["error"], "invalid_token", "{r}");
+
+    let (status, r) = https_get(tls, Some(&mine), "/orders/1", &headers);
+    assert_eq!(status, 200, "the bound certificate: {r}");
+    assert_eq!(body_json(&r)["headers"]["x-auth-subject"], "alice", "{r}");
+
+    // From the cache now: the binding is still checked per connection.
+    for (client, what) in [
+        (Some(&other), "another certificate"),
+        (None, "no certificate"),
+    ] {
+        let (status, r) = https_get(tls, client, "/orders/1", &headers);
+        assert_eq!(status, 401, "{what}: {r}");
+        let body = body_json(&r);
+        assert_eq!(body["error"], "invalid_token", "{what}: {r}");
+        assert!(
+            r.to_ascii_lowercase()
+                .contains("www-authenticate: bearer realm=\"portcullis\", error=\"invalid_token\""),
+            "{what}: {r}"
+        );
+    }
+    // The plain listener has no client certificate at all.
+    assert_invalid_token(&get_token(gw.addr, &token));
+    let (status, r) = https_get(tls, Some(&mine), "/orders/1", &headers);
+    assert_eq!(status, 200, "the bound certificate again: {r}");
+    assert_eq!(
+        idp.hits(INTROSPECT_PATH),
+        1,
+        "the answer is cached; the binding is checked on every request"
+    );
+    assert_eq!(
+        up.hits(),
+        2,
+        "only the two matching requests reached the upstream"
+    );
+
+    let events = gw.wait_security_events("auth_failure", 4);
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["reason"] == "cert_binding_mismatch" && e["provider"] == "opaque"),
+        "{events:?}"
+    );
+
+    // An unbound answer still works without a certificate.
+    let plain = opaque_token();
+    idp.set_answer(&plain, active(Some("bob"), "app", "orders:read", 300));
+    let (status, r) = https_get(
+        tls,
+        None,
+        "/orders/1",
+        &[("authorization", &format!("Bearer {plain}"))],
+    );
+    assert_eq!(status, 200, "{r}");
+}

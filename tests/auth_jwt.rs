@@ -1317,3 +1317,102 @@ algorithms = ["HS256"]
     assert_not_logged(&gw, secret);
     assert_not_logged(&gw, &good);
 }
+
+// ------------------------------- key replaced under the same kid
+
+/// Polls (≤ `timeout`) until every JWKS fetch the IdP has answered has been
+/// installed (one `jwks_refreshed` event of provider `corp` per fetch) and
+/// there are more than `fetches_before`; panics otherwise.
+fn wait_refreshed_after(gw: &Gateway, idp: &Idp, fetches_before: usize, timeout: Duration) {
+    let mut seen = (0, 0);
+    let done = wait_until(timeout, || {
+        let fetches = idp.hits(JWKS_PATH);
+        let installed = gw
+            .security_events("jwks_refreshed")
+            .iter()
+            .filter(|e| e["provider"] == "corp")
+            .count();
+        seen = (fetches, installed);
+        fetches > fetches_before && installed >= fetches
+    });
+    assert!(
+        done,
+        "no JWKS refresh installed within {timeout:?} (fetches, jwks_refreshed) = {seen:?}; \
+         security log {:?}",
+        gw.security_log()
+    );
+}
+
+/// Checks CONTRACT §8 "Key material" once the IdP has replaced key K1 with
+/// K2 under the same kid `k1` and the gateway has refreshed: the token
+/// verified (and cached) with K1 is refused, a new K1 token too, and K2
+/// tokens are accepted.
+fn assert_k1_replaced_by_k2(f: &UriFixture, cached_k1: &str, k1: &TestKey, k2: &TestKey) {
+    let resp = get_token(f.gw.addr, cached_k1);
+    assert_invalid_token(&resp);
+    let rid = resp.header("x-request-id").unwrap().to_string();
+    let mut event = None;
+    wait_until(Duration::from_secs(5), || {
+        event =
+            f.gw.security_events("auth_failure")
+                .into_iter()
+                .find(|e| e["request_id"] == rid.as_str());
+        event.is_some()
+    });
+    let event = event.expect("auth_failure for the cached K1 token");
+    assert_eq!(event["reason"], "bad_signature", "{event}");
+    assert_eq!(event["provider"], "corp", "{event}");
+    assert_invalid_token(&get_token(f.gw.addr, &token(k1)));
+    let h = echoed_headers(&get_token(f.gw.addr, &token(k2)));
+    assert_eq!(h["x-auth-subject"], "alice", "{h}");
+    assert_eq!(status_auth(f.admin, "corp")["kids"], json!(["k1"]));
+}
+
+/// A refresh that replaces the key behind kid `k1` (K1 -> K2), triggered by
+/// a token naming an unknown kid, drops the verified-token cache entry of a
+/// K1 token: the cache is bound to the key, not only to its kid.
+#[test]
+fn a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_refetch() {
+    let idp = Idp::start();
+    let k1 = TestKey::rsa("k1");
+    let k2 = TestKey::rsa("k1"); // another key, the same kid
+    idp.set_jwks(jwks(&[&k1]));
+    let f = UriFixture::start_ready(&idp, "token_cache_entries = 1000");
+    let cached = token(&k1);
+    assert_eq!(get_token(f.gw.addr, &cached).status, 200);
+    assert_eq!(get_token(f.gw.addr, &cached).status, 200, "cached");
+    assert_eq!(idp.hits(JWKS_PATH), 1);
+
+    idp.set_jwks(jwks(&[&k2]));
+    let fetches = idp.hits(JWKS_PATH);
+    // A kid the gateway does not know makes it refetch the JWKS now.
+    let probe = k2.with_kid("not-published");
+    assert_invalid_token(&get_token(f.gw.addr, &token(&probe)));
+    wait_refreshed_after(&f.gw, &idp, fetches, Duration::from_secs(5));
+
+    assert_k1_replaced_by_k2(&f, &cached, &k1, &k2);
+}
+
+/// The same through the periodic refresh (`jwks_refresh_seconds = 10`, the
+/// smallest allowed): once it has installed K2 under kid `k1`, the cached K1
+/// token is refused.
+#[test]
+fn a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_periodic_refresh() {
+    let idp = Idp::start();
+    let k1 = TestKey::rsa("k1");
+    let k2 = TestKey::rsa("k1");
+    idp.set_jwks(jwks(&[&k1]));
+    let f = UriFixture::start_ready(
+        &idp,
+        "token_cache_entries = 1000\njwks_refresh_seconds = 10",
+    );
+    let cached = token(&k1);
+    assert_eq!(get_token(f.gw.addr, &cached).status, 200);
+    assert_eq!(get_token(f.gw.addr, &cached).status, 200, "cached");
+
+    idp.set_jwks(jwks(&[&k2]));
+    let fetches = idp.hits(JWKS_PATH);
+    wait_refreshed_after(&f.gw, &idp, fetches, REFRESH_WAIT);
+
+    assert_k1_replaced_by_k2(&f, &cached, &k1, &k2);
+}

@@ -452,7 +452,15 @@ fn metrics_and_status() {
         404
     );
 
-    let text = admin_get(admin, "/metrics", None).body_str();
+    // Requests are counted in the logging phase, after the response went
+    // out: wait (bounded) until the last one is in.
+    let mut text = String::new();
+    common::wait_until(Duration::from_secs(5), || {
+        text = admin_get(admin, "/metrics", None).body_str();
+        text.contains(
+            r#"portcullis_requests_total{method="OTHER",route="unmatched",status="404"} 1"#,
+        )
+    });
     for name in [
         "portcullis_requests_total",
         "portcullis_request_duration_seconds",

@@ -252,3 +252,121 @@ fn check_refuses_a_key_that_does_not_match_the_certificate() {
     );
     assert!(err.contains(":12:16: cannot read"), "{err}");
 }
+
+/// Reads until the peer closes the connection (EOF or reset) or `within`
+/// has passed; true when it was closed.
+fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        tcp.set_read_timeout(Some(left)).unwrap();
+        match tcp.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // e.g. an alert before the close
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true, // reset
+        }
+    }
+}
+
+/// A Prometheus sample `name{labels...}` from the admin listener.
+fn metric(admin: std::net::SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = common::client::request(admin, "GET", "/metrics", &[], None).body_str();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (n == name && all).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// `[limits] tls_handshake_timeout_ms = 500`: a client that connects to a
+/// TLS listener and never finishes the handshake (it sends nothing, or half
+/// a ClientHello) is disconnected well before the 10 s default would, and
+/// the close is counted as `tls_handshake_timeout`; a normal TLS client is
+/// served as before.
+#[test]
+fn tls_handshake_timeout_closes_stalled_handshakes() {
+    let pki = pki();
+    let tls_addr = common::gateway::free_addr();
+    let admin = common::gateway::free_addr();
+    let _gw = Gateway::start_with_files(
+        &format!(
+            r#"
+[admin]
+listen = "{admin}"
+
+[limits]
+tls_handshake_timeout_ms = 500
+
+[[listeners]]
+name = "https"
+listen = "{tls_addr}"
+tls = {{ cert = "{{dir}}/server.crt", key = "{{dir}}/server.key" }}
+
+[[routes]]
+name = "ping"
+path = "/ping"
+public = true
+respond = {{ status = 200, body = "pong" }}
+"#
+        ),
+        &[("server.crt", &pki.cert_pem), ("server.key", &pki.key_pem)],
+    );
+    assert!(common::gateway::wait_for_port(
+        tls_addr,
+        Duration::from_secs(10)
+    ));
+    assert!(common::gateway::wait_for_port(
+        admin,
+        Duration::from_secs(10)
+    ));
+
+    // A TLS record header announcing a 512-byte ClientHello, then only its
+    // first bytes.
+    let mut half_hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    half_hello.extend_from_slice(&[0x5a; 32]);
+    let stalls: [(&str, &[u8]); 2] = [("silent", &[]), ("half a ClientHello", &half_hello)];
+    for (what, bytes) in stalls {
+        let mut tcp = TcpStream::connect_timeout(&tls_addr, Duration::from_secs(5)).unwrap();
+        tcp.write_all(bytes).unwrap();
+        assert!(
+            closed_within(&mut tcp, Duration::from_secs(5)),
+            "{what}: the connection was still open 5 s into a 500 ms handshake deadline"
+        );
+    }
+    let mut refused = None;
+    common::wait_until(Duration::from_secs(5), || {
+        refused = metric(
+            admin,
+            "portcullis_connections_refused_total",
+            &[("reason", "tls_handshake_timeout")],
+        );
+        refused.is_some_and(|v| v >= 2.0)
+    });
+    assert!(
+        refused.is_some_and(|v| v >= 2.0),
+        "connections_refused_total{{reason=\"tls_handshake_timeout\"}} = {refused:?}"
+    );
+
+    let response = https_get(tls_addr, &pki.ca_pem, "/ping");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("pong"), "{response}");
+}

@@ -24,6 +24,23 @@ impl ServeHttp for AdminApp {
         let method = req.method.clone();
         let path = req.uri.path().to_string();
         let authorization = req.headers.get(http::header::AUTHORIZATION).cloned();
+        // A browser says where a request comes from: only the listener's
+        // own pages may call it, so a web page elsewhere cannot make the
+        // browser reload or read the gateway (CSRF, DNS rebinding).
+        let foreign_origin = req
+            .headers
+            .get_all(http::header::ORIGIN)
+            .iter()
+            .any(|o| !self.is_own_origin(o.as_bytes()));
+        if foreign_origin {
+            return refusal(
+                &Reject::new(
+                    Code::Forbidden,
+                    "cross-origin requests to the admin listener are refused",
+                ),
+                &id,
+            );
+        }
         match (path.as_str(), &method) {
             ("/healthz", &Method::GET) => return text(StatusCode::OK, "ok\n", &id),
             ("/readyz", &Method::GET) => {
@@ -89,6 +106,20 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
+    /// `http://HOST:PORT` of the admin listener itself (and
+    /// `http://localhost:PORT` when it listens on loopback).
+    fn is_own_origin(&self, origin: &[u8]) -> bool {
+        let Some(addr) = self.control.admin_addr() else {
+            return false;
+        };
+        let Some(rest) = origin.strip_prefix(b"http://") else {
+            return false;
+        };
+        let own = addr.to_string();
+        rest == own.as_bytes()
+            || (addr.ip().is_loopback() && rest == format!("localhost:{}", addr.port()).as_bytes())
+    }
+
     /// Without a configured token only loopback can reach the listener (the
     /// configuration refuses anything else), so everything is allowed.
     fn authorized(&self, authorization: Option<&http::HeaderValue>) -> bool {

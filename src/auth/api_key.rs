@@ -80,7 +80,18 @@ impl ApiKeyAuthenticator {
         let Some(param) = &self.config.query_param else {
             return Err(AuthError::Missing);
         };
-        query_value(request.query.unwrap_or(""), param).ok_or(AuthError::Missing)
+        let query = request.query.unwrap_or("");
+        let copies = query
+            .split('&')
+            .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) == param)
+            .count();
+        if copies > 1 {
+            return Err(AuthError::invalid(
+                "malformed",
+                "more than one API key parameter",
+            ));
+        }
+        query_value(query, param).ok_or(AuthError::Missing)
     }
 }
 

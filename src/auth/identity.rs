@@ -48,6 +48,31 @@ pub const IDENTITY_HEADERS: [&str; 5] = [
 ];
 
 impl Identity {
+    /// RFC 8705: a token whose claims (or introspection answer) carry
+    /// `cnf.x5t#S256` is accepted only on a connection whose verified
+    /// client certificate has that thumbprint. Checked on every use: the
+    /// binding belongs to the connection, not to the cached token.
+    pub fn check_certificate_binding(
+        &self,
+        client_cert: Option<&crate::tls::ClientCert>,
+    ) -> Result<(), AuthError> {
+        let Some(bound) = self.claims.get("cnf").and_then(|c| c.get("x5t#S256")) else {
+            return Ok(());
+        };
+        let presented = client_cert.map(|c| c.x5t_s256.as_str());
+        match (bound.as_str(), presented) {
+            (Some(want), Some(got))
+                if subtle::ConstantTimeEq::ct_eq(want.as_bytes(), got.as_bytes()).into() =>
+            {
+                Ok(())
+            }
+            _ => Err(AuthError::invalid(
+                "cert_binding_mismatch",
+                "The access token is bound to another client certificate",
+            )),
+        }
+    }
+
     /// The values of [`IDENTITY_HEADERS`], in that order. A value that
     /// cannot be a header (control characters in a claim) or is empty is
     /// left out rather than mangled.

@@ -143,6 +143,7 @@ impl Authenticator for IntrospectionAuthenticator {
             })?;
         match &answer.outcome {
             Outcome::Active(identity) if answer.token_exp.is_none_or(|e| e > now_unix()) => {
+                identity.check_certificate_binding(request.client_cert)?;
                 Ok(identity.clone())
             }
             Outcome::Active(_) => Err(AuthError::invalid("expired", "the token has expired")),

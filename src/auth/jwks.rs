@@ -174,6 +174,10 @@ pub(crate) struct Key {
     family: KeyFamily,
     /// The JWK's own `alg`, when it pins one.
     alg: Option<Alg>,
+    /// SHA-256 over the key material and its pinned `alg`: what a cached
+    /// verification is bound to, so that a key replaced under the same
+    /// `kid` does not vouch for tokens the old one verified.
+    fingerprint: [u8; 32],
 }
 
 impl Key {
@@ -186,6 +190,22 @@ impl Key {
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.key
     }
+
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+}
+
+/// SHA-256 of length-prefixed parts, so no two different part lists hash
+/// alike.
+fn fingerprint_of(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }
 
 /// An immutable set of verification keys. `Send + Sync` and cheap to share
@@ -221,6 +241,16 @@ impl RawJwk {
     /// The usable verification key this JWK describes, or `None` when it
     /// must be skipped (see [`KeySet::from_jwks`]).
     fn into_key(self, allowed: &[Alg]) -> Option<Key> {
+        let member = |m: &Option<String>| m.as_deref().unwrap_or_default().as_bytes().to_vec();
+        let fingerprint = fingerprint_of(&[
+            self.kty.as_bytes(),
+            &member(&self.crv),
+            &member(&self.n),
+            &member(&self.e),
+            &member(&self.x),
+            &member(&self.y),
+            &member(&self.alg),
+        ]);
         if self.public_key_use.as_deref().is_some_and(|u| u != "sig") {
             return None;
         }
@@ -256,6 +286,7 @@ impl RawJwk {
             key,
             family,
             alg,
+            fingerprint,
         })
     }
 }
@@ -359,6 +390,7 @@ impl KeySet {
                 key,
                 family: KeyFamily::Oct,
                 alg: None,
+                fingerprint: fingerprint_of(&[b"oct", secret]),
             }],
         })
     }
@@ -373,6 +405,11 @@ impl KeySet {
 
     pub fn contains_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))
+    }
+
+    /// Whether the key with this fingerprint is still in the set.
+    pub fn contains_key(&self, fingerprint: &[u8; 32]) -> bool {
+        self.keys.iter().any(|key| key.fingerprint == *fingerprint)
     }
 
     pub fn len(&self) -> usize {

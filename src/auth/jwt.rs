@@ -50,6 +50,8 @@ pub struct Verified {
     pub claims: Map<String, Value>,
     /// The header's `kid`, if any.
     pub kid: Option<String>,
+    /// The fingerprint of the key that verified the signature.
+    pub key: [u8; 32],
     /// The token's `exp`, in Unix seconds; a cache must not outlive it.
     pub exp: u64,
     /// `sub`, else `client_id` (client-credentials tokens often lack
@@ -221,7 +223,7 @@ pub fn verify(
     if !rules.algorithms.contains(&alg) {
         return Err(VerifyError::AlgNotAllowed);
     }
-    let claims = verify_signature(token, keys, kid.as_deref(), alg)?;
+    let (claims, key) = verify_signature(token, keys, kid.as_deref(), alg)?;
     let exp = check_claims(&claims, rules, now_unix)?;
 
     let client_id = string_claim(&claims, "client_id")?;
@@ -238,6 +240,7 @@ pub fn verify(
     Ok(Verified {
         claims,
         kid,
+        key,
         exp,
         subject,
         consumer,
@@ -246,13 +249,14 @@ pub fn verify(
     })
 }
 
-/// The payload of `token` once some candidate key verifies its signature.
+/// The payload of `token` once some candidate key verifies its signature,
+/// and that key's fingerprint.
 fn verify_signature(
     token: &str,
     keys: &KeySet,
     kid: Option<&str>,
     alg: Alg,
-) -> Result<Map<String, Value>, VerifyError> {
+) -> Result<(Map<String, Value>, [u8; 32]), VerifyError> {
     // Signature only: every claim rule is applied by `check_claims`.
     let mut validation = Validation::new(alg.into());
     validation.required_spec_claims.clear();
@@ -270,7 +274,7 @@ fn verify_signature(
     }
     for key in candidates {
         match jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), &validation) {
-            Ok(data) => return Ok(data.claims),
+            Ok(data) => return Ok((data.claims, key.fingerprint())),
             // Another candidate may still be the signer.
             Err(error) if matches!(error.kind(), ErrorKind::InvalidSignature) => continue,
             Err(error) => return Err(VerifyError::from_jwt(error.kind())),

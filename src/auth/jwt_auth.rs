@@ -43,7 +43,9 @@ pub enum RefreshError {
 
 struct CachedToken {
     identity: Arc<Identity>,
-    kid: Option<String>,
+    /// The fingerprint of the key that verified it: the entry is good only
+    /// while that very key is in the set.
+    key: [u8; 32],
     exp: u64,
 }
 
@@ -171,23 +173,16 @@ impl JwtAuthenticator {
         let metrics = &self.observer.metrics;
         match outcome {
             Ok(keys) => {
-                let old = self.keys.load_full();
-                if let (Some(old), Some(cache)) = (old, &self.cache) {
-                    let removed: Vec<String> = old
-                        .kids()
-                        .into_iter()
-                        .filter(|k| !keys.contains_kid(k))
-                        .collect();
-                    if !removed.is_empty() {
-                        // Tokens verified by a key that was withdrawn are
-                        // verified again (and refused) from now on.
-                        let _ = cache.invalidate_entries_if(move |_, v| {
-                            v.kid.as_ref().is_some_and(|k| removed.contains(k))
-                        });
-                    }
+                let keys = Arc::new(keys);
+                if let Some(cache) = &self.cache {
+                    // Tokens verified by a key that was withdrawn or
+                    // replaced (even under the same kid) are verified
+                    // again from now on; lookups check the key as well.
+                    let current = keys.clone();
+                    let _ = cache.invalidate_entries_if(move |_, v| !current.contains_key(&v.key));
                 }
                 let kids = keys.kids();
-                self.keys.store(Some(Arc::new(keys)));
+                self.keys.store(Some(keys));
                 self.key_generation.fetch_add(1, Ordering::Release);
                 if let Ok(mut at) = self.last_refresh.lock() {
                     *at = Some(SystemTime::now());
@@ -255,24 +250,6 @@ impl JwtAuthenticator {
 
 /// RFC 8705: a token whose `cnf` carries `x5t#S256` is only good on a
 /// connection whose client certificate has that SHA-256 thumbprint.
-fn check_binding(identity: &Identity, request: &Credentials<'_>) -> Result<(), AuthError> {
-    let Some(bound) = identity.claims.get("cnf").and_then(|c| c.get("x5t#S256")) else {
-        return Ok(());
-    };
-    let presented = request.client_cert.map(|c| c.x5t_s256.as_str());
-    match (bound.as_str(), presented) {
-        (Some(want), Some(got))
-            if subtle::ConstantTimeEq::ct_eq(want.as_bytes(), got.as_bytes()).into() =>
-        {
-            Ok(())
-        }
-        _ => Err(AuthError::invalid(
-            "cert_binding_mismatch",
-            "The access token is bound to another client certificate",
-        )),
-    }
-}
-
 pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -302,8 +279,14 @@ impl Authenticator for JwtAuthenticator {
         let key = self.cache.as_ref().map(|_| token_key(token));
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             if let Some(hit) = cache.get(key) {
-                if hit.exp > now_unix() {
-                    check_binding(&hit.identity, request)?;
+                let key_present = self
+                    .keys
+                    .load()
+                    .as_ref()
+                    .is_some_and(|keys| keys.contains_key(&hit.key));
+                if hit.exp > now_unix() && key_present {
+                    hit.identity
+                        .check_certificate_binding(request.client_cert)?;
                     return Ok(hit.identity.clone());
                 }
             }
@@ -329,18 +312,18 @@ impl Authenticator for JwtAuthenticator {
             other => other,
         }
         .map_err(|e| e.to_auth_error())?;
-        let kid = verified.kid.clone();
+        let verified_by = verified.key;
         let exp = verified.exp;
         let identity = self.identity(verified);
         // Cached before the binding check: the binding belongs to the
         // connection, and is checked on every use.
-        let bound = check_binding(&identity, request);
+        let bound = identity.check_certificate_binding(request.client_cert);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(
                 key,
                 Arc::new(CachedToken {
                     identity: identity.clone(),
-                    kid,
+                    key: verified_by,
                     exp,
                 }),
             );

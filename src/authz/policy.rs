@@ -40,6 +40,18 @@ pub struct Policy {
     program: Program,
     env: Arc<Env>,
     uses: Uses,
+    headers: HeaderReads,
+}
+
+/// The request headers a policy reads (`request.headers["name"]`,
+/// `request.headers.name`, `"name" in request.headers`), or `all` when it
+/// reads them in any other way (a key computed at run time, the map
+/// whole). Each must arrive exactly once, as visible ASCII: a policy must
+/// not judge one copy while the upstream reads another.
+#[derive(Debug, Default)]
+struct HeaderReads {
+    names: Vec<String>,
+    all: bool,
 }
 
 /// What a policy reads of each variable: only that is built per request.
@@ -116,12 +128,49 @@ impl Policy {
             };
             slot.get_or_insert_with(Fields::default).add(field);
         }
+        let mut headers = HeaderReads::default();
+        if uses.request.as_ref().is_some_and(|f| f.wants("headers")) {
+            header_reads(program.expression(), &mut headers);
+            if uses.request.as_ref().is_some_and(|f| f.whole) {
+                headers.all = true;
+            }
+        }
         Ok(Policy {
             source: source.to_string(),
             program,
             env,
             uses,
+            headers,
         })
+    }
+
+    /// `Err` naming the first header the policy reads that is repeated or
+    /// not visible ASCII.
+    fn check_headers(&self, headers: &http::HeaderMap) -> Result<(), String> {
+        let bad = |name: &str| {
+            let mut values = headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) => !crate::proxy::request::is_visible_ascii(v),
+                (None, _) => false,
+                (Some(_), Some(_)) => true,
+            }
+        };
+        let offending = if self.headers.all {
+            headers
+                .keys()
+                .map(http::HeaderName::as_str)
+                .find(|n| bad(n))
+        } else {
+            self.headers
+                .names
+                .iter()
+                .map(String::as_str)
+                .find(|n| bad(n))
+        };
+        match offending {
+            Some(name) => Err(format!("header `{name}` is repeated or not visible ASCII")),
+            None => Ok(()),
+        }
     }
 
     /// Whether the policy allows the request: only a boolean `true` does.
@@ -131,6 +180,7 @@ impl Policy {
         identity: Option<&Identity>,
         request: &RequestView<'_>,
     ) -> Result<bool, String> {
+        self.check_headers(request.headers)?;
         let mut context = Context::with_env(self.env.clone());
         // The variables borrow from the identity and the request: nothing
         // is copied into the interpreter's own values.
@@ -223,6 +273,95 @@ fn entries_free<'e>(
                 free_variables(&e.key, bound, out);
                 free_variables(&e.value, bound, out);
             }
+        }
+    }
+}
+
+/// Whether `expr` is `request.headers`.
+fn is_request_headers(expr: &IdedExpr) -> bool {
+    matches!(&expr.expr, Expr::Select(s)
+        if s.field == "headers" && matches!(&s.operand.expr, Expr::Ident(n) if n == "request"))
+}
+
+fn string_literal(expr: &IdedExpr) -> Option<&str> {
+    match &expr.expr {
+        Expr::Literal(cel::common::ast::LiteralValue::String(s)) => Some(s.as_ref()),
+        _ => None,
+    }
+}
+
+/// Collects the header names `expr` reads; see [`HeaderReads`].
+fn header_reads(expr: &IdedExpr, out: &mut HeaderReads) {
+    let mut name = |n: &str| {
+        let n = n.to_ascii_lowercase();
+        if !out.names.contains(&n) {
+            out.names.push(n);
+        }
+    };
+    match &expr.expr {
+        _ if is_request_headers(expr) => out.all = true,
+        Expr::Select(s) if is_request_headers(&s.operand) => name(&s.field),
+        Expr::Call(call)
+            if matches!(
+                call.func_name.as_str(),
+                cel::common::ast::operators::INDEX | cel::common::ast::operators::OPT_INDEX
+            ) && call.args.len() == 2
+                && is_request_headers(&call.args[0]) =>
+        {
+            match string_literal(&call.args[1]) {
+                Some(n) => name(n),
+                None => {
+                    out.all = true;
+                    header_reads(&call.args[1], out);
+                }
+            }
+        }
+        Expr::Call(call)
+            if call.func_name == cel::common::ast::operators::IN
+                && call.args.len() == 2
+                && is_request_headers(&call.args[1]) =>
+        {
+            match string_literal(&call.args[0]) {
+                Some(n) => name(n),
+                None => {
+                    out.all = true;
+                    header_reads(&call.args[0], out);
+                }
+            }
+        }
+        Expr::Select(s) => header_reads(&s.operand, out),
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                header_reads(target, out);
+            }
+            for arg in &call.args {
+                header_reads(arg, out);
+            }
+        }
+        Expr::List(list) => list.elements.iter().for_each(|e| header_reads(e, out)),
+        Expr::Map(map) => map.entries.iter().for_each(|e| entry_header_reads(e, out)),
+        Expr::Struct(st) => st.entries.iter().for_each(|e| entry_header_reads(e, out)),
+        Expr::Comprehension(c) => {
+            for e in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                header_reads(e, out);
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+fn entry_header_reads(entry: &IdedEntryExpr, out: &mut HeaderReads) {
+    match &entry.expr {
+        EntryExpr::StructField(f) => header_reads(&f.value, out),
+        EntryExpr::MapEntry(e) => {
+            header_reads(&e.key, out);
+            header_reads(&e.value, out);
         }
     }
 }
@@ -325,27 +464,20 @@ fn request_val<'a>(r: &RequestView<'a>, fields: &Fields) -> Box<dyn Val + 'a> {
     map(m)
 }
 
+/// The headers that arrived exactly once as visible ASCII; the policy's
+/// reads were checked against exactly that rule before evaluation.
 fn headers_val(h: &http::HeaderMap) -> Box<dyn Val + '_> {
     let mut headers: Map<'_> = HashMap::with_capacity(h.keys_len());
     for name in h.keys() {
-        // Repeated headers read as one, joined like HTTP joins them; a
-        // value that is not text is left out.
-        let mut values = h.get_all(name).iter().filter_map(|v| v.to_str().ok());
-        let Some(first) = values.next() else {
-            continue;
-        };
-        let value = match values.next() {
-            None => text(first),
-            Some(second) => {
-                let mut joined = format!("{first}, {second}");
-                for v in values {
-                    joined.push_str(", ");
-                    joined.push_str(v);
-                }
-                owned_text(joined)
+        let mut values = h.get_all(name).iter();
+        if let (Some(value), None) = (values.next(), values.next()) {
+            if let (true, Ok(text_value)) = (
+                crate::proxy::request::is_visible_ascii(value),
+                value.to_str(),
+            ) {
+                headers.insert(CelMapKey::from(name.as_str()), text(text_value));
             }
-        };
-        headers.insert(CelMapKey::from(name.as_str()), value);
+        }
     }
     map(headers)
 }
@@ -410,6 +542,38 @@ mod tests {
         assert_eq!(eval(p, &[("x-tenant-id", "acme")], None), Ok(true));
         assert_eq!(eval(p, &[("x-tenant-id", "other")], None), Ok(false));
         assert!(eval(p, &[], None).is_err());
+    }
+
+    #[test]
+    fn a_read_header_must_arrive_once_as_visible_ascii() {
+        let p = r#"claims.tenant == request.headers["x-tenant-id"]"#;
+        assert!(eval(p, &[("x-tenant-id", "acme"), ("x-tenant-id", "acme")], None).is_err());
+        let mut map = http::HeaderMap::new();
+        map.append(
+            "x-tenant-id",
+            http::HeaderValue::from_bytes(b"m\xfcller").unwrap(),
+        );
+        map.append("x-tenant-id", http::HeaderValue::from_static("acme"));
+        let policy = Policy::compile(p).unwrap();
+        let view = RequestView {
+            method: "GET",
+            path: "/",
+            host: None,
+            headers: &map,
+            query: None,
+            client_ip: None,
+        };
+        assert!(policy.allows(Some(&identity()), &view).is_err());
+        // Absence checks fail closed too, and other headers do not matter.
+        let p = r#"!("x-admin" in request.headers)"#;
+        assert_eq!(eval(p, &[("accept", "a"), ("accept", "b")], None), Ok(true));
+        assert!(eval(p, &[("x-admin", "1"), ("x-admin", "1")], None).is_err());
+        let p = r#"request.headers.x_debug == "1" || has(request.headers.x_other)"#;
+        assert!(eval(p, &[("x_other", "1"), ("x_other", "2")], None).is_err());
+        // A computed key reads every header.
+        let p = r#"request.headers["x-" + "a"] == "1""#;
+        assert!(eval(p, &[("x-a", "1"), ("b", "1"), ("b", "2")], None).is_err());
+        assert_eq!(eval(p, &[("x-a", "1"), ("b", "1")], None), Ok(true));
     }
 
     #[test]

@@ -22,11 +22,16 @@ pub fn load(path: &Path) -> Result<Vec<ApiKey>, Vec<ConfigError>> {
             message: format!("cannot read the keys file: {e}"),
         }]
     })?;
-    if let Some(keys) = fast(&text) {
+    parse_str(path, &text)
+}
+
+/// Parses keys-file text as if it were read from `path`.
+pub fn parse_str(path: &Path, text: &str) -> Result<Vec<ApiKey>, Vec<ConfigError>> {
+    if let Some(keys) = fast(text) {
         return Ok(keys);
     }
-    let mut d = Diagnostics::new(path, &text);
-    let (doc, parse_errors) = toml::de::DeTable::parse_recoverable(&text);
+    let mut d = Diagnostics::new(path, text);
+    let (doc, parse_errors) = toml::de::DeTable::parse_recoverable(text);
     if !parse_errors.is_empty() {
         for e in parse_errors {
             d.error(e.span().unwrap_or(0..0), e.message().trim_end().to_string());

@@ -69,6 +69,20 @@ pub struct Server {
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
     pub trusted_proxies: Vec<IpNet>,
+    pub underscore_headers: UnderscoreHeaders,
+}
+
+/// What happens to request header names containing `_`: many stacks read
+/// `X_Auth_Subject` as `X-Auth-Subject`, so such a header could pass for
+/// one the gateway owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Removed before anything reads the request.
+    Drop,
+    /// 400 `bad_request`.
+    Reject,
+    /// Kept; the identity-header removal then treats `_` as `-`.
+    Allow,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,11 +165,19 @@ pub enum ClientAuth {
     Optional,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// The whole request head, from its first byte.
+    pub header_timeout: Duration,
+    /// A keep-alive connection waiting for its next request.
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// Client connections of all listeners together.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,6 +249,10 @@ pub struct Route {
     /// POST/PUT/PATCH bodies must match it (and be JSON).
     pub json_schema: Option<std::sync::Arc<crate::protect::schema::JsonSchema>>,
     pub cors: Option<crate::protect::cors::Cors>,
+    /// Indices into `Config::listeners`; empty: every listener.
+    pub listeners: Vec<usize>,
+    /// `;` path parameters are accepted (and kept upstream) on this route.
+    pub allow_path_params: bool,
 }
 
 /// A route's authorization rules as configured; the policy is already

@@ -19,6 +19,11 @@ use crate::routing::table::{MethodSet, PathMatch};
 const DEFAULT_MAX_URI_BYTES: u64 = 8192;
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16384;
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
+const DEFAULT_MAX_CONNECTIONS_PER_IP: u64 = 512;
 const ONE_HOUR_MS: u64 = 3_600_000;
 /// The most Pingora buffers for replay after a body was read whole.
 pub const MAX_SCHEMA_BODY_BYTES: u64 = 64 * 1024;
@@ -41,7 +46,7 @@ pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) ->
     let limits = limits(d, root);
     let upstreams = upstreams(d, root);
     let auth = super::auth::providers(d, root);
-    let routes = routes(d, root, &upstreams, &auth, &limits);
+    let routes = routes(d, root, &upstreams, &auth, &limits, &listeners);
     let protection = super::protect::protection(d, root);
     let rate_limit_store = super::protect::rate_limit_store(d, root);
     if root.raw("listeners").is_none() {
@@ -71,6 +76,7 @@ fn server(d: &mut Diagnostics, root: &Table) -> Server {
         grace_period_seconds: 30,
         graceful_shutdown_timeout_seconds: 5,
         trusted_proxies: Vec::new(),
+        underscore_headers: UnderscoreHeaders::Drop,
     };
     let Some(t) = root.table(d, "server") else {
         return out;
@@ -98,6 +104,20 @@ fn server(d: &mut Diagnostics, root: &Table) -> Server {
                 format!("`{}` is not an IP address or CIDR", cidr.get_ref()),
             ),
         }
+    }
+    if let Some(mode) = t.string(d, "underscore_headers") {
+        out.underscore_headers = match mode.get_ref().as_str() {
+            "drop" => UnderscoreHeaders::Drop,
+            "reject" => UnderscoreHeaders::Reject,
+            "allow" => UnderscoreHeaders::Allow,
+            other => {
+                d.error(
+                    mode.span(),
+                    format!("unknown underscore_headers `{other}`; use drop, reject or allow"),
+                );
+                UnderscoreHeaders::Drop
+            }
+        };
     }
     t.finish(d);
     out
@@ -218,6 +238,15 @@ fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {
                 format!("address {addr} is used by two listeners"),
             );
         }
+        if out.len() == crate::routing::table::ListenerSet::MAX {
+            d.error(
+                name.span(),
+                format!(
+                    "at most {} [[listeners]] are supported",
+                    crate::routing::table::ListenerSet::MAX
+                ),
+            );
+        }
         out.push(Listener {
             name: name.into_inner(),
             listen: listen.into_inner(),
@@ -319,10 +348,31 @@ fn limits(d: &mut Diagnostics, root: &Table) -> Limits {
         max_uri_bytes: DEFAULT_MAX_URI_BYTES as usize,
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+        idle_timeout: Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
+        tls_handshake_timeout: Duration::from_millis(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS),
+        max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+        max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP as usize,
     };
     let Some(t) = root.table(d, "limits") else {
         return out;
     };
+    let ms = |n: u64| Duration::from_millis(n);
+    if let Some(n) = t.integer(d, "header_timeout_ms", 100..=ONE_HOUR_MS) {
+        out.header_timeout = ms(n);
+    }
+    if let Some(n) = t.integer(d, "idle_timeout_ms", 100..=ONE_HOUR_MS) {
+        out.idle_timeout = ms(n);
+    }
+    if let Some(n) = t.integer(d, "tls_handshake_timeout_ms", 100..=ONE_HOUR_MS) {
+        out.tls_handshake_timeout = ms(n);
+    }
+    if let Some(n) = t.integer(d, "max_connections", 1..=10_000_000) {
+        out.max_connections = n as usize;
+    }
+    if let Some(n) = t.integer(d, "max_connections_per_ip", 1..=10_000_000) {
+        out.max_connections_per_ip = n as usize;
+    }
     if let Some(n) = t.integer(d, "max_uri_bytes", 16..=65536) {
         out.max_uri_bytes = n as usize;
     }
@@ -551,11 +601,12 @@ fn routes(
     upstreams: &[Upstream],
     auth: &[AuthProvider],
     limits: &Limits,
+    listeners: &[Listener],
 ) -> Vec<Route> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for t in root.tables(d, "routes") {
-        if let Some(r) = route(d, &t, upstreams, auth, limits) {
+        if let Some(r) = route(d, &t, upstreams, auth, limits, listeners) {
             if !names.insert(r.name.clone()) {
                 d.error(t.span(), format!("duplicate route name `{}`", r.name));
             }
@@ -572,6 +623,7 @@ fn route(
     upstreams: &[Upstream],
     providers: &[AuthProvider],
     limits: &Limits,
+    listeners: &[Listener],
 ) -> Option<Route> {
     let name = required_string(d, t, "name");
     if let Some(n) = &name {
@@ -618,6 +670,8 @@ fn route(
     let rate_limit = super::protect::route_rate_limit(d, t);
     let json_schema = super::protect::route_schema(d, t);
     let cors = super::protect::route_cors(d, t);
+    let route_listeners = route_listeners(d, t, listeners);
+    let allow_path_params = t.boolean(d, "allow_path_params").unwrap_or(false);
     // A schema route's body is read whole before anything goes upstream,
     // which Pingora can replay only up to 64 KiB.
     let max_body_bytes = match (&json_schema, explicit_body_limit) {
@@ -683,7 +737,39 @@ fn route(
         rate_limit,
         json_schema,
         cors,
+        listeners: route_listeners,
+        allow_path_params,
     })
+}
+
+/// `listeners = ["https"]`: the route matches only requests received on
+/// those listeners.
+fn route_listeners(d: &mut Diagnostics, t: &Table, listeners: &[Listener]) -> Vec<usize> {
+    let Some(names) = t.strings(d, "listeners") else {
+        return Vec::new();
+    };
+    if names.is_empty() {
+        let span = t.raw("listeners").map_or_else(|| t.span(), |v| v.span());
+        d.error(
+            span,
+            "`listeners` must name at least one listener (omit it for all)",
+        );
+    }
+    let mut out = Vec::new();
+    for name in names {
+        match listeners.iter().position(|l| l.name == *name.get_ref()) {
+            Some(i) if !out.contains(&i) => out.push(i),
+            Some(_) => d.error(
+                name.span(),
+                format!("listener `{}` is listed twice", name.get_ref()),
+            ),
+            None => d.error(
+                name.span(),
+                format!("unknown listener `{}`", name.get_ref()),
+            ),
+        }
+    }
+    out
 }
 
 /// A route names its providers or says `public = true` — exactly one of

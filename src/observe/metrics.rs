@@ -29,6 +29,10 @@ pub struct Metrics {
     pub target_healthy: IntGaugeVec,
     pub jwks_refresh: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// Client connections open now.
+    pub connections: prometheus::IntGauge,
+    /// Connections closed at once or early, by reason.
+    pub connections_refused: IntCounterVec,
 }
 
 fn counter(
@@ -66,7 +70,19 @@ impl Metrics {
             &["upstream", "target"],
         )?;
         registry.register(Box::new(target_healthy.clone()))?;
+        let connections = prometheus::IntGauge::new(
+            "portcullis_connections_active",
+            "Client connections open now, all listeners together",
+        )?;
+        registry.register(Box::new(connections.clone()))?;
         let metrics = Metrics {
+            connections,
+            connections_refused: counter(
+                r,
+                "portcullis_connections_refused_total",
+                "Client connections closed by a connection limit, by reason (max_connections, max_connections_per_ip, tls_handshake_timeout, header_timeout, idle_timeout)",
+                &["reason"],
+            )?,
             requests: counter(
                 r,
                 "portcullis_requests_total",

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::proxy::client::canonical;
+use crate::proxy::request::canonical_ip as canonical;
 
 /// `allow_cidrs` / `deny_cidrs`. A deny match always wins; a non-empty
 /// allow list admits only its members.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderName, HeaderValue};
 
 use super::reject::Reject;
+use super::request::{Canonical, Conn};
 use crate::auth::{Authenticator, Identity};
 use crate::authz::Rule;
 use crate::protect::ratelimit::Decision;
@@ -18,9 +19,11 @@ pub struct Ctx {
     pub started: Instant,
     pub request_id: String,
     pub client_ip: Option<IpAddr>,
-    /// The normalized path (what was routed on and what the upstream sees
-    /// before `strip_prefix`).
-    pub path: String,
+    /// The connection the request came in on.
+    pub conn: Conn,
+    /// The canonical request (CONTRACT §8): what was checked and what goes
+    /// upstream. Empty until the canonical step ran.
+    pub canon: Canonical,
     pub route: Option<usize>,
     /// Targets this request has connected to, in order; the last one is
     /// the current one.
@@ -60,7 +63,8 @@ impl Ctx {
             started: Instant::now(),
             request_id: String::new(),
             client_ip: None,
-            path: String::new(),
+            conn: Conn::default(),
+            canon: Canonical::default(),
             route: None,
             tried: Vec::new(),
             retries_left: 0,

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod ctx;
 pub mod reject;
+pub mod request;
 pub mod respond;
 pub mod stages;
 
@@ -21,7 +22,6 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::identity::IDENTITY_HEADERS;
 use crate::config::{Balance, HashKey, RouteAction};
 use crate::observe::access::AccessRecord;
 use crate::observe::metrics::{method_label, status_label, UNMATCHED};
@@ -31,9 +31,9 @@ use crate::routing::table::PathMatch;
 use crate::runtime::Runtime;
 use ctx::Ctx;
 use reject::{Code, Reject};
+use request::Conn;
 use respond::X_REQUEST_ID;
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
 
@@ -63,9 +63,19 @@ impl ProxyHttp for Gateway {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| client::canonical(a.ip()));
-        let xff = req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes());
-        ctx.client_ip = client::client_ip(peer, xff, &ctx.runtime.trusted_proxies);
+            .map(|a| request::canonical_ip(a.ip()));
+        ctx.conn = Conn {
+            peer,
+            listener: session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .and_then(|a| ctx.runtime.listener_of(*a)),
+            https: session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .is_some(),
+        };
+        ctx.client_ip = request::client_ip(&req.headers, peer, &ctx.runtime.trusted_proxies);
         Ok(())
     }
 
@@ -160,70 +170,57 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         let Some(route) = ctx.route() else {
             return Error::e_explain(ErrorType::InternalError, "no route");
         };
-        let path = match (&route.action, &route.path) {
+        let canon = &ctx.canon;
+        // The upstream gets the canonical origin-form target, never the
+        // client's; most targets arrive canonical, and then nothing is
+        // rebuilt.
+        let stripped = match (&route.action, &route.path) {
             (
                 RouteAction::Proxy {
                     strip_prefix: true, ..
                 },
                 PathMatch::Prefix(prefix),
-            ) => strip(&ctx.path, prefix),
-            _ => ctx.path.as_str(),
+            ) => Some(strip(canon.path(), prefix)),
+            _ => None,
         };
-        // Most paths arrive in normal form: then the request target stays
-        // as received and nothing is rebuilt.
-        if path != upstream_request.uri.path() {
-            let target = match upstream_request.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
-            let uri = http::Uri::try_from(target).map_err(|_| {
+        let target: std::borrow::Cow<'_, str> = match (stripped, canon.query()) {
+            (None, _) => canon.target().into(),
+            (Some(path), None) => path.into(),
+            (Some(path), Some(q)) => format!("{path}?{q}").into(),
+        };
+        if upstream_request.raw_path() != target.as_bytes() {
+            let uri = http::Uri::try_from(target.as_ref()).map_err(|_| {
                 Error::explain(ErrorType::InternalError, "cannot build upstream URI")
             })?;
             upstream_request.set_uri(uri);
         }
+        if let Some(authority) = canon.authority() {
+            if upstream_request.headers.get(HOST) != Some(authority) {
+                upstream_request.insert_header(HOST, authority.clone())?;
+            }
+            upstream_request.insert_header(X_FORWARDED_HOST, authority.clone())?;
+        }
 
         upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| client::canonical(a.ip()).to_string())
-            .unwrap_or_default();
-        let xff = match upstream_request.headers.get(X_FORWARDED_FOR) {
-            Some(v) if !v.is_empty() => {
-                let mut joined = Vec::with_capacity(v.len() + 2 + peer.len());
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(peer.as_bytes());
-                HeaderValue::from_bytes(&joined)
-                    .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "x-forwarded-for"))?
-            }
-            _ => HeaderValue::from_str(&peer)
-                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "x-forwarded-for"))?,
-        };
-        upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
-        let proto = if session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .is_some()
-        {
-            "https"
-        } else {
-            "http"
-        };
-        upstream_request.insert_header(X_FORWARDED_PROTO, proto)?;
-        if let Some(host) = stages::request_host(session.req_header()).map(str::to_owned) {
-            upstream_request.insert_header(X_FORWARDED_HOST, host.as_str())?;
-            if upstream_request.headers.get(HOST).is_none() {
-                upstream_request.insert_header(HOST, host.as_str())?;
-            }
+        if let Some(peer) = canon.conn().peer {
+            let xff = request::forwarded_for(&upstream_request.headers, peer)
+                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "x-forwarded-for"))?;
+            upstream_request.insert_header(request::X_FORWARDED_FOR, xff)?;
         }
+        if let Some(ip) = canon.client_ip() {
+            let value = HeaderValue::from_str(&ip.to_string())
+                .map_err(|_| Error::explain(ErrorType::InternalError, "x-real-ip"))?;
+            upstream_request.insert_header(request::X_REAL_IP, value)?;
+        }
+        let proto = if canon.conn().https { "https" } else { "http" };
+        upstream_request.insert_header(X_FORWARDED_PROTO, proto)?;
         identity_headers(upstream_request, ctx)?;
         if let Some(external) = &route.authz.external {
             // Only the authorizer may set these; a client's copies go.
@@ -323,13 +320,12 @@ impl ProxyHttp for Gateway {
 
     /// The summary Pingora puts in its error log: method, path and host,
     /// never the query string, which may carry credentials.
-    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
-        let req = session.req_header();
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
         format!(
             "{} {}, Host: {}",
-            req.method,
-            req.uri.path(),
-            stages::request_host(req).unwrap_or("-")
+            session.req_header().method,
+            ctx.canon.path(),
+            ctx.canon.host().unwrap_or("-")
         )
     }
 
@@ -434,11 +430,12 @@ impl ProxyHttp for Gateway {
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             method: req.method.as_str(),
-            // A path that failed normalization is logged as received.
-            path: if ctx.path.is_empty() {
+            // A request refused before the canonical step is logged with
+            // the path as received (never its query).
+            path: if ctx.canon.target().is_empty() {
                 req.uri.path()
             } else {
-                &ctx.path
+                ctx.canon.path()
             },
             route,
             upstream: upstream.map(|u| u.name()),
@@ -454,18 +451,9 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// The identity of the caller, for the upstream. A client's copies of
+/// these headers were removed by the canonical step.
 fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-    // A client's copies always go. Most requests carry none, and one pass
-    // over the names is cheaper than five removals (~1,000 instructions).
-    if upstream_request
-        .headers
-        .keys()
-        .any(|k| IDENTITY_HEADERS.contains(&k.as_str()))
-    {
-        for name in IDENTITY_HEADERS {
-            upstream_request.remove_header(name);
-        }
-    }
     let Some(identity) = &ctx.identity else {
         return Ok(());
     };
@@ -473,34 +461,10 @@ fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<(
         if !provider.forward_credentials() {
             upstream_request.remove_header(provider.credential_header());
         }
-        if let Some(param) = provider.credential_query() {
-            strip_query_param(upstream_request, param)?;
-        }
     }
     for (name, value) in identity.header_values() {
         upstream_request.insert_header(name, value)?;
     }
-    Ok(())
-}
-
-/// Removes every `name=...` pair from the upstream request's query.
-fn strip_query_param(upstream_request: &mut RequestHeader, name: &str) -> Result<()> {
-    let Some(query) = upstream_request.uri.query() else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
-        .collect();
-    let path = upstream_request.uri.path();
-    let target = if kept.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    };
-    let uri = http::Uri::try_from(target)
-        .map_err(|_| Error::explain(ErrorType::InternalError, "cannot build upstream URI"))?;
-    upstream_request.set_uri(uri);
     Ok(())
 }
 
@@ -510,14 +474,21 @@ fn ms(d: std::time::Duration) -> f64 {
 
 /// `/api/orders` with prefix `/api` is `/orders`; the prefix itself is `/`.
 /// A prefix configured with a trailing slash (`/api/`) strips like `/api`.
+/// Segments are counted, so `;` parameters on the prefix's segments
+/// (`/api;v=1/orders`) go with them.
 fn strip<'a>(path: &'a str, prefix: &str) -> &'a str {
-    let prefix = prefix.trim_end_matches('/');
-    if prefix.is_empty() {
+    let segments = prefix
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .count();
+    if segments == 0 {
         return path;
     }
-    match path.strip_prefix(prefix) {
-        Some("") | None => "/",
-        Some(rest) => rest,
+    // The byte index of the '/' that opens segment `segments + 1`.
+    match path.match_indices('/').nth(segments) {
+        Some((i, _)) => path.get(i..).unwrap_or("/"),
+        None => "/",
     }
 }
 
@@ -597,5 +568,7 @@ mod tests {
         assert_eq!(strip("/x", "/"), "/x");
         assert_eq!(strip("/api/orders", "/api/"), "/orders");
         assert_eq!(strip("/api", "/api/"), "/");
+        assert_eq!(strip("/api;v=1/orders", "/api"), "/orders");
+        assert_eq!(strip("/a/b/c", "/a/b"), "/c");
     }
 }

@@ -165,6 +165,35 @@ impl Reject {
     }
 }
 
+impl Reject {
+    /// The whole HTTP/1.1 response, for refusals made before Pingora has a
+    /// session to write to (a head that is too large or malformed). The
+    /// connection is closed after it.
+    pub fn to_http1(&self, request_id: &str) -> Vec<u8> {
+        let Ok((header, body)) = self.render(request_id) else {
+            return Vec::new();
+        };
+        let status = header.status;
+        let mut out = Vec::with_capacity(256 + body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in header.headers.iter() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(request_id.as_bytes());
+        out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +210,21 @@ mod tests {
         assert_eq!(v["error"], "method_not_allowed");
         assert_eq!(v["request_id"], "abc");
         assert_eq!(v["message"], "method not allowed");
+    }
+
+    #[test]
+    fn http1_bytes() {
+        let bytes =
+            Reject::new(Code::HeadersTooLarge, "request headers are too large").to_http1("r1");
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\ncontent-type: application/json\r\n"));
+        assert!(text.contains("\r\nx-request-id: r1\r\nconnection: close\r\n\r\n{"));
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "headers_too_large");
     }
 }

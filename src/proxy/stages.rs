@@ -6,16 +6,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{
-    ACCESS_CONTROL_REQUEST_METHOD, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, ORIGIN,
-    RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+    ACCESS_CONTROL_REQUEST_METHOD, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, EXPECT, ORIGIN,
+    RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method};
-use pingora::http::RequestHeader;
 use pingora::proxy::Session;
+use sha2::{Digest, Sha256};
 
 use super::ctx::Ctx;
 use super::reject::{Code, Reject};
-use crate::auth::{AuthError, AuthMethod, Authenticator, Credentials};
+use super::request::{Canonical, Request};
+use crate::auth::{AuthError, AuthMethod, Authenticator, Credentials, Identity};
 use crate::authz::external::{Decision, Question};
 use crate::authz::policy::RequestView;
 use crate::authz::Rule;
@@ -23,35 +24,54 @@ use crate::config::RateKey;
 use crate::protect::cidr::CidrRules;
 use crate::protect::cors::{Cors, Preflight};
 use crate::protect::schema::is_json_content_type;
-use crate::routing::normalize::normalize_path;
 use crate::routing::table::Lookup;
 use crate::runtime::RouteLimit;
 use crate::tls::ClientCert;
 
-/// Runs every stage in order; on success `ctx.route` is set, and
-/// `ctx.identity` on authenticated routes — or `ctx.preflight` when the
-/// request is a CORS preflight the gateway answers itself.
+/// Runs every stage in order. The canonical request is built first and
+/// kept in `ctx.canon`; on success `ctx.route` is set, and `ctx.identity`
+/// on authenticated routes — or `ctx.preflight` when the gateway answers
+/// the request itself (a CORS preflight, `OPTIONS *`).
 pub async fn run(session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
-    checks(session, ctx).await?;
+    let runtime = ctx.runtime.clone();
+    network(&runtime.cidrs, ctx)?;
+    let rules = runtime.canonical_rules();
+    let mut canon = Canonical::build(session.req_header_mut(), ctx.conn, ctx.client_ip, &rules)?;
+    let headers = &session.req_header().headers;
+    let routed = route(&canon, headers, ctx);
+    if let Some(route) = ctx.route() {
+        canon.remove_query_params(&route.credential_params);
+    }
+    let result = match routed {
+        // `OPTIONS *`: nothing to check.
+        Ok(()) if ctx.preflight && ctx.route.is_none() => Ok(()),
+        Ok(()) => {
+            let client_cert = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|s| s.extension.get::<ClientCert>());
+            let req = Request {
+                canon: &canon,
+                headers,
+                client_cert,
+            };
+            checks(&req, ctx).await
+        }
+        Err(reject) => Err(reject),
+    };
+    ctx.canon = canon;
+    result?;
     if ctx.preflight {
         return Ok(());
     }
     body(session, ctx).await
 }
 
-/// Everything decided from the request head.
-async fn checks(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
-    let req = session.req_header();
-    let limits = ctx.runtime.limits;
+/// Everything decided from the request head, after routing.
+async fn checks(req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
     let runtime = ctx.runtime.clone();
-    network(&runtime.cidrs, ctx)?;
-    uri_length(req, limits.max_uri_bytes)?;
-    header_size(req, limits.max_header_bytes)?;
-    framing(session)?;
-    declared_body(req, limits.max_body_bytes)?;
-    normalize(req, ctx)?;
-    route(req, ctx)?;
-    if let Some(r) = runtime.routes.get(ctx.route.unwrap_or(usize::MAX)) {
+    let limits = runtime.limits;
+    if let Some(r) = ctx.route.and_then(|i| runtime.routes.get(i)) {
         network(&r.cidrs, ctx)?;
         if let Some(c) = &r.cors {
             cors(c, req, ctx)?;
@@ -64,12 +84,8 @@ async fn checks(session: &Session, ctx: &mut Ctx) -> Result<(), Reject> {
         .route()
         .map_or(limits.max_body_bytes, |r| r.max_body_bytes);
     declared_body(req, route_limit)?;
-    let client_cert = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|s| s.extension.get::<ClientCert>());
     lockout(ctx).await?;
-    authenticate(req, client_cert, ctx).await?;
+    authenticate(req, ctx).await?;
     authorize(req, ctx).await?;
     rate_limit(req, ctx).await
 }
@@ -116,7 +132,7 @@ fn ip_key(ip: IpAddr) -> Vec<u8> {
 
 /// 429 `rate_limited` when the route's bucket for this caller is empty. The
 /// decision is kept for the `RateLimit-*` headers of the response.
-async fn rate_limit(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+async fn rate_limit(req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
     let runtime = ctx.runtime.clone();
     let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
         return Ok(());
@@ -124,7 +140,7 @@ async fn rate_limit(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     let Some(rl) = &route.rate_limit else {
         return Ok(());
     };
-    let key = bucket_key(rl, req, ctx);
+    let key = bucket_key(rl, req, ctx.identity.as_deref());
     let decision = runtime.rate_limits.check(&key, &rl.limit).await;
     ctx.rate_limit = Some(decision);
     if decision.allowed {
@@ -136,9 +152,10 @@ async fn rate_limit(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     )
 }
 
-/// The bucket a request counts against, as the route's `per` says.
-fn bucket_key(rl: &RouteLimit, req: &RequestHeader, ctx: &Ctx) -> Vec<u8> {
-    let ip = || match ctx.client_ip {
+/// The bucket a request counts against, as the route's `per` says. A
+/// header's value is hashed, so a key is small whatever the client sends.
+fn bucket_key(rl: &RouteLimit, req: &Request<'_>, identity: Option<&Identity>) -> Vec<u8> {
+    let ip = || match req.canon.client_ip() {
         Some(IpAddr::V4(v4)) => rl.key(b"ip:", &v4.octets()),
         Some(IpAddr::V6(v6)) => rl.key(b"ip:", &v6.octets()),
         None => rl.key(b"ip:", b""),
@@ -146,28 +163,28 @@ fn bucket_key(rl: &RouteLimit, req: &RequestHeader, ctx: &Ctx) -> Vec<u8> {
     match &rl.per {
         RateKey::Route => rl.key(b"", b""),
         RateKey::ClientIp => ip(),
-        RateKey::Consumer => match &ctx.identity {
+        RateKey::Consumer => match identity {
             Some(id) => rl.key(
                 b"c:",
                 id.consumer.as_ref().unwrap_or(&id.subject).as_bytes(),
             ),
             None => ip(),
         },
-        RateKey::Header(name) => rl.key(
-            b"h:",
-            req.headers.get(name).map_or(&b""[..], |v| v.as_bytes()),
-        ),
+        RateKey::Header(name) => match req.headers.get(name) {
+            Some(v) => rl.key(b"h:", &Sha256::digest(v.as_bytes())),
+            None => rl.key(b"h:", b""),
+        },
     }
 }
 
 /// A route's CORS: a preflight is allowed (answered with 204 later) or
 /// refused with 403; other requests get the headers for their response.
-fn cors(c: &Cors, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+fn cors(c: &Cors, req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
     if !ctx.preflight {
         ctx.cors_headers = c.response_headers(req.headers.get(ORIGIN));
         return Ok(());
     }
-    match c.preflight(&req.headers) {
+    match c.preflight(req.headers) {
         Preflight::Allowed(headers) => {
             ctx.cors_headers = headers;
             Ok(())
@@ -193,14 +210,25 @@ async fn body(session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
     let Some(schema) = &route.json_schema else {
         return Ok(());
     };
-    let req = session.req_header();
-    if !matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
+    if !matches!(
+        *ctx.canon.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    ) {
         return Ok(());
     }
-    if !is_json_content_type(req.headers.get(CONTENT_TYPE)) {
+    let headers = &session.req_header().headers;
+    let mut types = headers.get_all(CONTENT_TYPE).iter();
+    let (content_type, second) = (types.next(), types.next());
+    // One Content-Type, and a body as sent: what is validated here is
+    // what the upstream reads.
+    let identity = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if second.is_some() || !identity || !is_json_content_type(content_type) {
         return Err(Reject::new(
             Code::UnsupportedMediaType,
-            "the request body must be application/json",
+            "the request body must be one application/json body without content coding",
         ));
     }
     let body = read_body(session, route.max_body_bytes).await?;
@@ -258,7 +286,7 @@ fn deny(ctx: &mut Ctx, rule: Rule) -> Reject {
 
 /// 403 unless the route's rules allow the caller, in order: scopes, roles,
 /// the CEL policy, the external service (503 when it cannot answer).
-async fn authorize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
+async fn authorize(req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
     let runtime = ctx.runtime.clone();
     let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
         return Ok(());
@@ -289,11 +317,11 @@ async fn authorize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     }
     if let Some(policy) = &rules.policy {
         let view = RequestView {
-            method: req.method.as_str(),
-            path: &ctx.path,
-            host: request_host(req),
-            headers: &req.headers,
-            query: req.uri.query(),
+            method: req.canon.method().as_str(),
+            path: req.canon.route_path(),
+            host: req.canon.host(),
+            headers: req.headers,
+            query: req.canon.query(),
             client_ip: ctx.client_ip,
         };
         match policy.allows(identity, &view) {
@@ -303,14 +331,10 @@ async fn authorize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
         }
     }
     if let Some(external) = &rules.external {
-        let uri = match req.uri.query() {
-            Some(q) => format!("{}?{q}", ctx.path),
-            None => ctx.path.clone(),
-        };
         let question = Question {
-            method: req.method.as_str(),
-            uri: &uri,
-            host: request_host(req),
+            method: req.canon.method().as_str(),
+            uri: req.canon.target(),
+            host: req.canon.authority().and_then(|a| a.to_str().ok()),
             client_ip: ctx.client_ip,
             identity,
             request_id: &ctx.request_id,
@@ -333,11 +357,7 @@ async fn authorize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
 
 /// 401 / 503 unless one of the route's providers accepts the request; they
 /// are tried in order, and when all refuse the most specific refusal wins.
-async fn authenticate(
-    req: &RequestHeader,
-    client_cert: Option<&ClientCert>,
-    ctx: &mut Ctx,
-) -> Result<(), Reject> {
+async fn authenticate(req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
     let runtime = ctx.runtime.clone();
     let Some(route) = ctx.route.and_then(|i| runtime.routes.get(i)) else {
         return Ok(());
@@ -346,9 +366,9 @@ async fn authenticate(
         return Ok(());
     }
     let request = Credentials {
-        headers: &req.headers,
-        query: req.uri.query(),
-        client_cert,
+        headers: req.headers,
+        query: req.canon.credential_query(),
+        client_cert: req.client_cert,
     };
     let mut refusal: Option<(&Arc<dyn Authenticator>, AuthError)> = None;
     for provider in route.auth.iter().filter_map(|i| runtime.providers.get(*i)) {
@@ -422,69 +442,12 @@ fn auth_reject(error: &AuthError, bearer: bool, method: AuthMethod) -> Reject {
     }
 }
 
-/// 414 when the request target (path and query) is over the limit.
-fn uri_length(req: &RequestHeader, max: usize) -> Result<(), Reject> {
-    if req.raw_path().len() > max {
-        return Err(Reject::new(Code::UriTooLong, "request URI is too long"));
-    }
-    Ok(())
-}
-
-/// 431 when the header section is over the limit (names, values and their
-/// separators, as on the wire).
-fn header_size(req: &RequestHeader, max: usize) -> Result<(), Reject> {
-    let mut total = 0usize;
-    for (name, value) in req.headers.iter() {
-        total += name.as_str().len() + value.len() + 4;
-        if total > max {
-            return Err(Reject::new(
-                Code::HeadersTooLarge,
-                "request headers are too large",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// 400 for requests that carry both `Content-Length` and
-/// `Transfer-Encoding`: the classic request-smuggling signal. Pingora drops
-/// the `Content-Length` before we see the parsed header, so the raw header
-/// bytes are consulted — only when `Transfer-Encoding` is present.
-fn framing(session: &Session) -> Result<(), Reject> {
-    let req = session.req_header();
-    if !req.headers.contains_key(TRANSFER_ENCODING) {
-        return Ok(());
-    }
-    let both = req.headers.contains_key(CONTENT_LENGTH)
-        || session
-            .as_downstream()
-            .as_http1()
-            .is_some_and(|h1| raw_has_header(&h1.get_headers_raw_bytes(), b"content-length"));
-    if both {
-        return Err(Reject::new(
-            Code::BadRequest,
-            "both Content-Length and Transfer-Encoding are present",
-        ));
-    }
-    Ok(())
-}
-
-fn raw_has_header(raw: &[u8], name: &[u8]) -> bool {
-    raw.split(|b| *b == b'\n').skip(1).any(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        match line.iter().position(|b| *b == b':') {
-            Some(colon) => line[..colon].trim_ascii().eq_ignore_ascii_case(name),
-            None => false,
-        }
-    })
-}
-
 /// 413 before reading anything when the declared length is over the limit.
 /// Chunked bodies are counted while they stream (`request_body_filter`).
-fn declared_body(req: &RequestHeader, max: u64) -> Result<(), Reject> {
+fn declared_body(req: &Request<'_>, max: u64) -> Result<(), Reject> {
     let declared = req
         .headers
-        .get(CONTENT_LENGTH)
+        .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
@@ -497,34 +460,36 @@ pub fn too_large() -> Reject {
     Reject::new(Code::PayloadTooLarge, "request body is too large")
 }
 
-/// 400 for paths that cannot be normalized safely; the normalized path is
-/// what is routed on and what the upstream receives.
-fn normalize(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
-    let raw = req.uri.path();
-    match normalize_path(raw) {
-        Ok(path) => {
-            ctx.path = path.into_owned();
-            Ok(())
-        }
-        Err(e) => {
-            ctx.path = String::new();
-            Err(Reject::new(Code::BadRequest, e.to_string()))
-        }
+/// 404 / 405 from the route table, on the path without `;` parameters;
+/// such a path is 400 unless the route it reaches allows them. A CORS
+/// preflight is routed by the method it asks about, when that leads to a
+/// route with `cors`; `OPTIONS *` is answered by the gateway.
+fn route(canon: &Canonical, headers: &http::HeaderMap, ctx: &mut Ctx) -> Result<(), Reject> {
+    if canon.is_asterisk() {
+        ctx.preflight = true;
+        return Ok(());
     }
-}
-
-/// 404 / 405 from the route table. A CORS preflight is routed by the
-/// method it asks about, when that leads to a route with `cors`.
-fn route(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
-    let host = request_host(req);
-    if Cors::is_preflight(&req.method, &req.headers) {
-        let asked = req
-            .headers
+    let runtime = ctx.runtime.clone();
+    let (host, path, listener) = (canon.host(), canon.route_path(), canon.conn().listener);
+    let allows_params = |id: usize| {
+        !canon.has_path_params() || runtime.routes.get(id).is_some_and(|r| r.allow_path_params)
+    };
+    let params_refused = || {
+        Reject::new(
+            Code::BadRequest,
+            "path parameters (`;`) are not allowed on this route",
+        )
+    };
+    if Cors::is_preflight(canon.method(), headers) {
+        let asked = headers
             .get(ACCESS_CONTROL_REQUEST_METHOD)
             .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
         if let Some(method) = asked {
-            if let Lookup::Found(id) = ctx.runtime.table.lookup(host, &ctx.path, &method) {
-                if ctx.runtime.routes.get(id).is_some_and(|r| r.cors.is_some()) {
+            if let Lookup::Found(id) = runtime.table.lookup_on(host, path, &method, listener) {
+                if runtime.routes.get(id).is_some_and(|r| r.cors.is_some()) {
+                    if !allows_params(id) {
+                        return Err(params_refused());
+                    }
                     ctx.route = Some(id);
                     ctx.preflight = true;
                     return Ok(());
@@ -532,11 +497,16 @@ fn route(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
             }
         }
     }
-    match ctx.runtime.table.lookup(host, &ctx.path, &req.method) {
-        Lookup::Found(id) => {
+    match runtime
+        .table
+        .lookup_on(host, path, canon.method(), listener)
+    {
+        Lookup::Found(id) if allows_params(id) => {
             ctx.route = Some(id);
             Ok(())
         }
+        Lookup::Found(_) => Err(params_refused()),
+        _ if canon.has_path_params() => Err(params_refused()),
         Lookup::MethodNotAllowed(allowed) => {
             let allow = HeaderValue::from_str(&allowed.allow_header())
                 .unwrap_or_else(|_| HeaderValue::from_static(""));
@@ -549,25 +519,43 @@ fn route(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reject> {
     }
 }
 
-/// The host the client asked for: the `Host` header, or the authority of an
-/// absolute-form request target (and HTTP/2's `:authority`).
-pub fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::RouteRateLimit;
+    use crate::protect::ratelimit::Limit;
 
     #[test]
-    fn finds_raw_header_case_insensitively() {
-        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nCONTENT-LENGTH : 5\r\n\r\n";
-        assert!(raw_has_header(raw, b"content-length"));
-        let raw =
-            b"POST /content-length: HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(!raw_has_header(raw, b"content-length"));
+    fn a_header_bucket_key_is_small_whatever_the_value() {
+        let rl = RouteLimit::new(
+            "r",
+            RouteRateLimit {
+                per: RateKey::Header(http::HeaderName::from_static("x-tenant")),
+                limit: Limit {
+                    requests: 1,
+                    window: Duration::from_secs(1),
+                    burst: 1,
+                },
+            },
+        );
+        let canon = Canonical::default();
+        let key_for = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-tenant", HeaderValue::from_str(value).unwrap());
+            let req = Request {
+                canon: &canon,
+                headers: &headers,
+                client_cert: None,
+            };
+            bucket_key(&rl, &req, None)
+        };
+        let big = "v".repeat(12 * 1024);
+        let (a, b) = (key_for(&big), key_for("acme"));
+        assert_eq!(a.len(), b.len());
+        assert_ne!(a, b);
+        assert_eq!(key_for("acme"), b);
+        assert_eq!(a.len(), rl.key(b"h:", &[0u8; 32]).len());
     }
 }

@@ -55,7 +55,10 @@ pub enum PathError {
 /// since that is what nearly every real request looks like. Unreserved
 /// characters are decoded exactly once (decoding again would let `%252e`
 /// become `.` behind the policy's back); other percent-encodings are kept,
-/// with upper-case hex so that equal paths compare equal.
+/// with upper-case hex so that equal paths compare equal. Characters that
+/// may not stand raw in a URI path (space, `"`, `<>`, `[]`, `^`, `` ` ``,
+/// `{}`, `|`, non-ASCII) are percent-encoded, so the result is ASCII and
+/// `é` and `%C3%A9` are one path.
 ///
 /// # Errors
 ///
@@ -84,7 +87,7 @@ fn is_already_normal(rest: &str) -> bool {
             // A '/' that opens a segment closes an empty one: "//".
             b'/' => at_segment_start,
             b'.' => at_segment_start && bytes.get(index..).is_some_and(opens_dot_segment),
-            _ => is_control(byte),
+            _ => is_control(byte) || needs_escape(byte),
         };
         if needs_work {
             return false;
@@ -106,6 +109,52 @@ fn opens_dot_segment(tail: &[u8]) -> bool {
 
 fn is_control(byte: u8) -> bool {
     byte < 0x20 || byte == 0x7f
+}
+
+/// Bytes outside RFC 3986 `pchar` (and not `/` or `%`), which are encoded.
+fn needs_escape(byte: u8) -> bool {
+    byte >= 0x80
+        || matches!(
+            byte,
+            b' ' | b'"'
+                | b'<'
+                | b'>'
+                | b'['
+                | b']'
+                | b'^'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'?'
+                | b'#'
+        )
+}
+
+const HEX: [u8; 16] = *b"0123456789ABCDEF";
+
+/// The path with every `;` parameter (`;x`, or `%3B` onwards, to the end
+/// of its segment) removed, normalized again; `None` when it has none.
+/// Servlet containers and friends route on this form, so it is the form
+/// a route with `allow_path_params` is matched on.
+///
+/// # Errors
+///
+/// When what is left does not normalize (it always does for a path that
+/// came out of [`normalize_path`]).
+pub fn strip_path_params(path: &str) -> Result<Option<String>, PathError> {
+    if !path.contains(';') && !path.contains("%3B") {
+        return Ok(None);
+    }
+    let stripped: Vec<&str> = path.split('/').map(segment_name).collect();
+    let joined = stripped.join("/");
+    normalize_path(&joined).map(|p| Some(p.into_owned()))
+}
+
+/// Whether a normalized path carries `;` parameters.
+#[must_use]
+pub fn has_path_params(path: &str) -> bool {
+    path.contains(';') || path.contains("%3B")
 }
 
 /// The part of a segment that a backend stripping `;` parameters would see.
@@ -198,6 +247,18 @@ fn push_literal(out: &mut String, text: &str) -> Result<(), PathError> {
     match text.bytes().find(|&b| b == b'\\' || is_control(b)) {
         Some(b'\\') => Err(PathError::Backslash),
         Some(_) => Err(PathError::ControlCharacter),
+        None if text.bytes().any(needs_escape) => {
+            for byte in text.bytes() {
+                if needs_escape(byte) {
+                    out.push('%');
+                    out.push(char::from(HEX[usize::from(byte >> 4)]));
+                    out.push(char::from(HEX[usize::from(byte & 0xf)]));
+                } else {
+                    out.push(char::from(byte));
+                }
+            }
+            Ok(())
+        }
         None => {
             out.push_str(text);
             Ok(())
@@ -244,14 +305,48 @@ mod tests {
             "/.well-known/x",
             "/a/...",
             "/a;b/c",
-            "/caf\u{e9}",
-            "/a b",
+            "/a:b@c!$&'()*+,=",
         ] {
             assert!(
                 matches!(normalize_path(raw), Ok(Cow::Borrowed(p)) if p == raw),
                 "{raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn encodes_what_may_not_stand_raw() {
+        assert_eq!(ok("/caf\u{e9}"), "/caf%C3%A9");
+        assert_eq!(ok("/caf%c3%a9"), "/caf%C3%A9");
+        assert_eq!(ok("/a b"), "/a%20b");
+        assert_eq!(
+            ok("/a\"b<c>{d}|e^f`g[h]"),
+            "/a%22b%3Cc%3E%7Bd%7D%7Ce%5Ef%60g%5Bh%5D"
+        );
+        assert_eq!(ok("/%2e%2e%c3/x/../\u{fc}"), "/..%C3/%C3%BC");
+    }
+
+    #[test]
+    fn path_params() {
+        assert_eq!(strip_path_params("/a/b").unwrap(), None);
+        assert_eq!(
+            strip_path_params("/admin;x/secret").unwrap().as_deref(),
+            Some("/admin/secret")
+        );
+        assert_eq!(
+            strip_path_params("/admin;jsessionid=1").unwrap().as_deref(),
+            Some("/admin")
+        );
+        assert_eq!(
+            strip_path_params("/admin%3Bx/secret").unwrap().as_deref(),
+            Some("/admin/secret")
+        );
+        assert_eq!(
+            strip_path_params("/a/;x/b").unwrap().as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(strip_path_params("/;x").unwrap().as_deref(), Some("/"));
+        assert!(has_path_params("/a%3Bb") && has_path_params("/a;b") && !has_path_params("/ab"));
     }
 
     #[test]

@@ -99,6 +99,39 @@ pub struct RouteSpec {
     pub path: PathMatch,
     /// Methods the route allows.
     pub methods: MethodSet,
+    /// Listeners the route serves, as [`ListenerSet`] bits.
+    pub listeners: ListenerSet,
+}
+
+/// Bit set of listener indexes a route is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerSet(u64);
+
+impl ListenerSet {
+    /// The most listeners a configuration may have: one bit each.
+    pub const MAX: usize = 64;
+    /// A route without `listeners`.
+    pub const ALL: ListenerSet = ListenerSet(u64::MAX);
+
+    /// The listeners of these indexes (each below [`Self::MAX`]); empty
+    /// means all.
+    #[must_use]
+    pub fn of(indexes: &[usize]) -> ListenerSet {
+        if indexes.is_empty() {
+            return ListenerSet::ALL;
+        }
+        ListenerSet(
+            indexes
+                .iter()
+                .filter(|i| **i < Self::MAX)
+                .fold(0, |bits, i| bits | (1 << i)),
+        )
+    }
+
+    #[must_use]
+    pub fn contains(self, listener: usize) -> bool {
+        listener < Self::MAX && self.0 & (1 << listener) != 0
+    }
 }
 
 /// Outcome of a lookup.
@@ -140,6 +173,7 @@ struct Group {
 struct Candidate {
     id: usize,
     methods: MethodSet,
+    listeners: ListenerSet,
 }
 
 impl RouteTable {
@@ -152,6 +186,7 @@ impl RouteTable {
             let candidate = Candidate {
                 id: route.id,
                 methods: route.methods,
+                listeners: route.listeners,
             };
             if route.hosts.is_empty() {
                 table.any_host.insert(&route.path, candidate);
@@ -178,15 +213,28 @@ impl RouteTable {
     /// [`normalize_path`](super::normalize::normalize_path).
     #[must_use]
     pub fn lookup(&self, host: Option<&str>, path: &str, method: &Method) -> Lookup {
+        self.lookup_on(host, path, method, None)
+    }
+
+    /// [`Self::lookup`] among the routes bound to `listener` (`None`: every
+    /// route); routes of other listeners are invisible, 405s included.
+    #[must_use]
+    pub fn lookup_on(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        listener: Option<usize>,
+    ) -> Lookup {
         if let Some(group) = host.and_then(|host| self.host_group(host)) {
-            match group.lookup(path, method) {
+            match group.lookup(path, method, listener) {
                 Lookup::NotFound => {}
                 // Even a 405 stays within the host: its routes claimed the
                 // path, and a generic route must not widen what they allow.
                 decided => return decided,
             }
         }
-        self.any_host.lookup(path, method)
+        self.any_host.lookup(path, method, listener)
     }
 
     fn host_group(&self, authority: &str) -> Option<&Group> {
@@ -226,13 +274,14 @@ impl Group {
         }
     }
 
-    fn lookup(&self, path: &str, method: &Method) -> Lookup {
+    fn lookup(&self, path: &str, method: &Method, listener: Option<usize>) -> Lookup {
         let exact = self.exact.get(path);
         let prefixes = prefix_keys_of(path)
             .filter(|key| key.len() <= self.longest_prefix)
             .filter_map(|key| self.prefix.get(key));
         let mut path_allows: Option<MethodSet> = None;
-        for candidate in exact.into_iter().chain(prefixes).flatten() {
+        let serves = |c: &&Candidate| listener.is_none_or(|l| c.listeners.contains(l));
+        for candidate in exact.into_iter().chain(prefixes).flatten().filter(serves) {
             if candidate.methods.contains(method) {
                 return Lookup::Found(candidate.id);
             }
@@ -300,6 +349,7 @@ mod tests {
             hosts: hosts.iter().map(ToString::to_string).collect(),
             path,
             methods: allowed,
+            listeners: ListenerSet::ALL,
         }
     }
 

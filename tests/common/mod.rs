@@ -7,6 +7,7 @@ pub mod client;
 pub mod gateway;
 pub mod idp;
 pub mod jwt;
+pub mod raw_upstream;
 pub mod redis;
 pub mod upstream;
 

@@ -1,0 +1,721 @@
+//! The canonical request (CONTRACT §8): built once, before routing, from
+//! the parsed request head; every stage reads it and the upstream request
+//! is built from it. Stages receive a [`Request`], never Pingora's
+//! `RequestHeader` or `Session`, so none can reach for the raw target or a
+//! header the canonical step removed.
+
+use std::net::IpAddr;
+
+use http::header::{CONTENT_LENGTH, FORWARDED, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+
+use super::reject::{Code, Reject};
+use crate::auth::identity::IDENTITY_HEADERS;
+use crate::config::UnderscoreHeaders;
+use crate::routing::normalize::{has_path_params, normalize_path, strip_path_params};
+use crate::routing::target::{canonical_query, parse_host, parse_target, without_params};
+use crate::tls::ClientCert;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// What the connection says about a request: who sent it and where.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conn {
+    /// The TCP peer.
+    pub peer: Option<IpAddr>,
+    /// Index of the listener the request came in on.
+    pub listener: Option<usize>,
+    pub https: bool,
+}
+
+/// The rules the canonical step applies; from the runtime snapshot.
+pub struct Rules<'a> {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub underscore_headers: UnderscoreHeaders,
+    pub trusted_proxies: &'a [IpNet],
+}
+
+/// The canonical host: `name[:port]` as the upstream's `Host` gets it,
+/// and where the name ends.
+#[derive(Debug, Clone)]
+struct CanonHost {
+    authority: HeaderValue,
+    name_len: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Canonical {
+    method: Method,
+    host: Option<CanonHost>,
+    /// `normalized_path[?query]`: the origin-form target the upstream gets.
+    target: String,
+    path_len: usize,
+    /// The path with `;` parameters removed, when it had some.
+    route_path: Option<String>,
+    /// The query as received, when credential parameters were taken out of
+    /// `target`: only providers read it.
+    credential_query: Option<String>,
+    client_ip: Option<IpAddr>,
+    conn: Conn,
+    peer_trusted: bool,
+    /// `OPTIONS *`.
+    asterisk: bool,
+}
+
+/// What a stage sees of a request: the canonical view, the request's
+/// headers as the canonical step left them, and the connection's verified
+/// client certificate.
+pub struct Request<'a> {
+    pub canon: &'a Canonical,
+    pub headers: &'a HeaderMap,
+    pub client_cert: Option<&'a ClientCert>,
+}
+
+fn bad(message: &'static str) -> Reject {
+    Reject::new(Code::BadRequest, message)
+}
+
+/// The client IP per CONTRACT §3: the TCP peer, unless the peer is a
+/// trusted proxy; then every `x-forwarded-for` line, in order, is one list
+/// walked from the right, trusted addresses skipped, and the first
+/// untrusted one is the client. A header from an untrusted peer is never
+/// believed.
+pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer.map(canonical_ip)?;
+    if !is_trusted(peer, trusted) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    // Lines from the last to the first, hops of each from the right.
+    for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(line) = line.to_str() else {
+            return Some(client);
+        };
+        for hop in line.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                // An unparseable hop ends the chain of trust.
+                return Some(client);
+            };
+            client = canonical_ip(ip);
+            if !is_trusted(client, trusted) {
+                return Some(client);
+            }
+        }
+    }
+    Some(client)
+}
+
+/// What the upstream's `x-forwarded-for` says: every line the client (or
+/// its proxies) sent, in order, as one list, then the peer.
+///
+/// # Errors
+///
+/// When the joined value cannot be a header value (it always can: each
+/// line was one).
+pub fn forwarded_for(
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let peer = peer.to_string();
+    let mut joined: Vec<u8> = Vec::new();
+    for line in headers.get_all(X_FORWARDED_FOR) {
+        let line = line.as_bytes().trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        joined.extend_from_slice(line);
+        joined.extend_from_slice(b", ");
+    }
+    if joined.is_empty() {
+        return HeaderValue::from_str(&peer);
+    }
+    joined.extend_from_slice(peer.as_bytes());
+    HeaderValue::from_bytes(&joined)
+}
+
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical_ip(ip);
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`) are compared as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Headers with which a client could make an origin serve another path,
+/// method or host than the one the gateway checked: IIS, Symfony and
+/// friends honour the URL and host overrides, many frameworks the method
+/// override. A client's copies never get past the canonical step.
+const OVERRIDE_HEADERS: [&str; 8] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-host",
+    "x-forwarded-server",
+];
+
+/// Headers that are the gateway's to set, or that override what it
+/// checked: a client's copies never get past the canonical step.
+fn is_owned_header(name: &str, underscore_as_dash: bool) -> bool {
+    let owned = || {
+        IDENTITY_HEADERS
+            .iter()
+            .chain(OVERRIDE_HEADERS.iter())
+            .chain(std::iter::once(&"x-real-ip"))
+    };
+    if owned().any(|o| *o == name) {
+        return true;
+    }
+    underscore_as_dash
+        && name.contains('_')
+        && owned().any(|owned| {
+            owned.len() == name.len()
+                && owned
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(o, n)| o == n || (o == b'-' && n == b'_'))
+        })
+}
+
+/// `visible ASCII` of CONTRACT §8: printable characters, with spaces and
+/// tabs inside.
+pub fn is_visible_ascii(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b) || *b == b'\t')
+}
+
+impl Canonical {
+    /// Builds the canonical view of `req` and cleans `req` in place: header
+    /// names with `_` dropped (or refused), a client's copies of the
+    /// gateway's own headers removed, `Forwarded` removed unless the peer
+    /// is trusted. Checks, in order: header and target sizes, framing, the
+    /// declared body size, the method, the target form, the host and the
+    /// path.
+    ///
+    /// # Errors
+    ///
+    /// The contract's refusal: 431, 414, 413 or 400.
+    pub fn build(
+        req: &mut RequestHeader,
+        conn: Conn,
+        client_ip: Option<IpAddr>,
+        rules: &Rules<'_>,
+    ) -> Result<Canonical, Reject> {
+        let peer_trusted = conn
+            .peer
+            .is_some_and(|p| is_trusted(p, rules.trusted_proxies));
+        clean_headers(req, rules.underscore_headers, peer_trusted)?;
+        check_sizes(req, rules)?;
+        check_framing(&req.headers, rules.max_body_bytes)?;
+        check_method(&req.method)?;
+
+        let target = parse_target(req.raw_path()).map_err(|e| bad(e.message()))?;
+        if target.asterisk && req.method != Method::OPTIONS {
+            return Err(bad("the `*` request target is only allowed for OPTIONS"));
+        }
+        let host = canonical_host(req, target.authority)?;
+
+        let path = if target.asterisk {
+            std::borrow::Cow::Borrowed("*")
+        } else {
+            normalize_path(target.path).map_err(|e| Reject::new(Code::BadRequest, e.to_string()))?
+        };
+        let route_path = if has_path_params(&path) {
+            strip_path_params(&path).map_err(|e| Reject::new(Code::BadRequest, e.to_string()))?
+        } else {
+            None
+        };
+        let query = target.query.map(canonical_query);
+        let mut full =
+            String::with_capacity(path.len() + query.as_ref().map_or(0, |q| q.len() + 1));
+        full.push_str(&path);
+        if let Some(q) = &query {
+            full.push('?');
+            full.push_str(q);
+        }
+        Ok(Canonical {
+            method: req.method.clone(),
+            host,
+            path_len: path.len(),
+            target: full,
+            route_path,
+            credential_query: None,
+            client_ip,
+            conn,
+            peer_trusted,
+            asterisk: target.asterisk,
+        })
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The normalized path, `;` parameters included: what goes upstream.
+    pub fn path(&self) -> &str {
+        self.target.get(..self.path_len).unwrap_or("/")
+    }
+
+    /// The path routes and policies are matched on: [`Self::path`] without
+    /// `;` parameters.
+    pub fn route_path(&self) -> &str {
+        self.route_path.as_deref().unwrap_or_else(|| self.path())
+    }
+
+    /// Whether the path carries `;` parameters (raw or `%3B`).
+    pub fn has_path_params(&self) -> bool {
+        self.route_path.is_some()
+    }
+
+    /// The query as forwarded: credential parameters removed once a route
+    /// has been chosen.
+    pub fn query(&self) -> Option<&str> {
+        self.target.get(self.path_len..)?.strip_prefix('?')
+    }
+
+    /// The query the credential providers read (the one received).
+    pub fn credential_query(&self) -> Option<&str> {
+        self.credential_query.as_deref().or_else(|| self.query())
+    }
+
+    /// `normalized_path[?query]`, the upstream's origin-form target.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The host name routes are matched on: lower-case, without port and
+    /// trailing dot.
+    pub fn host(&self) -> Option<&str> {
+        let h = self.host.as_ref()?;
+        std::str::from_utf8(h.authority.as_bytes().get(..h.name_len)?).ok()
+    }
+
+    /// `host[:port]` as the upstream gets it.
+    pub fn authority(&self) -> Option<&HeaderValue> {
+        self.host.as_ref().map(|h| &h.authority)
+    }
+
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    pub fn conn(&self) -> Conn {
+        self.conn
+    }
+
+    pub fn peer_trusted(&self) -> bool {
+        self.peer_trusted
+    }
+
+    pub fn is_asterisk(&self) -> bool {
+        self.asterisk
+    }
+
+    /// Takes the route's credential query parameters out of the forwarded
+    /// query (and so out of logs and authorization questions); providers
+    /// keep reading the query as received.
+    pub fn remove_query_params(&mut self, names: &[String]) {
+        let Some(query) = self.query() else {
+            return;
+        };
+        let std::borrow::Cow::Owned(kept) = without_params(query, names) else {
+            return;
+        };
+        let original = query.to_string();
+        self.target.truncate(self.path_len);
+        if !kept.is_empty() {
+            self.target.push('?');
+            self.target.push_str(&kept);
+        }
+        self.credential_query = Some(original);
+    }
+}
+
+/// Drops or refuses header names with `_`, removes a client's copies of
+/// the gateway's own headers, and `Forwarded` from an untrusted peer. One
+/// pass over the names; nothing is removed on a request that needs none.
+fn clean_headers(
+    req: &mut RequestHeader,
+    underscore: UnderscoreHeaders,
+    peer_trusted: bool,
+) -> Result<(), Reject> {
+    let allow_underscore = underscore == UnderscoreHeaders::Allow;
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in req.headers.keys() {
+        let s = name.as_str();
+        let drop = if s.contains('_') && !allow_underscore {
+            if underscore == UnderscoreHeaders::Reject {
+                return Err(bad("header names must not contain `_`"));
+            }
+            true
+        } else {
+            is_owned_header(s, allow_underscore) || (*name == FORWARDED && !peer_trusted)
+        };
+        if drop {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        req.remove_header(&name);
+    }
+    Ok(())
+}
+
+/// 431 when the header section is over the limit (names, values and their
+/// separators, as on the wire); 414 when the request target is.
+fn check_sizes(req: &RequestHeader, rules: &Rules<'_>) -> Result<(), Reject> {
+    if req.raw_path().len() > rules.max_uri_bytes {
+        return Err(Reject::new(Code::UriTooLong, "request URI is too long"));
+    }
+    let mut total = 0usize;
+    for (name, value) in req.headers.iter() {
+        total += name.as_str().len() + value.len() + 4;
+        if total > rules.max_header_bytes {
+            return Err(Reject::new(
+                Code::HeadersTooLarge,
+                "request headers are too large",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 400 for ambiguous framing — `Content-Length` with `Transfer-Encoding`,
+/// or more than one `Content-Length` — and 413 before reading anything
+/// when the declared length is over the global limit.
+fn check_framing(headers: &HeaderMap, max_body: u64) -> Result<(), Reject> {
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let length = lengths.next();
+    if lengths.next().is_some() {
+        return Err(bad("more than one Content-Length"));
+    }
+    if length.is_some() && headers.contains_key(TRANSFER_ENCODING) {
+        return Err(bad("both Content-Length and Transfer-Encoding are present"));
+    }
+    if let Some(value) = length {
+        let declared = std::str::from_utf8(value.as_bytes())
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| bad("Content-Length is not a number"))?;
+        if declared > max_body {
+            return Err(super::stages::too_large());
+        }
+    }
+    Ok(())
+}
+
+/// Method names are case-sensitive (RFC 9110 §9.1), and origins that
+/// upper-case them would serve `post` as `POST` after the gateway treated
+/// it as another method: a method with lower-case letters is refused.
+fn check_method(method: &Method) -> Result<(), Reject> {
+    if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(bad(
+            "method names are case-sensitive and must be upper-case",
+        ));
+    }
+    Ok(())
+}
+
+/// The canonical host from `Host`, the absolute-form authority or
+/// HTTP/2's `:authority`; they must agree when more than one is sent. An
+/// HTTP/1.1 request must name one.
+fn canonical_host(
+    req: &RequestHeader,
+    target_authority: Option<&str>,
+) -> Result<Option<CanonHost>, Reject> {
+    let mut hosts = req.headers.get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    let header = match header {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| bad("the Host header is not valid"))?,
+        ),
+        None => None,
+    };
+    let uri_authority = req.uri.authority().map(http::uri::Authority::as_str);
+    let authority = target_authority.or(uri_authority);
+    let chosen = match (authority, header) {
+        (Some(a), Some(h)) => {
+            let (pa, ph) = (parse_host(a), parse_host(h));
+            match (pa, ph) {
+                (Ok(pa), Ok(ph)) if pa == ph => Some(h),
+                (Ok(_), Ok(_)) => {
+                    return Err(bad(
+                        "the Host header differs from the request target's authority",
+                    ))
+                }
+                _ => return Err(bad(crate::routing::target::TargetError::Host.message())),
+            }
+        }
+        (Some(a), None) => Some(a),
+        (None, Some(h)) => Some(h),
+        (None, None) => {
+            if req.version == http::Version::HTTP_11 || req.version == http::Version::HTTP_2 {
+                return Err(bad("the request has no Host header"));
+            }
+            None
+        }
+    };
+    let Some(value) = chosen else {
+        return Ok(None);
+    };
+    let host = parse_host(value).map_err(|e| bad(e.message()))?;
+    let name_len = host.name.len();
+    // The client's value is forwarded as it is whenever it is canonical
+    // already (nearly always): no new header value is built.
+    let authority = match header {
+        Some(h) if host.is_exactly(h) => req.headers.get(HOST).cloned(),
+        _ => None,
+    };
+    let authority = match authority {
+        Some(v) => v,
+        None => HeaderValue::from_str(&host.authority())
+            .map_err(|_| bad(crate::routing::target::TargetError::Host.message()))?,
+    };
+    Ok(Some(CanonHost {
+        authority,
+        name_len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules<'static> {
+        Rules {
+            max_uri_bytes: 8192,
+            max_header_bytes: 16384,
+            max_body_bytes: 1 << 20,
+            underscore_headers: UnderscoreHeaders::Drop,
+            trusted_proxies: &[],
+        }
+    }
+
+    fn req(method: &str, target: &[u8], headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, target, None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn build(r: &mut RequestHeader) -> Result<Canonical, Reject> {
+        Canonical::build(r, Conn::default(), None, &rules())
+    }
+
+    #[test]
+    fn origin_form_with_host() {
+        let mut r = req("GET", b"/a/../b?x=1", &[("Host", "API.example.com.:8080")]);
+        let c = build(&mut r).unwrap();
+        assert_eq!(c.path(), "/b");
+        assert_eq!(c.query(), Some("x=1"));
+        assert_eq!(c.target(), "/b?x=1");
+        assert_eq!(c.host(), Some("api.example.com"));
+        assert_eq!(c.authority().unwrap(), "api.example.com:8080");
+    }
+
+    #[test]
+    fn canonical_host_value_is_reused() {
+        let mut r = req("GET", b"/", &[("Host", "api.example.com")]);
+        let c = build(&mut r).unwrap();
+        assert_eq!(c.authority().unwrap(), "api.example.com");
+        assert_eq!(c.host(), Some("api.example.com"));
+    }
+
+    #[test]
+    fn refusals() {
+        type Case<'a> = (&'a str, &'a [u8], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            ("GET", b"admin/secret", &[("Host", "a")]),
+            ("GET", b"x:/admin/secret", &[("Host", "a")]),
+            ("GET", b"/", &[]),
+            ("GET", b"/", &[("Host", "a"), ("Host", "b")]),
+            ("GET", b"/", &[("Host", "a,b")]),
+            (
+                "GET",
+                b"http://admin.example.com/secret",
+                &[("Host", "other.example.com")],
+            ),
+            ("GET", b"*", &[("Host", "a")]),
+            ("post", b"/", &[("Host", "a")]),
+            ("Post", b"/", &[("Host", "a")]),
+            (
+                "GET",
+                b"/",
+                &[
+                    ("Host", "a"),
+                    ("Content-Length", "3"),
+                    ("Content-Length", "3"),
+                ],
+            ),
+            ("GET", b"/", &[("Host", "a"), ("Content-Length", "3, 3")]),
+            ("GET", b"/a/../../b", &[("Host", "a")]),
+        ];
+        for (method, target, headers) in cases {
+            let mut r = req(method, target, headers);
+            let got = build(&mut r);
+            assert!(
+                got.as_ref().is_err_and(|e| e.status() == 400),
+                "{method} {:?} {headers:?} -> {:?}",
+                String::from_utf8_lossy(target),
+                got.map(|c| c.target().to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_form_names_the_host() {
+        let mut r = req("GET", b"http://Admin.Example.com/secret", &[]);
+        let c = build(&mut r).unwrap();
+        assert_eq!(c.host(), Some("admin.example.com"));
+        assert_eq!(c.target(), "/secret");
+        let mut r = req("GET", b"http://a.com/x", &[("Host", "A.com")]);
+        assert_eq!(build(&mut r).unwrap().host(), Some("a.com"));
+    }
+
+    #[test]
+    fn http10_needs_no_host() {
+        let mut r = req("GET", b"/x", &[]);
+        r.set_version(http::Version::HTTP_10);
+        assert_eq!(build(&mut r).unwrap().host(), None);
+    }
+
+    #[test]
+    fn options_asterisk() {
+        let mut r = req("OPTIONS", b"*", &[("Host", "a")]);
+        assert!(build(&mut r).unwrap().is_asterisk());
+    }
+
+    #[test]
+    fn path_params_route_without_them() {
+        let mut r = req("GET", b"/admin;x/secret", &[("Host", "a")]);
+        let c = build(&mut r).unwrap();
+        assert_eq!(c.path(), "/admin;x/secret");
+        assert_eq!(c.route_path(), "/admin/secret");
+        assert!(c.has_path_params());
+    }
+
+    #[test]
+    fn headers_cleaned() {
+        let mut r = req(
+            "GET",
+            b"/",
+            &[
+                ("Host", "a"),
+                ("X_Auth_Subject", "root"),
+                ("X-Auth-Subject", "root"),
+                ("X-Real-IP", "1.2.3.4"),
+                ("Forwarded", "for=1.2.3.4"),
+                ("X-Original-URL", "/admin"),
+                ("X-HTTP-Method-Override", "DELETE"),
+                ("Accept", "*/*"),
+            ],
+        );
+        build(&mut r).unwrap();
+        let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["host", "accept"]);
+
+        let mut r = req("GET", b"/", &[("Host", "a"), ("X_Y", "1")]);
+        let strict = Rules {
+            underscore_headers: UnderscoreHeaders::Reject,
+            ..rules()
+        };
+        assert!(Canonical::build(&mut r, Conn::default(), None, &strict).is_err());
+
+        let mut r = req(
+            "GET",
+            b"/",
+            &[("Host", "a"), ("X_Y", "1"), ("x_auth_roles", "admin")],
+        );
+        let lenient = Rules {
+            underscore_headers: UnderscoreHeaders::Allow,
+            ..rules()
+        };
+        Canonical::build(&mut r, Conn::default(), None, &lenient).unwrap();
+        let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["host", "x_y"]);
+    }
+
+    #[test]
+    fn credential_params_leave_the_forwarded_query() {
+        let mut r = req("GET", b"/x?a=1&api_key=secret&b=2", &[("Host", "a")]);
+        let mut c = build(&mut r).unwrap();
+        c.remove_query_params(&["api_key".to_string()]);
+        assert_eq!(c.target(), "/x?a=1&b=2");
+        assert_eq!(c.query(), Some("a=1&b=2"));
+        assert_eq!(c.credential_query(), Some("a=1&api_key=secret&b=2"));
+        let mut r = req("GET", b"/x?api_key=secret", &[("Host", "a")]);
+        let mut c = build(&mut r).unwrap();
+        c.remove_query_params(&["api_key".to_string()]);
+        assert_eq!(c.target(), "/x");
+        assert_eq!(c.query(), None);
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn xff(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(X_FORWARDED_FOR, HeaderValue::from_str(l).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn untrusted_peer_header_ignored() {
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let got = client_ip(&xff(&["1.2.3.4"]), Some(peer), &nets(&["10.0.0.0/8"]));
+        assert_eq!(got, Some(peer));
+        assert_eq!(client_ip(&xff(&["1.2.3.4"]), Some(peer), &[]), Some(peer));
+    }
+
+    #[test]
+    fn trusted_chain_walked_from_the_right_over_every_line() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted = nets(&["10.0.0.0/8"]);
+        let one = |l: &[&str]| client_ip(&xff(l), Some(peer), &trusted);
+        assert_eq!(
+            one(&["6.6.6.6, 1.2.3.4, 10.0.0.7"]),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            one(&["garbage, 10.0.0.9"]),
+            Some("10.0.0.9".parse().unwrap())
+        );
+        assert_eq!(one(&[]), Some(peer));
+        // The client's own line first, the proxy's appended line last.
+        assert_eq!(
+            one(&["6.6.6.6", "1.2.3.4"]),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            one(&["6.6.6.6", "1.2.3.4, 10.0.0.3"]),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            one(&["6.6.6.6", "10.0.0.3"]),
+            Some("6.6.6.6".parse().unwrap())
+        );
+    }
+}
