@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::prelude::{background_service, Opt};
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::BackgroundService;
@@ -14,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::front::admin::AdminFront;
 use crate::front::Front;
 use crate::observe::Observer;
 use crate::proxy::Gateway;
@@ -39,6 +42,7 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
     let observer = Arc::new(Observer::new(&config.log)?);
     let server_conf = server_conf(&config, flags);
     let listeners = config.listeners.clone();
+    let limits = config.limits;
     let admin = config.admin.clone();
     let control = Arc::new(Control::new(config, observer.clone())?);
 
@@ -65,7 +69,17 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
         observer: observer.clone(),
         draining: control.draining.clone(),
     };
-    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // HTTP/2 connections go to Pingora whole: its own idle timeout and
+    // header-list cap carry the `[limits]` of the start configuration.
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(limits.idle_timeout);
+    proxy.server_options = Some(options);
+    let mut h2 = default_h2_options();
+    h2.max_header_list_size(
+        u32::try_from(limits.max_header_bytes + limits.max_uri_bytes).unwrap_or(u32::MAX),
+    );
+    proxy.h2_options = Some(h2);
     // Every listener is plain TCP to Pingora: the front does TLS itself,
     // with its own handshake deadline.
     let mut service = Service::new(
@@ -79,8 +93,12 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
     if let Some(admin) = admin {
         let mut service = Service::new(
             "admin".to_string(),
-            AdminApp {
-                control: control.clone(),
+            AdminFront {
+                app: Arc::new(AdminApp {
+                    control: control.clone(),
+                }),
+                runtime: control.runtime.clone(),
+                observer: control.observer.clone(),
             },
         );
         service.add_tcp(&admin.listen);

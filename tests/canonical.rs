@@ -220,7 +220,8 @@ fn host_rules() {
     // HTTP/1.0 may leave the host out: the any-host routes serve it.
     let r = raw(&gw, "GET /x HTTP/1.0\r\n\r\n");
     assert_eq!(r.status, 200);
-    assert!(!up.last().has("host") || up.last().one("host").is_empty());
+    // The upstream (spoken to in HTTP/1.1) gets the target's address.
+    assert_eq!(up.last().one("host"), up.addr().to_string());
 }
 
 #[test]
@@ -580,4 +581,73 @@ fn keep_alive_and_pipelining_survive_the_front() {
         .map(|r| r.target().to_string())
         .collect();
     assert_eq!(targets, vec!["/k0", "/k1", "/k2", "/p1", "/p2"]);
+}
+
+/// Neighbours of the classes above, found by attacking the build.
+#[test]
+fn hop_by_hop_upgrades_and_lenient_decoders() {
+    let up = RawUpstream::start();
+    let gw = start(&up, "");
+    // A header named in Connection is gone before any stage reads it: the
+    // policy fails closed and the schema route wants its Content-Type.
+    let r = raw(
+        &gw,
+        &format!("GET /tenant/x HTTP/1.1\r\nHost: a\r\nx-api-key: {KEY}\r\nX-Tenant-Id: acme\r\nConnection: x-tenant-id\r\n\r\n"),
+    );
+    assert_error(&r, 403, "forbidden");
+    let body = r#"{"id":1}"#;
+    let r = raw(
+        &gw,
+        &format!("POST /orders HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nConnection: content-type\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+    );
+    assert_error(&r, 415, "unsupported_media_type");
+    refused(
+        &gw,
+        &up,
+        "POST /x HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\nx",
+    );
+    // `close` counts on any Connection line.
+    let r = raw(
+        &gw,
+        "GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    // No route enables WebSocket: the upgrade never becomes a tunnel.
+    refused(
+        &gw,
+        &up,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    // What Pingora's URI parser refuses is refused as JSON.
+    for target in ["/x?a=<", "/x<y", "/x?q=\"a\""] {
+        refused(
+            &gw,
+            &up,
+            &format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        );
+    }
+    // Paths a lenient decoder, a Unicode normalizer or Windows would read
+    // as another path.
+    for target in [
+        "/x/%C0%AE%C0%AE/admin",
+        "/x/%E0%80%AE%E0%80%AE/admin",
+        "/x%C0%AFadmin",
+        "/x/%EF%BC%8E%EF%BC%8E/admin",
+        "/x/%E2%80%A5/admin",
+        "/x%EF%BC%8Fadmin",
+        "/admin./secret",
+        "/admin%20/secret",
+        "/x/..%20/admin",
+        "/admin%3F/x",
+        "/admin%23/x",
+    ] {
+        refused(
+            &gw,
+            &up,
+            &format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+        );
+    }
+    // Only the one request that was fine got through.
+    assert_eq!(up.count(), 1, "{:?}", up.requests());
 }

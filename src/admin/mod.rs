@@ -32,7 +32,15 @@ impl ServeHttp for AdminApp {
             .get_all(http::header::ORIGIN)
             .iter()
             .any(|o| !self.is_own_origin(o.as_bytes()));
-        if foreign_origin {
+        // Without a token only loopback can reach the listener, but a
+        // browser can too, through DNS rebinding (a page whose name now
+        // resolves to 127.0.0.1): such requests name another host.
+        let foreign_host = self.control.runtime.load().admin_token.is_none()
+            && !req
+                .headers
+                .get(http::header::HOST)
+                .is_some_and(|h| self.is_own_authority(h.as_bytes()));
+        if foreign_origin || foreign_host {
             return refusal(
                 &Reject::new(
                     Code::Forbidden,
@@ -118,6 +126,28 @@ impl AdminApp {
         let own = addr.to_string();
         rest == own.as_bytes()
             || (addr.ip().is_loopback() && rest == format!("localhost:{}", addr.port()).as_bytes())
+    }
+
+    /// A `Host` naming the listener's own address, or `localhost` when it
+    /// listens on loopback; with its port or none.
+    fn is_own_authority(&self, authority: &[u8]) -> bool {
+        let Some(addr) = self.control.admin_addr() else {
+            return false;
+        };
+        let Ok(text) = std::str::from_utf8(authority) else {
+            return false;
+        };
+        let Ok(host) = crate::routing::target::parse_host(text) else {
+            return false;
+        };
+        if host.port.is_some_and(|p| p != addr.port().to_string()) {
+            return false;
+        }
+        let ip = match addr.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        host.name == ip || (addr.ip().is_loopback() && host.name == "localhost")
     }
 
     /// Without a configured token only loopback can reach the listener (the

@@ -198,7 +198,10 @@ pub fn peek_header(token: &str) -> Result<(Option<String>, Alg), VerifyError> {
     let json = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| VerifyError::Malformed)?;
-    let header: PeekedHeader = serde_json::from_slice(&json).map_err(|_| VerifyError::Malformed)?;
+    // serde skips members it does not read without checking them: the
+    // whole header must be text (RFC 7515 §4: UTF-8 JSON).
+    let json = std::str::from_utf8(&json).map_err(|_| VerifyError::Malformed)?;
+    let header: PeekedHeader = serde_json::from_str(json).map_err(|_| VerifyError::Malformed)?;
     let alg = Alg::parse(&header.alg).ok_or(VerifyError::AlgNotAllowed)?;
     Ok((header.kid, alg))
 }
@@ -1077,5 +1080,15 @@ mod tests {
         for (kind, expected) in cases {
             assert_eq!(VerifyError::from_jwt(&kind), expected, "{kind:?}");
         }
+    }
+
+    /// Found by fuzzing: a header that is not UTF-8 in a member nobody
+    /// reads must still be refused as malformed.
+    #[test]
+    fn header_must_be_text() {
+        assert_eq!(
+            peek_header("eyJhbGciOiJIUzI1NiIsIngiOiL_In0.e30.c2ln"),
+            Err(VerifyError::Malformed)
+        );
     }
 }

@@ -3,7 +3,7 @@
 mod auth;
 mod authz;
 pub mod diag;
-mod keys;
+pub mod keys;
 pub mod model;
 mod parse;
 mod protect;

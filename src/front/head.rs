@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::time::Instant;
+use pingora_timeout::fast_timeout::fast_timeout;
+use std::time::Instant;
 
 use pingora::http::authority::{is_http_family_scheme, raw_target_authority, RawTargetAuthority};
 
@@ -14,8 +14,6 @@ use crate::proxy::reject::{Code, Reject};
 
 /// Room for the request line beside the header section's own limit.
 const REQUEST_LINE_SLACK: usize = 1024;
-/// One read's worth of buffer.
-const READ_CHUNK: usize = 4096;
 /// As many header lines as Pingora parses.
 const MAX_HEADERS: usize = 256;
 
@@ -93,7 +91,6 @@ pub async fn read(
     shutdown: &mut pingora::server::ShutdownWatch,
 ) -> Result<(), HeadError> {
     let mut scanner = HeadScanner::default();
-    let mut chunk = [0u8; READ_CHUNK];
     let mut deadline = None;
     if !conn.buffered().is_empty() {
         deadline = Some(Instant::now() + limits.header_timeout);
@@ -108,20 +105,26 @@ pub async fn read(
         if conn.buffered().len() > limits.max_bytes {
             return Err(HeadError::Refused(too_large()));
         }
-        let room = (limits.max_bytes + 1 - conn.buffered().len()).min(READ_CHUNK);
-        let read = conn.inner_mut().read(&mut chunk[..room]);
+        let room = limits.max_bytes + 1 - conn.buffered().len();
+        let read = std::future::poll_fn(|cx| conn.poll_fill(cx, room));
+        // Pingora's coarse shared timers (10 ms ticks): one per request,
+        // on the request path, where a timer-wheel entry of its own would
+        // cost more than the rest of this function.
         let n = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, read).await {
-                Ok(result) => result,
-                Err(_) => return Err(HeadError::Timeout),
-            },
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                match fast_timeout(left, read).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(HeadError::Timeout),
+                }
+            }
             None => {
                 if *shutdown.borrow() {
                     return Err(HeadError::Gone);
                 }
                 tokio::select! {
                     biased;
-                    result = tokio::time::timeout(limits.idle_timeout, read) => match result {
+                    result = fast_timeout(limits.idle_timeout, read) => match result {
                         Ok(result) => result,
                         Err(_) => return Err(HeadError::Gone),
                     },
@@ -133,9 +136,8 @@ pub async fn read(
             // Closed, between requests or in the middle of a head: nobody
             // to answer.
             Ok(0) | Err(_) => return Err(HeadError::Gone),
-            Ok(n) => {
+            Ok(_) => {
                 deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
-                conn.extend(chunk.get(..n).unwrap_or_default());
             }
         }
     }
@@ -162,9 +164,12 @@ fn bad(message: &'static str) -> Reject {
 ///
 /// The refusal to send.
 pub fn check(head: &[u8]) -> Result<Framing, Reject> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialized: filling 256 empty headers would cost more than
+    // parsing a typical head.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
@@ -178,6 +183,18 @@ pub fn check(head: &[u8]) -> Result<Framing, Reject> {
     }
     if target.contains('#') {
         return Err(bad("the request target must not contain a fragment"));
+    }
+    // What Pingora's URI parser refuses it answers with its own empty 400;
+    // only targets with characters beyond the plain URI set can be such.
+    let plain = target
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b));
+    if !plain
+        && pingora::http::RequestHeader::build_no_case(method, target.as_bytes(), Some(0)).is_err()
+    {
+        return Err(bad(
+            "the request target has characters that must be percent-encoded",
+        ));
     }
     let mut host = None;
     let mut content_length = None;
@@ -358,6 +375,8 @@ mod tests {
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET /x?a=< HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /x<y HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET http:admin/x HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET ://admin/x HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET http://a\\@b/x HTTP/1.1\r\nHost: a\r\n\r\n",

@@ -9,35 +9,28 @@
 //! Pingora's `ServerApp` for `HttpServerApp`), so each request's head is
 //! read the same way; HTTP/2 connections are handed to Pingora whole.
 
+pub mod admin;
 pub mod caps;
 pub mod head;
+pub mod http1;
 pub mod stream;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora::protocols::http::ServerSession;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::tls::server::handshake_with_callback;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncWriteExt;
 
-use crate::observe::access::AccessRecord;
-use crate::observe::metrics::{status_label, UNMATCHED};
-use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
-use crate::proxy::reject::Reject;
 use crate::proxy::request::canonical_ip;
 use crate::proxy::Gateway;
 use crate::runtime::Runtime;
 use caps::Connections;
-use head::{HeadError, HeadLimits};
-use stream::Replay;
 
 /// The gateway's `ServerApp`: every client connection starts here.
 pub struct Front {
@@ -62,11 +55,7 @@ impl Front {
     }
 
     fn refused(&self, reason: &str) {
-        self.observer
-            .metrics
-            .connections_refused
-            .with_label_values(&[reason])
-            .inc();
+        http1::count_refused(&self.observer, reason);
     }
 
     /// The TLS handshake of a listener with TLS, within its deadline.
@@ -97,87 +86,6 @@ impl Front {
                 self.refused("tls_handshake_timeout");
                 None
             }
-        }
-    }
-
-    /// HTTP/1.1 requests on one connection, one after the other, each head
-    /// read by [`head::read`] first.
-    async fn serve_http1(&self, stream: Stream, peer: Option<IpAddr>, shutdown: &ShutdownWatch) {
-        let mut conn = Replay::new(stream);
-        let mut watch = shutdown.clone();
-        let mut settings: Option<HttpPersistentSettings> = None;
-        loop {
-            let limits = self.runtime.load().limits;
-            match head::read(&mut conn, HeadLimits::new(&limits), &mut watch).await {
-                Ok(()) => {}
-                Err(HeadError::Gone) => return,
-                Err(HeadError::Timeout) => {
-                    self.refused("header_timeout");
-                    return;
-                }
-                Err(HeadError::Refused(reject)) => {
-                    self.refuse(&mut conn, &reject, peer).await;
-                    return;
-                }
-            }
-            let mut session = ServerSession::new_http1(Box::new(conn));
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => session.set_keepalive(Some(limits.idle_timeout.as_secs().max(1))),
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
-            let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
-                return;
-            };
-            let (stream, next) = reused.consume();
-            settings = next;
-            let Ok(replay) = stream.into_any().downcast::<Replay>() else {
-                return;
-            };
-            conn = *replay;
-        }
-    }
-
-    /// Answers a head that never reaches Pingora, records it like any
-    /// refusal, and closes.
-    async fn refuse(&self, conn: &mut Replay, reject: &Reject, peer: Option<IpAddr>) {
-        let request_id = head::request_id(conn.buffered());
-        let bytes = reject.to_http1(&request_id);
-        let stream = conn.inner_mut();
-        if stream.write_all(&bytes).await.is_ok() {
-            let _ = stream.flush().await;
-        }
-        let _ = stream.shutdown().await;
-        let status = reject.status();
-        let metrics = &self.observer.metrics;
-        metrics
-            .requests
-            .with_label_values(&[UNMATCHED, "OTHER", status_label(status)])
-            .inc();
-        let mut event = SecurityEvent::new("request_rejected", reject.message.as_ref());
-        event.request_id = Some(&request_id);
-        event.client_ip = peer;
-        self.observer.security_event(&event);
-        if let Some(access) = &self.observer.access {
-            let record = AccessRecord {
-                ts: crate::observe::now_rfc3339(),
-                request_id: &request_id,
-                client_ip: peer.map(|ip| ip.to_string()).unwrap_or_default(),
-                method: "-",
-                path: "-",
-                route: None,
-                upstream: None,
-                target: None,
-                status,
-                bytes_sent: bytes.len(),
-                duration_ms: 0.0,
-                upstream_ms: None,
-                auth_method: None,
-                subject: None,
-            };
-            access.write_line(record.to_line());
         }
     }
 }
@@ -219,7 +127,15 @@ impl ServerApp for Front {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        self.serve_http1(stream, peer, shutdown).await;
+        http1::serve(
+            &self.proxy,
+            stream,
+            peer,
+            shutdown,
+            &self.runtime,
+            &self.observer,
+        )
+        .await;
         None
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::SslDigest;
 use pingora::protocols::{
@@ -16,6 +16,7 @@ use pingora::protocols::{
 };
 use pingora::tls::ssl::SslRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 /// How much of what follows a head is the request's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub enum Framing {
 
 /// The most bytes of a next request held while the current one runs.
 const MAX_HELD: usize = 64 * 1024;
+/// One read's worth of buffer.
+const READ_CHUNK: usize = 4096;
 
 /// A stream with read-ahead bytes. Pingora gets the request head, then
 /// exactly the request's body; bytes beyond it (a pipelined next request)
@@ -58,6 +61,7 @@ impl Replay {
         &self.buf
     }
 
+    #[cfg(test)]
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
@@ -80,17 +84,31 @@ impl Replay {
     /// Reads the socket into the buffer while the current request has no
     /// body left: Pingora sees only the end of the stream or an error.
     fn poll_hold(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let mut chunk = [0u8; 4096];
         while self.buf.len() < MAX_HELD {
-            let mut read = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
-                other => return other,
+            let room = MAX_HELD - self.buf.len();
+            self.buf.reserve(room.min(READ_CHUNK));
+            let mut limited = (&mut self.buf).limit(room);
+            match poll_read_buf(Pin::new(&mut self.inner), cx, &mut limited) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         // Full: nothing more is read until the next head is taken.
         Poll::Pending
+    }
+
+    /// Reads from the socket into the buffer, at most `limit` bytes; how
+    /// many came (0: the end of the stream).
+    pub fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        limit: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        self.buf.reserve(limit.min(READ_CHUNK));
+        let mut limited = (&mut self.buf).limit(limit);
+        poll_read_buf(Pin::new(&mut self.inner), cx, &mut limited)
     }
 
     pub fn inner_mut(&mut self) -> &mut Stream {
@@ -128,15 +146,12 @@ impl AsyncRead for Replay {
                     out.filled().len() - before
                 } else if me.buf.is_empty() {
                     // From the socket, but never past the body's end.
-                    let mut chunk = [0u8; 8192];
-                    let room = limit.min(out.remaining()).min(chunk.len());
-                    let mut read = ReadBuf::new(chunk.get_mut(..room).unwrap_or_default());
-                    match Pin::new(&mut me.inner).poll_read(cx, &mut read) {
-                        Poll::Ready(Ok(())) => {}
-                        other => return other,
+                    match me.poll_fill(cx, limit) {
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
                     }
-                    out.put_slice(read.filled());
-                    read.filled().len()
+                    me.serve(out, limit)
                 } else {
                     me.serve(out, limit)
                 };

@@ -16,7 +16,6 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
-use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -201,23 +200,35 @@ impl ProxyHttp for Gateway {
             })?;
             upstream_request.set_uri(uri);
         }
-        if let Some(authority) = canon.authority() {
-            if upstream_request.headers.get(HOST) != Some(authority) {
-                upstream_request.insert_header(HOST, authority.clone())?;
+        match canon.authority() {
+            Some(authority) => {
+                if upstream_request.headers.get(HOST) != Some(authority) {
+                    upstream_request.insert_header(HOST, authority.clone())?;
+                }
+                upstream_request.insert_header(X_FORWARDED_HOST, authority.clone())?;
             }
-            upstream_request.insert_header(X_FORWARDED_HOST, authority.clone())?;
+            // An HTTP/1.0 request without a host: the upstream (HTTP/1.1)
+            // must get one, and a virtual-hosting origin must not fall
+            // back to a default site the gateway never routed on. Like
+            // nginx, the target's own address.
+            None => {
+                if let Some(target) = ctx.target() {
+                    upstream_request.insert_header(HOST, target.to_string())?;
+                }
+            }
         }
 
         upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(peer) = canon.conn().peer {
-            let xff = request::forwarded_for(&upstream_request.headers, peer)
-                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "x-forwarded-for"))?;
+            let peer_value = request::ip_value(peer);
+            let xff = request::forwarded_for(&upstream_request.headers, &peer_value);
             upstream_request.insert_header(request::X_FORWARDED_FOR, xff)?;
-        }
-        if let Some(ip) = canon.client_ip() {
-            let value = HeaderValue::from_str(&ip.to_string())
-                .map_err(|_| Error::explain(ErrorType::InternalError, "x-real-ip"))?;
-            upstream_request.insert_header(request::X_REAL_IP, value)?;
+            // Mostly the client is the peer: its value is formatted once.
+            let client = match canon.client_ip() {
+                Some(ip) if ip != peer => request::ip_value(ip),
+                _ => peer_value,
+            };
+            upstream_request.insert_header(request::X_REAL_IP, client)?;
         }
         let proto = if canon.conn().https { "https" } else { "http" };
         upstream_request.insert_header(X_FORWARDED_PROTO, proto)?;

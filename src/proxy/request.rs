@@ -65,6 +65,7 @@ pub struct Canonical {
     peer_trusted: bool,
     /// `OPTIONS *`.
     asterisk: bool,
+    close: bool,
 }
 
 /// What a stage sees of a request: the canonical view, the request's
@@ -110,18 +111,38 @@ pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[IpNet]) -
     Some(client)
 }
 
+/// An address as a header value. IPv4 is written digit by digit: the
+/// formatting machinery costs more than the rest of building the header.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+    };
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + (octet / 10) % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// What the upstream's `x-forwarded-for` says: every line the client (or
-/// its proxies) sent, in order, as one list, then the peer.
-///
-/// # Errors
-///
-/// When the joined value cannot be a header value (it always can: each
-/// line was one).
-pub fn forwarded_for(
-    headers: &HeaderMap,
-    peer: IpAddr,
-) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-    let peer = peer.to_string();
+/// its proxies) sent, in order, as one list, then the peer (`peer`, its
+/// value from [`ip_value`]).
+pub fn forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderValue {
     let mut joined: Vec<u8> = Vec::new();
     for line in headers.get_all(X_FORWARDED_FOR) {
         let line = line.as_bytes().trim_ascii();
@@ -132,10 +153,11 @@ pub fn forwarded_for(
         joined.extend_from_slice(b", ");
     }
     if joined.is_empty() {
-        return HeaderValue::from_str(&peer);
+        return peer.clone();
     }
     joined.extend_from_slice(peer.as_bytes());
-    HeaderValue::from_bytes(&joined)
+    // Each line was a header value, and so is a list of them.
+    HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
 }
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -169,6 +191,10 @@ const OVERRIDE_HEADERS: [&str; 8] = [
 /// Headers that are the gateway's to set, or that override what it
 /// checked: a client's copies never get past the canonical step.
 fn is_owned_header(name: &str, underscore_as_dash: bool) -> bool {
+    // All of them start with `x-` (or `x_`): most names are done here.
+    if !name.starts_with('x') {
+        return false;
+    }
     let owned = || {
         IDENTITY_HEADERS
             .iter()
@@ -247,7 +273,17 @@ impl Canonical {
             full.push('?');
             full.push_str(q);
         }
+        let close = req
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            });
         Ok(Canonical {
+            close,
             method: req.method.clone(),
             host,
             path_len: path.len(),
@@ -325,6 +361,12 @@ impl Canonical {
         self.asterisk
     }
 
+    /// Whether the client asked to close the connection after this
+    /// request (on any of its `Connection` lines).
+    pub fn wants_close(&self) -> bool {
+        self.close
+    }
+
     /// Takes the route's credential query parameters out of the forwarded
     /// query (and so out of logs and authorization questions); providers
     /// keep reading the query as received.
@@ -371,6 +413,91 @@ fn clean_headers(
     }
     for name in doomed {
         req.remove_header(&name);
+    }
+    hop_by_hop(req)?;
+    refuse_websocket(&req.headers)
+}
+
+/// `Connection` tokens that are the connection's own, not header names.
+const CONNECTION_OPTIONS: [&str; 5] = ["close", "keep-alive", "upgrade", "te", "http2-settings"];
+
+/// Headers a client names in `Connection` are hop-by-hop (RFC 9110 §7.6.1):
+/// Pingora drops them before forwarding, so they are dropped here, before
+/// any stage reads them — a checked header must not vanish on the way up.
+/// Naming `Host` or a framing header is refused, and several `Connection`
+/// lines become one, so that `close` on any of them counts.
+fn hop_by_hop(req: &mut RequestHeader) -> Result<(), Reject> {
+    let mut lines = req.headers.get_all(http::header::CONNECTION).iter();
+    let (Some(first), second) = (lines.next(), lines.next()) else {
+        return Ok(());
+    };
+    let repeated = second.is_some();
+    let named = |v: &HeaderValue| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .filter(|t| {
+                !CONNECTION_OPTIONS
+                    .iter()
+                    .any(|o| o.as_bytes().eq_ignore_ascii_case(t))
+            })
+            .count()
+    };
+    if !repeated && named(first) == 0 {
+        return Ok(());
+    }
+    let mut options: Vec<String> = Vec::new();
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for line in req.headers.get_all(http::header::CONNECTION) {
+        let text = line
+            .to_str()
+            .map_err(|_| bad("the Connection header is not valid"))?;
+        for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let token = token.to_ascii_lowercase();
+            if CONNECTION_OPTIONS.contains(&token.as_str()) {
+                if !options.contains(&token) {
+                    options.push(token);
+                }
+                continue;
+            }
+            let name = HeaderName::from_bytes(token.as_bytes())
+                .map_err(|_| bad("the Connection header is not valid"))?;
+            if matches!(name, HOST | CONTENT_LENGTH | TRANSFER_ENCODING) {
+                return Err(bad(
+                    "the Connection header names a header that cannot be hop-by-hop",
+                ));
+            }
+            doomed.push(name);
+        }
+    }
+    for name in doomed {
+        req.remove_header(&name);
+    }
+    req.remove_header(&http::header::CONNECTION);
+    // `close` wins over `keep-alive` (RFC 9112 §9.6).
+    if options.iter().any(|o| o == "close") {
+        options.retain(|o| o != "keep-alive");
+    }
+    if !options.is_empty() {
+        let joined = HeaderValue::from_str(&options.join(", "))
+            .map_err(|_| bad("the Connection header is not valid"))?;
+        req.insert_header(http::header::CONNECTION, joined)
+            .map_err(|_| bad("the Connection header is not valid"))?;
+    }
+    Ok(())
+}
+
+/// No route enables WebSocket yet (CONTRACT §9): an upgrade to it would
+/// open a tunnel nothing checks, so it is refused.
+fn refuse_websocket(headers: &HeaderMap) -> Result<(), Reject> {
+    let websocket = headers.get_all(http::header::UPGRADE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    });
+    if websocket {
+        return Err(bad("WebSocket upgrades are not enabled on this route"));
     }
     Ok(())
 }
@@ -634,6 +761,38 @@ mod tests {
         let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["host", "accept"]);
 
+        // Named in Connection: hop-by-hop, gone before any stage reads it.
+        let mut r = req(
+            "GET",
+            b"/",
+            &[
+                ("Host", "a"),
+                ("X-Tenant-Id", "acme"),
+                ("Connection", "x-tenant-id"),
+                ("Connection", "close"),
+            ],
+        );
+        build(&mut r).unwrap();
+        assert!(r.headers.get("x-tenant-id").is_none());
+        assert_eq!(r.headers.get_all("connection").iter().count(), 1);
+        assert_eq!(r.headers.get("connection").unwrap(), "close");
+        let mut r = req(
+            "GET",
+            b"/",
+            &[("Host", "a"), ("Connection", "content-length")],
+        );
+        assert!(build(&mut r).is_err());
+        let mut r = req(
+            "GET",
+            b"/",
+            &[
+                ("Host", "a"),
+                ("Upgrade", "WebSocket"),
+                ("Connection", "upgrade"),
+            ],
+        );
+        assert!(build(&mut r).is_err());
+
         let mut r = req("GET", b"/", &[("Host", "a"), ("X_Y", "1")]);
         let strict = Rules {
             underscore_headers: UnderscoreHeaders::Reject,
@@ -680,6 +839,30 @@ mod tests {
             h.append(X_FORWARDED_FOR, HeaderValue::from_str(l).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn addresses_as_header_values() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "203.0.113.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            assert_eq!(ip_value(ip.parse().unwrap()), ip);
+        }
+    }
+
+    #[test]
+    fn forwarded_for_joins_every_line() {
+        let peer = ip_value("127.0.0.1".parse().unwrap());
+        assert_eq!(forwarded_for(&HeaderMap::new(), &peer), "127.0.0.1");
+        assert_eq!(
+            forwarded_for(&xff(&["6.6.6.6", " 1.2.3.4, 5.6.7.8 "]), &peer),
+            "6.6.6.6, 1.2.3.4, 5.6.7.8, 127.0.0.1"
+        );
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub async fn run(session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
     network(&runtime.cidrs, ctx)?;
     let rules = runtime.canonical_rules();
     let mut canon = Canonical::build(session.req_header_mut(), ctx.conn, ctx.client_ip, &rules)?;
+    if canon.wants_close() {
+        // Pingora read only the first Connection line.
+        session.set_keepalive(None);
+    }
     let headers = &session.req_header().headers;
     let routed = route(&canon, headers, ctx);
     if let Some(route) = ctx.route() {

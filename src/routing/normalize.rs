@@ -43,9 +43,23 @@ pub enum PathError {
     #[error("request path points above the root")]
     AboveRoot,
     /// A segment like `..;x` that a lenient backend (Tomcat and friends,
-    /// which strip `;` parameters) would read as a dot segment.
+    /// which strip `;` parameters) would read as a dot segment, or one
+    /// ending in `.` or a space, which Windows and IIS drop (`admin.` is
+    /// `admin` there).
     #[error("request path contains an ambiguous dot segment")]
     AmbiguousSegment,
+    /// `%3F` or `%23`: a backend that decodes the path before splitting off
+    /// the query would end the path there.
+    #[error("request path contains an encoded `?` or `#`")]
+    EncodedDelimiter,
+    /// Percent-encodings that do not form UTF-8 (overlong `%C0%AE` and
+    /// the like), which lenient decoders turn into `.` or `/`.
+    #[error("request path is not valid UTF-8 once decoded")]
+    InvalidUtf8,
+    /// A character that Unicode normalization (NFKC) turns into `.`, `/`
+    /// or `\`, e.g. the full-width `．`: some backends normalize paths.
+    #[error("request path contains a look-alike of `.`, `/` or `\\`")]
+    LookAlike,
 }
 
 /// Normalizes a request path (without its query string) to the one form the
@@ -79,13 +93,20 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
 /// the single place where the rules are enforced.
 fn is_already_normal(rest: &str) -> bool {
     let bytes = rest.as_bytes();
+    if bytes.last() == Some(&b'.') {
+        return false;
+    }
     // `rest` follows the leading '/', so it opens a segment.
     let mut at_segment_start = true;
+    let mut previous = b'/';
     for (index, &byte) in bytes.iter().enumerate() {
         let needs_work = match byte {
             b'%' | b'\\' => true,
-            // A '/' that opens a segment closes an empty one: "//".
-            b'/' => at_segment_start,
+            // A '/' that opens a segment closes an empty one: "//"; one
+            // after a '.' ends a segment in a dot.
+            b'/' => at_segment_start || previous == b'.',
+            // `a.;x` ends in a dot once its parameters are stripped.
+            b';' => previous == b'.',
             b'.' => at_segment_start && bytes.get(index..).is_some_and(opens_dot_segment),
             _ => is_control(byte) || needs_escape(byte),
         };
@@ -93,6 +114,7 @@ fn is_already_normal(rest: &str) -> bool {
             return false;
         }
         at_segment_start = byte == b'/';
+        previous = byte;
     }
     true
 }
@@ -200,13 +222,60 @@ fn normalize_slow(rest: &str) -> Result<String, PathError> {
                 out.truncate(parent);
                 trailing_slash = true;
             }
-            _ => trailing_slash = false,
+            _ => {
+                let name = segment_name(decoded);
+                if name.ends_with('.') || name.ends_with("%20") {
+                    return Err(PathError::AmbiguousSegment);
+                }
+                trailing_slash = false;
+            }
         }
     }
     if trailing_slash || out.is_empty() {
         out.push('/');
     }
+    if out.contains('%') {
+        check_decoded(&out)?;
+    }
     Ok(out)
+}
+
+/// Characters whose compatibility decomposition (NFKC) holds `.`, `/` or
+/// `\`: one and two dot leaders, the ellipsis, small and full-width full
+/// stops, division, fraction and full-width solidi, small and full-width
+/// reverse solidi, and the big solidi of the math blocks.
+const LOOK_ALIKES: [char; 13] = [
+    '\u{2024}', '\u{2025}', '\u{2026}', '\u{FE52}', '\u{FF0E}', '\u{2215}', '\u{2044}', '\u{FF0F}',
+    '\u{FE68}', '\u{FF3C}', '\u{29F5}', '\u{29F8}', '\u{29F9}',
+];
+
+/// The normalized path, with its remaining escapes decoded, must be UTF-8
+/// and free of look-alikes.
+fn check_decoded(path: &str) -> Result<(), PathError> {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escape = (b == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| Some((hex_value(hex[0])? << 4) | hex_value(hex[1])?));
+        match escape {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let text = std::str::from_utf8(&decoded).map_err(|_| PathError::InvalidUtf8)?;
+    if text.chars().any(|c| LOOK_ALIKES.contains(&c)) {
+        return Err(PathError::LookAlike);
+    }
+    Ok(())
 }
 
 /// Appends one raw segment to `out`, decoding unreserved characters and
@@ -230,6 +299,7 @@ fn push_decoded(out: &mut String, segment: &str) -> Result<(), PathError> {
         match (hi_value << 4) | lo_value {
             0x00 => return Err(PathError::EncodedNul),
             b'/' => return Err(PathError::EncodedSlash),
+            b'?' | b'#' => return Err(PathError::EncodedDelimiter),
             b'\\' => return Err(PathError::Backslash),
             byte if is_unreserved(byte) => out.push(char::from(byte)),
             _ => {
@@ -303,7 +373,6 @@ mod tests {
             "/",
             "/a/b/",
             "/.well-known/x",
-            "/a/...",
             "/a;b/c",
             "/a:b@c!$&'()*+,=",
         ] {
@@ -323,7 +392,32 @@ mod tests {
             ok("/a\"b<c>{d}|e^f`g[h]"),
             "/a%22b%3Cc%3E%7Bd%7D%7Ce%5Ef%60g%5Bh%5D"
         );
-        assert_eq!(ok("/%2e%2e%c3/x/../\u{fc}"), "/..%C3/%C3%BC");
+        assert_eq!(ok("/%2e%2e%c3%a9/x/../\u{fc}"), "/..%C3%A9/%C3%BC");
+    }
+
+    #[test]
+    fn decoded_paths_are_utf8_without_look_alikes() {
+        for raw in [
+            "/x/%C0%AE%C0%AE/admin",
+            "/%E0%80%AE",
+            "/x/%C0%AF",
+            "/a%ff",
+            "/%c3",
+        ] {
+            assert_eq!(err(raw), PathError::InvalidUtf8, "{raw:?}");
+        }
+        for raw in [
+            "/x/%EF%BC%8E%EF%BC%8E/admin",
+            "/x/\u{ff0e}\u{ff0e}/admin",
+            "/x/%E2%80%A5/admin",
+            "/x%EF%BC%8Fadmin",
+            "/a\u{2215}b",
+        ] {
+            assert_eq!(err(raw), PathError::LookAlike, "{raw:?}");
+        }
+        assert_eq!(err("/admin%3Fx"), PathError::EncodedDelimiter);
+        assert_eq!(err("/admin%23"), PathError::EncodedDelimiter);
+        assert_eq!(ok("/caf%C3%A9"), "/caf%C3%A9");
     }
 
     #[test]
@@ -370,7 +464,7 @@ mod tests {
     fn keeps_reserved_escapes_upper_case() {
         assert_eq!(ok("/a%3ab"), "/a%3Ab");
         assert_eq!(ok("/caf%c3%a9"), "/caf%C3%A9");
-        assert_eq!(ok("/a%20b%3F"), "/a%20b%3F");
+        assert_eq!(ok("/a%20b%3d"), "/a%20b%3D");
         assert_eq!(ok("/a%0a"), "/a%0A");
     }
 
@@ -453,9 +547,21 @@ mod tests {
         ] {
             assert_eq!(err(raw), PathError::AmbiguousSegment, "{raw:?}");
         }
+        // Windows and IIS drop trailing dots and spaces from a segment.
+        for raw in [
+            "/admin.",
+            "/admin./x",
+            "/a/...",
+            "/a/...;x",
+            "/a/b.;x",
+            "/a/..%20",
+            "/admin%20/x",
+            "/a/.%2e%2e",
+        ] {
+            assert_eq!(err(raw), PathError::AmbiguousSegment, "{raw:?}");
+        }
         // Parameters on ordinary segments are not ambiguous.
         assert_eq!(ok("/a;x/b"), "/a;x/b");
-        assert_eq!(ok("/a/...;x"), "/a/...;x");
         assert_eq!(ok("/a/;x"), "/a/;x");
         assert_eq!(ok("/a/x%3b.."), "/a/x%3B..");
     }
@@ -480,9 +586,15 @@ mod tests {
                 "{raw:?}"
             );
         }
-        for raw in ["/a/.b", "/a/..b", "/a/b.", "/a/b..", "/a/...;x"] {
+        for raw in ["/a/.b", "/a/..b", "/a/b.c", "/a/.b.c/d"] {
             assert!(
                 matches!(normalize_path(raw), Ok(Cow::Borrowed(_))),
+                "{raw:?}"
+            );
+        }
+        for raw in ["/a/b.", "/a/b../c", "/a/b.;x"] {
+            assert!(
+                !matches!(normalize_path(raw), Ok(Cow::Borrowed(_))),
                 "{raw:?}"
             );
         }

@@ -188,19 +188,33 @@ pub fn parse_host(value: &str) -> Result<Host<'_>, TargetError> {
         });
     }
     let name = name.strip_suffix('.').unwrap_or(name);
-    let valid = !name.is_empty()
-        && name.len() <= MAX_HOST_NAME
-        && name.split('.').all(|label| !label.is_empty())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    if !valid {
+    if name.is_empty() || name.len() > MAX_HOST_NAME {
         return Err(TargetError::Host);
     }
-    Ok(Host {
-        name: lower(name),
-        port,
-    })
+    // One pass: allowed bytes, no empty label, and whether to lower-case.
+    let mut label_empty = true;
+    let mut upper = false;
+    for b in name.bytes() {
+        match b {
+            b'.' if label_empty => return Err(TargetError::Host),
+            b'.' => label_empty = true,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => label_empty = false,
+            b'A'..=b'Z' => {
+                label_empty = false;
+                upper = true;
+            }
+            _ => return Err(TargetError::Host),
+        }
+    }
+    if label_empty {
+        return Err(TargetError::Host);
+    }
+    let name = if upper {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
+    Ok(Host { name, port })
 }
 
 fn lower(s: &str) -> std::borrow::Cow<'_, str> {
