@@ -128,6 +128,7 @@ impl Runtime {
     /// The rules of the canonical step.
     pub fn canonical_rules(&self) -> Rules<'_> {
         Rules {
+            peer_trusted: false,
             max_uri_bytes: self.limits.max_uri_bytes,
             max_header_bytes: self.limits.max_header_bytes,
             max_body_bytes: self.limits.max_body_bytes,

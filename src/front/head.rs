@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use pingora_timeout::fast_timeout::fast_timeout;
-use std::time::Instant;
+use std::pin::Pin;
 
 use pingora::http::authority::{is_http_family_scheme, raw_target_authority, RawTargetAuthority};
 
@@ -49,12 +48,13 @@ impl HeadLimits {
 }
 
 /// Finds the end of a head as bytes arrive, without rescanning: a client
-/// trickling a byte at a time costs one pass over what it sent.
+/// trickling a byte at a time costs one pass over what it sent, and a
+/// whole head costs a `memchr` per line.
 #[derive(Debug, Default)]
 pub struct HeadScanner {
     scanned: usize,
-    /// Bytes of the current line, not counting `\r`.
-    line_len: usize,
+    /// Where the current line starts.
+    line_start: usize,
     /// Whether a line with content has been seen (empty lines before the
     /// request line are skipped, as RFC 9112 §2.2 allows).
     started: bool,
@@ -62,21 +62,47 @@ pub struct HeadScanner {
 
 impl HeadScanner {
     /// The length of the head (through its empty line) if `buf` holds all
-    /// of it; `buf` must extend what the previous call saw.
+    /// of it; `buf` must extend what the previous call saw. A line of
+    /// nothing but `\r` counts as empty.
     pub fn find_end(&mut self, buf: &[u8]) -> Option<usize> {
-        while let Some(&byte) = buf.get(self.scanned) {
-            self.scanned += 1;
-            match byte {
-                b'\n' if self.line_len == 0 && self.started => return Some(self.scanned),
-                b'\n' => self.line_len = 0,
-                b'\r' => {}
-                _ => {
-                    self.line_len += 1;
-                    self.started = true;
+        while let Some(offset) = buf
+            .get(self.scanned..)
+            .and_then(|rest| memchr::memchr(b'\n', rest))
+        {
+            let newline = self.scanned + offset;
+            let line = buf.get(self.line_start..newline).unwrap_or_default();
+            self.scanned = newline + 1;
+            self.line_start = newline + 1;
+            if line.iter().all(|b| *b == b'\r') {
+                if self.started {
+                    return Some(newline + 1);
                 }
+            } else {
+                self.started = true;
             }
         }
+        self.scanned = buf.len();
         None
+    }
+}
+
+/// A connection's clock for [`read`]: one timer, re-armed per request
+/// (re-arming an entry costs a fraction of making one).
+pub struct HeadTimer(Pin<Box<tokio::time::Sleep>>);
+
+impl HeadTimer {
+    pub fn new() -> Self {
+        HeadTimer(Box::pin(tokio::time::sleep(Duration::ZERO)))
+    }
+
+    fn arm(&mut self, after: Duration) {
+        self.0.as_mut().reset(tokio::time::Instant::now() + after);
+    }
+}
+
+impl Default for HeadTimer {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -88,12 +114,16 @@ impl HeadScanner {
 pub async fn read(
     conn: &mut Replay,
     limits: HeadLimits,
+    timer: &mut HeadTimer,
     shutdown: &mut pingora::server::ShutdownWatch,
 ) -> Result<(), HeadError> {
     let mut scanner = HeadScanner::default();
-    let mut deadline = None;
-    if !conn.buffered().is_empty() {
-        deadline = Some(Instant::now() + limits.header_timeout);
+    // Bytes already here (pipelined): the head's clock is running.
+    let mut started = !conn.buffered().is_empty();
+    if started {
+        timer.arm(limits.header_timeout);
+    } else {
+        timer.arm(limits.idle_timeout);
     }
     loop {
         if let Some(end) = scanner.find_end(conn.buffered()) {
@@ -107,38 +137,32 @@ pub async fn read(
         }
         let room = limits.max_bytes + 1 - conn.buffered().len();
         let read = std::future::poll_fn(|cx| conn.poll_fill(cx, room));
-        // Pingora's coarse shared timers (10 ms ticks): one per request,
-        // on the request path, where a timer-wheel entry of its own would
-        // cost more than the rest of this function.
-        let n = match deadline {
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                match fast_timeout(left, read).await {
-                    Ok(result) => result,
-                    Err(_) => return Err(HeadError::Timeout),
-                }
+        let n = if started {
+            tokio::select! {
+                biased;
+                result = read => result,
+                () = &mut timer.0 => return Err(HeadError::Timeout),
             }
-            None => {
-                if *shutdown.borrow() {
-                    return Err(HeadError::Gone);
-                }
-                tokio::select! {
-                    biased;
-                    result = fast_timeout(limits.idle_timeout, read) => match result {
-                        Ok(result) => result,
-                        Err(_) => return Err(HeadError::Gone),
-                    },
-                    _ = shutdown.changed() => return Err(HeadError::Gone),
-                }
+        } else {
+            if *shutdown.borrow() {
+                return Err(HeadError::Gone);
+            }
+            tokio::select! {
+                biased;
+                result = read => result,
+                () = &mut timer.0 => return Err(HeadError::Gone),
+                _ = shutdown.changed() => return Err(HeadError::Gone),
             }
         };
         match n {
             // Closed, between requests or in the middle of a head: nobody
             // to answer.
             Ok(0) | Err(_) => return Err(HeadError::Gone),
-            Ok(_) => {
-                deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+            Ok(_) if !started => {
+                started = true;
+                timer.arm(limits.header_timeout);
             }
+            Ok(_) => {}
         }
     }
 }
@@ -186,9 +210,7 @@ pub fn check(head: &[u8]) -> Result<Framing, Reject> {
     }
     // What Pingora's URI parser refuses it answers with its own empty 400;
     // only targets with characters beyond the plain URI set can be such.
-    let plain = target
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b));
+    let plain = target.bytes().all(|b| PLAIN_URI[usize::from(b)]);
     if !plain
         && pingora::http::RequestHeader::build_no_case(method, target.as_bytes(), Some(0)).is_err()
     {
@@ -267,6 +289,41 @@ pub fn check(head: &[u8]) -> Result<Framing, Reject> {
     }
     Ok(Framing::Length(length))
 }
+
+/// Bytes that may stand raw in a request target (RFC 3986 unreserved,
+/// sub-delims, `:@/?%`), as a table: this runs over every target byte.
+const PLAIN_URI: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+                    | b'?'
+                    | b'%'
+            );
+        i += 1;
+    }
+    table
+};
 
 /// The request id for a refusal of a head: the client's when it is a safe
 /// one, else a new one.

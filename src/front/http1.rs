@@ -14,7 +14,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
-use super::head::{self, HeadError, HeadLimits};
+use super::head::{self, HeadError, HeadLimits, HeadTimer};
 use super::stream::Replay;
 use crate::observe::access::AccessRecord;
 use crate::observe::metrics::{status_label, UNMATCHED};
@@ -37,9 +37,10 @@ pub async fn serve<A>(
     let mut conn = Replay::new(stream);
     let mut watch = shutdown.clone();
     let mut settings: Option<HttpPersistentSettings> = None;
+    let mut timer = HeadTimer::new();
     loop {
         let limits = HeadLimits::new(&runtime.load().limits);
-        match head::read(&mut conn, limits, &mut watch).await {
+        match head::read(&mut conn, limits, &mut timer, &mut watch).await {
             Ok(()) => {}
             Err(HeadError::Gone) => return,
             Err(HeadError::Timeout) => {

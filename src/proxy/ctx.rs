@@ -17,7 +17,7 @@ pub struct Ctx {
     /// The configuration snapshot this request runs on, taken once.
     pub runtime: Arc<Runtime>,
     pub started: Instant,
-    pub request_id: String,
+    pub request_id: super::client::RequestId,
     pub client_ip: Option<IpAddr>,
     /// The connection the request came in on.
     pub conn: Conn,
@@ -61,7 +61,7 @@ impl Ctx {
         Ctx {
             runtime,
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: super::client::RequestId::default(),
             client_ip: None,
             conn: Conn::default(),
             canon: Canonical::default(),

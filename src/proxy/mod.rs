@@ -58,7 +58,7 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         let req = session.req_header();
-        ctx.request_id = client::request_id(req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.request_id = client::RequestId::of(req.headers.get(X_REQUEST_ID));
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -218,7 +218,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.header())?;
         if let Some(peer) = canon.conn().peer {
             let peer_value = request::ip_value(peer);
             let xff = request::forwarded_for(&upstream_request.headers, &peer_value);
@@ -230,7 +230,11 @@ impl ProxyHttp for Gateway {
             };
             upstream_request.insert_header(request::X_REAL_IP, client)?;
         }
-        let proto = if canon.conn().https { "https" } else { "http" };
+        let proto = if canon.conn().https {
+            http::HeaderValue::from_static("https")
+        } else {
+            http::HeaderValue::from_static("http")
+        };
         upstream_request.insert_header(X_FORWARDED_PROTO, proto)?;
         identity_headers(upstream_request, ctx)?;
         if let Some(external) = &route.authz.external {
@@ -360,7 +364,7 @@ impl ProxyHttp for Gateway {
             if *reason != "missing" {
                 let mut event =
                     SecurityEvent::new("auth_failure", *reason).field("provider", &**provider);
-                event.request_id = Some(&ctx.request_id);
+                event.request_id = Some(ctx.request_id.as_str());
                 event.client_ip = ctx.client_ip;
                 event.route = route;
                 self.observer.security_event(&event);
@@ -373,7 +377,7 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[route.unwrap_or(UNMATCHED)])
                 .inc();
             let mut event = SecurityEvent::new("authz_denied", rule.as_str());
-            event.request_id = Some(&ctx.request_id);
+            event.request_id = Some(ctx.request_id.as_str());
             event.client_ip = ctx.client_ip;
             event.route = route;
             event.subject = subject;
@@ -381,7 +385,7 @@ impl ProxyHttp for Gateway {
         }
         if ctx.locked_out {
             let mut event = SecurityEvent::new("brute_force_lockout", "failed_auth_threshold");
-            event.request_id = Some(&ctx.request_id);
+            event.request_id = Some(ctx.request_id.as_str());
             event.client_ip = ctx.client_ip;
             event.route = route;
             self.observer.security_event(&event);
@@ -397,7 +401,7 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[route.unwrap_or(UNMATCHED)])
                 .inc();
             let mut event = SecurityEvent::new("rate_limited", "rate_limit");
-            event.request_id = Some(&ctx.request_id);
+            event.request_id = Some(ctx.request_id.as_str());
             event.client_ip = ctx.client_ip;
             event.route = route;
             event.subject = subject;
@@ -406,7 +410,7 @@ impl ProxyHttp for Gateway {
         if let Some(reject) = &ctx.reject {
             if reject.code.is_security_relevant() {
                 let mut event = SecurityEvent::new("request_rejected", reject.message.as_ref());
-                event.request_id = Some(&ctx.request_id);
+                event.request_id = Some(ctx.request_id.as_str());
                 event.client_ip = ctx.client_ip;
                 event.route = route;
                 self.observer.security_event(&event);
@@ -438,7 +442,7 @@ impl ProxyHttp for Gateway {
         };
         let record = AccessRecord {
             ts: crate::observe::now_rfc3339(),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             method: req.method.as_str(),
             // A request refused before the canonical step is logged with

@@ -18,8 +18,10 @@ use crate::routing::normalize::{has_path_params, normalize_path, strip_path_para
 use crate::routing::target::{canonical_query, parse_host, parse_target, without_params};
 use crate::tls::ClientCert;
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// Names as `&'static str`: Pingora's case-preserving header maps copy a
+/// `HeaderName` into a title-cased name on every insert, a string not.
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_REAL_IP: &str = "x-real-ip";
 
 /// What the connection says about a request: who sent it and where.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +35,8 @@ pub struct Conn {
 
 /// The rules the canonical step applies; from the runtime snapshot.
 pub struct Rules<'a> {
+    /// Whether the TCP peer is a trusted proxy.
+    pub peer_trusted: bool,
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
@@ -244,9 +248,23 @@ impl Canonical {
         let peer_trusted = conn
             .peer
             .is_some_and(|p| is_trusted(p, rules.trusted_proxies));
-        clean_headers(req, rules.underscore_headers, peer_trusted)?;
-        check_sizes(req, rules)?;
-        check_framing(&req.headers, rules.max_body_bytes)?;
+        let rules = &Rules {
+            peer_trusted,
+            ..*rules
+        };
+        if req.raw_path().len() > rules.max_uri_bytes {
+            return Err(Reject::new(Code::UriTooLong, "request URI is too long"));
+        }
+        let seen = clean_headers(req, rules)?;
+        if seen.connection {
+            hop_by_hop(req)?;
+        }
+        if seen.upgrade {
+            refuse_websocket(&req.headers)?;
+        }
+        if seen.framing {
+            check_framing(&req.headers, rules.max_body_bytes)?;
+        }
         check_method(&req.method)?;
 
         let target = parse_target(req.raw_path()).map_err(|e| bad(e.message()))?;
@@ -273,15 +291,16 @@ impl Canonical {
             full.push('?');
             full.push_str(q);
         }
-        let close = req
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|v| {
-                v.as_bytes()
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-            });
+        let close = seen.connection
+            && req
+                .headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(|v| {
+                    v.as_bytes()
+                        .split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                });
         Ok(Canonical {
             close,
             method: req.method.clone(),
@@ -387,17 +406,47 @@ impl Canonical {
     }
 }
 
-/// Drops or refuses header names with `_`, removes a client's copies of
-/// the gateway's own headers, and `Forwarded` from an untrusted peer. One
-/// pass over the names; nothing is removed on a request that needs none.
-fn clean_headers(
-    req: &mut RequestHeader,
-    underscore: UnderscoreHeaders,
-    peer_trusted: bool,
-) -> Result<(), Reject> {
+/// Which headers that later checks look at are there at all, so that
+/// requests without them skip the lookups.
+struct Seen {
+    connection: bool,
+    upgrade: bool,
+    framing: bool,
+}
+
+/// One pass over the headers: 431 when the header section is over the
+/// limit (names, values and their separators, as on the wire); header
+/// names with `_` dropped or refused; a client's copies of the gateway's
+/// own headers removed, and `Forwarded` from an untrusted peer. Nothing is
+/// removed on a request that needs none.
+fn clean_headers(req: &mut RequestHeader, rules: &Rules<'_>) -> Result<Seen, Reject> {
+    let underscore = rules.underscore_headers;
     let allow_underscore = underscore == UnderscoreHeaders::Allow;
+    let peer_trusted = rules.peer_trusted;
+    let mut seen = Seen {
+        connection: false,
+        upgrade: false,
+        framing: false,
+    };
+    let mut total = 0usize;
     let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in req.headers.keys() {
+    let mut last: Option<&HeaderName> = None;
+    for (name, value) in req.headers.iter() {
+        total += name.as_str().len() + value.len() + 4;
+        if total > rules.max_header_bytes {
+            return Err(Reject::new(
+                Code::HeadersTooLarge,
+                "request headers are too large",
+            ));
+        }
+        // Repeated names come one after another: judged once.
+        if last == Some(name) {
+            continue;
+        }
+        last = Some(name);
+        seen.connection |= *name == http::header::CONNECTION;
+        seen.upgrade |= *name == http::header::UPGRADE;
+        seen.framing |= *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING;
         let s = name.as_str();
         let drop = if s.contains('_') && !allow_underscore {
             if underscore == UnderscoreHeaders::Reject {
@@ -414,8 +463,7 @@ fn clean_headers(
     for name in doomed {
         req.remove_header(&name);
     }
-    hop_by_hop(req)?;
-    refuse_websocket(&req.headers)
+    Ok(seen)
 }
 
 /// `Connection` tokens that are the connection's own, not header names.
@@ -502,25 +550,6 @@ fn refuse_websocket(headers: &HeaderMap) -> Result<(), Reject> {
     Ok(())
 }
 
-/// 431 when the header section is over the limit (names, values and their
-/// separators, as on the wire); 414 when the request target is.
-fn check_sizes(req: &RequestHeader, rules: &Rules<'_>) -> Result<(), Reject> {
-    if req.raw_path().len() > rules.max_uri_bytes {
-        return Err(Reject::new(Code::UriTooLong, "request URI is too long"));
-    }
-    let mut total = 0usize;
-    for (name, value) in req.headers.iter() {
-        total += name.as_str().len() + value.len() + 4;
-        if total > rules.max_header_bytes {
-            return Err(Reject::new(
-                Code::HeadersTooLarge,
-                "request headers are too large",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// 400 for ambiguous framing — `Content-Length` with `Transfer-Encoding`,
 /// or more than one `Content-Length` — and 413 before reading anything
 /// when the declared length is over the global limit.
@@ -566,11 +595,11 @@ fn canonical_host(
     target_authority: Option<&str>,
 ) -> Result<Option<CanonHost>, Reject> {
     let mut hosts = req.headers.get_all(HOST).iter();
-    let header = hosts.next();
+    let header_value = hosts.next();
     if hosts.next().is_some() {
         return Err(bad("more than one Host header"));
     }
-    let header = match header {
+    let header = match header_value {
         Some(v) => Some(
             v.to_str()
                 .map_err(|_| bad("the Host header is not valid"))?,
@@ -609,7 +638,7 @@ fn canonical_host(
     // The client's value is forwarded as it is whenever it is canonical
     // already (nearly always): no new header value is built.
     let authority = match header {
-        Some(h) if host.is_exactly(h) => req.headers.get(HOST).cloned(),
+        Some(h) if host.is_exactly(h) => header_value.cloned(),
         _ => None,
     };
     let authority = match authority {
@@ -629,6 +658,7 @@ mod tests {
 
     fn rules() -> Rules<'static> {
         Rules {
+            peer_trusted: false,
             max_uri_bytes: 8192,
             max_header_bytes: 16384,
             max_body_bytes: 1 << 20,
@@ -836,7 +866,10 @@ mod tests {
     fn xff(lines: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for l in lines {
-            h.append(X_FORWARDED_FOR, HeaderValue::from_str(l).unwrap());
+            h.append(
+                HeaderName::from_static(X_FORWARDED_FOR),
+                HeaderValue::from_str(l).unwrap(),
+            );
         }
         h
     }

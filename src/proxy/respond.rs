@@ -14,7 +14,7 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 /// Writes `reject` as the contract's JSON error and keeps it in the context
 /// for the logs. The only way a refusal reaches a client.
 pub async fn send_reject(session: &mut Session, ctx: &mut Ctx, reject: Reject) -> Result<()> {
-    let (mut header, body) = reject.render(&ctx.request_id)?;
+    let (mut header, body) = reject.render(ctx.request_id.as_str())?;
     decorate(&mut header, ctx)?;
     ctx.reject = Some(reject);
     write(session, header, body).await
@@ -47,7 +47,7 @@ pub async fn send_direct(
 /// rate-limited route the `RateLimit-*` headers, on a CORS route the
 /// `Access-Control-*` and `Vary` headers.
 pub fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    header.insert_header(X_REQUEST_ID, ctx.request_id.header())?;
     if let Some(d) = &ctx.rate_limit {
         header.insert_header("ratelimit-limit", d.limit)?;
         header.insert_header("ratelimit-remaining", d.remaining)?;

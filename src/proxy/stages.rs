@@ -341,7 +341,7 @@ async fn authorize(req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
             host: req.canon.authority().and_then(|a| a.to_str().ok()),
             client_ip: ctx.client_ip,
             identity,
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
         };
         match external.decide(&question).await {
             Ok(decision) => match &*decision {
