@@ -5,10 +5,10 @@
 //! ```
 //!
 //! Answers every request with a JSON echo of what it received (see
-//! `tests/common/upstream.rs`) until Ctrl-C.
+//! `tests/it/common/upstream.rs`) until Ctrl-C.
 
 #[allow(dead_code)]
-#[path = "../tests/common/upstream.rs"]
+#[path = "../tests/it/common/upstream.rs"]
 mod upstream;
 
 use std::net::SocketAddr;

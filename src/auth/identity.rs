@@ -132,13 +132,11 @@ impl AuthError {
         }
     }
 
-    /// The more specific of two refusals; on a tie the first one seen.
-    pub fn most_specific(self, other: AuthError) -> AuthError {
-        if other.rank() > self.rank() {
-            other
-        } else {
-            self
-        }
+    /// Whether this refusal says more than `other` (a provider that could
+    /// not answer says more than a bad credential, which says more than
+    /// none); on a tie the first one seen wins.
+    pub fn outranks(&self, other: &AuthError) -> bool {
+        self.rank() > other.rank()
     }
 
     pub fn reason(&self) -> &'static str {

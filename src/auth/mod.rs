@@ -66,6 +66,30 @@ pub trait Authenticator: Send + Sync {
     fn status(&self) -> serde_json::Value;
 }
 
+/// A route's providers tried in order: the first that accepts wins. When
+/// all refuse, the most specific refusal and the provider that gave it;
+/// `None` when the route has no provider left.
+pub async fn first_accepting<'p>(
+    providers: impl Iterator<Item = &'p Arc<dyn Authenticator>>,
+    credentials: &Credentials<'_>,
+) -> Result<
+    (Arc<Identity>, &'p Arc<dyn Authenticator>),
+    Option<(&'p Arc<dyn Authenticator>, AuthError)>,
+> {
+    let mut refusal: Option<(&Arc<dyn Authenticator>, AuthError)> = None;
+    for provider in providers {
+        match provider.authenticate(credentials).await {
+            Ok(identity) => return Ok((identity, provider)),
+            Err(e) => {
+                if refusal.as_ref().is_none_or(|(_, worst)| e.outranks(worst)) {
+                    refusal = Some((provider, e));
+                }
+            }
+        }
+    }
+    Err(refusal)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("auth provider `{0}`: {1}")]

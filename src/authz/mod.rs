@@ -9,9 +9,22 @@ pub mod policy;
 
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue};
+
 use crate::auth::Identity;
-use external::ExternalAuthz;
-use policy::Policy;
+use external::{Decision, ExternalAuthz, Question};
+use policy::{Policy, RequestView};
+
+/// Why a request was not allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// A required scope is missing (403 `insufficient_scope`).
+    Scope,
+    /// Another rule refused (403 `forbidden`).
+    Rule(Rule),
+    /// The external service could not answer: fail closed (503).
+    Unavailable,
+}
 
 /// A route's authorization rules, compiled.
 #[derive(Default)]
@@ -30,6 +43,40 @@ impl RouteAuthz {
             && self.allow_roles.is_empty()
             && self.policy.is_none()
             && self.external.is_none()
+    }
+
+    /// The rules in their one order: scopes, roles, the CEL policy, then
+    /// the external service. Allowed requests get the headers the external
+    /// service added for the upstream.
+    pub async fn decide(
+        &self,
+        identity: Option<&Identity>,
+        view: &RequestView<'_>,
+        question: &Question<'_>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Denial> {
+        if self.missing_scope(identity).is_some() {
+            return Err(Denial::Scope);
+        }
+        if !self.role_allowed(identity) {
+            return Err(Denial::Rule(Rule::Role));
+        }
+        if let Some(policy) = &self.policy {
+            match policy.allows(identity, view) {
+                Ok(true) => {}
+                Ok(false) => return Err(Denial::Rule(Rule::Policy)),
+                Err(_) => return Err(Denial::Rule(Rule::PolicyError)),
+            }
+        }
+        let Some(external) = &self.external else {
+            return Ok(Vec::new());
+        };
+        match external.decide(question).await {
+            Ok(decision) => match &*decision {
+                Decision::Allow(headers) => Ok(headers.clone()),
+                Decision::Deny => Err(Denial::Rule(Rule::External)),
+            },
+            Err(_) => Err(Denial::Unavailable),
+        }
     }
 
     /// The first required scope the caller lacks; `None` when all are

@@ -1,4 +1,5 @@
-//! The per-request record: every stage writes to it, `logging` reads it.
+//! The per-request state, grouped by who writes it: the pipeline decides,
+//! forwarding and the response hooks read, `logging` records.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -6,54 +7,94 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
 
+use super::client::RequestId;
 use super::reject::Reject;
 use super::request::{Canonical, Conn};
 use crate::auth::{Authenticator, Identity};
-use crate::authz::Rule;
+use crate::observe::outcome::Event;
 use crate::protect::ratelimit::Decision;
-use crate::runtime::Runtime;
+use crate::runtime::{Route, Runtime};
 
 pub struct Ctx {
     /// The configuration snapshot this request runs on, taken once.
     pub runtime: Arc<Runtime>,
     pub started: Instant,
-    pub request_id: super::client::RequestId,
-    pub client_ip: Option<IpAddr>,
-    /// The connection the request came in on.
-    pub conn: Conn,
+    pub request_id: RequestId,
+    pub client: Client,
     /// The canonical request (CONTRACT §8): what was checked and what goes
     /// upstream. Empty until the canonical step ran.
     pub canon: Canonical,
+    /// Index into `runtime.routes` once the request is routed.
     pub route: Option<usize>,
-    /// Targets this request has connected to, in order; the last one is
-    /// the current one.
-    pub tried: Vec<SocketAddr>,
-    pub retries_left: usize,
-    pub reject: Option<Reject>,
-    /// The authenticated caller, once a provider accepted the request.
+    pub caller: Caller,
+    pub upstream: UpstreamState,
+    pub decoration: Decoration,
+    pub outcome: Outcome,
+}
+
+/// Where the request came from.
+#[derive(Default)]
+pub struct Client {
+    /// The connection the request came in on.
+    pub conn: Conn,
+    /// The client's address: the peer, or what trusted proxies say.
+    pub ip: Option<IpAddr>,
+}
+
+/// Who the caller is, once authenticated, and what authorization added.
+#[derive(Default)]
+pub struct Caller {
     pub identity: Option<Arc<Identity>>,
     /// The provider that accepted the request (what to strip before
     /// forwarding).
     pub provider: Option<Arc<dyn Authenticator>>,
-    /// The provider and reason of a refused credential, for the security
-    /// log and metrics.
-    pub auth_failure: Option<(Arc<str>, &'static str)>,
-    /// The rule that refused an authenticated (or network-checked) request.
-    pub authz_denied: Option<Rule>,
     /// Headers an external authorizer added for the upstream.
     pub authz_headers: Vec<(HeaderName, HeaderValue)>,
-    /// The route's rate-limit decision, for the `RateLimit-*` headers of
-    /// every response.
-    pub rate_limit: Option<Decision>,
-    /// This request's failed credential locked its client out.
-    pub locked_out: bool,
-    /// A CORS preflight for a route with `cors`: the gateway answers it.
-    pub preflight: bool,
-    /// CORS headers for every response of this request.
-    pub cors_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The upstream side of a proxied request.
+#[derive(Default)]
+pub struct UpstreamState {
+    /// Targets this request has connected to, in order; the last one is
+    /// the current one.
+    pub tried: Vec<SocketAddr>,
+    pub retries_left: usize,
     pub body_bytes: u64,
-    pub upstream_started: Option<Instant>,
-    pub upstream_elapsed: Option<Duration>,
+    pub started: Option<Instant>,
+    pub elapsed: Option<Duration>,
+}
+
+/// Headers every response of this request carries, whoever makes it.
+#[derive(Default)]
+pub struct Decoration {
+    /// The route's rate-limit decision, for the `RateLimit-*` headers.
+    pub rate_limit: Option<Decision>,
+    /// CORS headers on a route with `cors`.
+    pub cors_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What happened, for the logs and metrics.
+#[derive(Default)]
+pub struct Outcome {
+    /// The refusal the client got.
+    pub reject: Option<Reject>,
+    /// A refusal decided in a hook that can only stop the request through
+    /// Pingora's error path; `fail_to_proxy` sends it.
+    pub pending: Option<Reject>,
+    pub events: Vec<Event>,
+}
+
+impl Outcome {
+    /// Records the refusal of this request, and a security event when it
+    /// points at a hostile or broken client.
+    pub fn refused(&mut self, reject: Reject) {
+        if reject.code.is_security_relevant() {
+            self.events.push(Event::Rejected {
+                reason: reject.message.clone(),
+            });
+        }
+        self.reject = Some(reject);
+    }
 }
 
 impl Ctx {
@@ -61,34 +102,22 @@ impl Ctx {
         Ctx {
             runtime,
             started: Instant::now(),
-            request_id: super::client::RequestId::default(),
-            client_ip: None,
-            conn: Conn::default(),
+            request_id: RequestId::default(),
+            client: Client::default(),
             canon: Canonical::default(),
             route: None,
-            tried: Vec::new(),
-            retries_left: 0,
-            reject: None,
-            identity: None,
-            provider: None,
-            auth_failure: None,
-            authz_denied: None,
-            authz_headers: Vec::new(),
-            rate_limit: None,
-            locked_out: false,
-            preflight: false,
-            cors_headers: Vec::new(),
-            body_bytes: 0,
-            upstream_started: None,
-            upstream_elapsed: None,
+            caller: Caller::default(),
+            upstream: UpstreamState::default(),
+            decoration: Decoration::default(),
+            outcome: Outcome::default(),
         }
     }
 
-    pub fn route(&self) -> Option<&crate::runtime::Route> {
+    pub fn route(&self) -> Option<&Route> {
         self.route.and_then(|i| self.runtime.routes.get(i))
     }
 
     pub fn target(&self) -> Option<SocketAddr> {
-        self.tried.last().copied()
+        self.upstream.tried.last().copied()
     }
 }

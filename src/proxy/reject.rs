@@ -12,6 +12,8 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::Result;
 
+use crate::auth::{AuthError, AuthMethod};
+
 /// The error codes of CONTRACT §4; each fixes its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -166,6 +168,65 @@ impl Reject {
 }
 
 impl Reject {
+    /// The contract's 401/503 for a refused credential, with RFC 6750
+    /// `WWW-Authenticate` when the route has a bearer provider.
+    pub fn credential(error: &AuthError, bearer: bool, method: AuthMethod) -> Reject {
+        let (reject, challenge) = match error {
+            AuthError::Missing | AuthError::Invalid { .. } if method == AuthMethod::Mtls => {
+                return Reject::new(
+                    Code::InvalidClientCertificate,
+                    "a verified, allowed client certificate is required",
+                );
+            }
+            AuthError::Missing => (
+                Reject::new(Code::MissingCredentials, "credentials are required"),
+                Cow::Borrowed(r#"Bearer realm="portcullis""#),
+            ),
+            AuthError::Invalid { description, .. } if method == AuthMethod::ApiKey => {
+                return Reject::new(Code::InvalidApiKey, *description);
+            }
+            AuthError::Invalid { description, .. } => (
+                Reject::new(Code::InvalidToken, *description),
+                Cow::Owned(format!(
+                    r#"Bearer realm="portcullis", error="invalid_token", error_description="{description}""#
+                )),
+            ),
+            AuthError::Unavailable { .. } => {
+                return Reject::new(
+                    Code::AuthUnavailable,
+                    "the identity service is unavailable; try again later",
+                );
+            }
+        };
+        reject.with_challenge(bearer, &challenge)
+    }
+
+    /// 403 `insufficient_scope`, naming the route's scopes in the bearer
+    /// challenge.
+    pub fn insufficient_scope(scopes: &[String], bearer: bool) -> Reject {
+        let challenge = format!(
+            r#"Bearer realm="portcullis", error="insufficient_scope", scope="{}""#,
+            scopes.join(" ")
+        );
+        Reject::new(
+            Code::InsufficientScope,
+            "the credential lacks a scope this resource requires",
+        )
+        .with_challenge(bearer, &challenge)
+    }
+
+    /// 403 for a request an authorization or network rule refused.
+    pub fn denied() -> Reject {
+        Reject::new(Code::Forbidden, "access to this resource is denied")
+    }
+
+    fn with_challenge(self, bearer: bool, challenge: &str) -> Reject {
+        match HeaderValue::from_str(challenge) {
+            Ok(value) if bearer => self.with_header(http::header::WWW_AUTHENTICATE, value),
+            _ => self,
+        }
+    }
+
     /// The whole HTTP/1.1 response, for refusals made before Pingora has a
     /// session to write to (a head that is too large or malformed). The
     /// connection is closed after it.

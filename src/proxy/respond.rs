@@ -1,59 +1,79 @@
-//! Responses the gateway writes itself: refusals and `respond` routes.
+//! Responses the gateway writes itself: refusals, preflights and `respond`
+//! routes.
 
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use pingora::Result;
+use pingora::{Error, ErrorType, Result};
 
 use super::ctx::Ctx;
+use super::pipeline::LocalReply;
 use super::reject::Reject;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 
-/// Writes `reject` as the contract's JSON error and keeps it in the context
-/// for the logs. The only way a refusal reaches a client.
-pub async fn send_reject(session: &mut Session, ctx: &mut Ctx, reject: Reject) -> Result<()> {
+/// Writes the gateway's own answer to the request.
+pub(crate) async fn reply(session: &mut Session, ctx: &mut Ctx, reply: LocalReply) -> Result<()> {
+    match reply {
+        LocalReply::Refuse(reject) => send_reject(session, ctx, reject).await,
+        LocalReply::Preflight => send_preflight(session, ctx).await,
+        LocalReply::Direct {
+            status,
+            body,
+            content_type,
+        } => send_direct(session, ctx, status, body, content_type).await,
+    }
+}
+
+/// Writes `reject` as the contract's JSON error and records it for the
+/// logs. The only way a refusal reaches a client.
+pub(crate) async fn send_reject(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    reject: Reject,
+) -> Result<()> {
     let (mut header, body) = reject.render(ctx.request_id.as_str())?;
     decorate(&mut header, ctx)?;
-    ctx.reject = Some(reject);
+    ctx.outcome.refused(reject);
     write(session, header, body).await
 }
 
+/// A refusal decided in a hook that can only stop the request by failing:
+/// kept for `fail_to_proxy`, which sends it with [`send_reject`].
+pub(crate) fn refuse_through_error(ctx: &mut Ctx, reject: Reject) -> Box<Error> {
+    let status = reject.status();
+    ctx.outcome.pending = Some(reject);
+    Error::explain(ErrorType::HTTPStatus(status), "refused by the gateway")
+}
+
 /// The answer of a `respond` route.
-pub async fn send_direct(
+async fn send_direct(
     session: &mut Session,
     ctx: &Ctx,
     status: u16,
     body: Bytes,
-    content_type: &HeaderValue,
+    content_type: HeaderValue,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header(http::header::CONTENT_TYPE, content_type.clone())?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     decorate(&mut header, ctx)?;
-    if let Some(route) = ctx.route() {
-        for name in &route.response_headers.remove {
-            header.remove_header(name);
-        }
-        for (name, value) in &route.response_headers.set {
-            header.insert_header(name.clone(), value.clone())?;
-        }
-    }
+    route_headers(&mut header, ctx)?;
     write(session, header, body).await
 }
 
 /// What every response carries, whoever made it: the request id, on a
 /// rate-limited route the `RateLimit-*` headers, on a CORS route the
 /// `Access-Control-*` and `Vary` headers.
-pub fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+pub(crate) fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     header.insert_header(X_REQUEST_ID, ctx.request_id.header())?;
-    if let Some(d) = &ctx.rate_limit {
+    if let Some(d) = &ctx.decoration.rate_limit {
         header.insert_header("ratelimit-limit", d.limit)?;
         header.insert_header("ratelimit-remaining", d.remaining)?;
         header.insert_header("ratelimit-reset", d.reset_seconds)?;
     }
-    for (name, value) in &ctx.cors_headers {
+    for (name, value) in &ctx.decoration.cors_headers {
         // The upstream's own `Vary` (e.g. Accept-Encoding) must survive:
         // ours is added beside it. The `Access-Control-*` headers are ours.
         if name == http::header::VARY {
@@ -65,9 +85,23 @@ pub fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The route's `response_headers`, on the upstream's responses and on a
+/// `respond` route's.
+pub(crate) fn route_headers(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if let Some(route) = ctx.route() {
+        for name in &route.response_headers.remove {
+            header.remove_header(name);
+        }
+        for (name, value) in &route.response_headers.set {
+            header.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
+}
+
 /// The gateway's answer to an allowed CORS preflight: 204 with the
 /// `Access-Control-*` headers, without authentication.
-pub async fn send_preflight(session: &mut Session, ctx: &Ctx) -> Result<()> {
+async fn send_preflight(session: &mut Session, ctx: &Ctx) -> Result<()> {
     let mut header = ResponseHeader::build(204, Some(8))?;
     header.insert_header(http::header::CONTENT_LENGTH, "0")?;
     decorate(&mut header, ctx)?;

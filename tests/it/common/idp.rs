@@ -125,10 +125,6 @@ impl Idp {
         })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -216,15 +212,6 @@ impl Idp {
 
     pub fn authz_url(&self) -> String {
         self.url(AUTHZ_PATH)
-    }
-
-    pub fn reset_hits(&self) {
-        self.shared.hits.lock().unwrap().clear();
-        self.shared.introspections.lock().unwrap().clear();
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and closes every connection; afterwards a client gets

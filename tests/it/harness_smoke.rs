@@ -1,7 +1,7 @@
 //! Smoke tests for the parts of the test harness that do not need the
 //! gateway: the upstream and the raw client.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

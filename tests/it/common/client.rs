@@ -127,7 +127,6 @@ pub fn request(
 
 /// A connection that can carry several requests (keep-alive, pipelining).
 pub struct Conn {
-    addr: SocketAddr,
     reader: BufReader<TcpStream>,
 }
 
@@ -143,13 +142,8 @@ impl Conn {
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Conn {
-            addr,
             reader: BufReader::new(stream),
         })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -3,7 +3,7 @@
 //! subjects from the CN and SAN URIs, allowed-subject globs, and
 //! certificate-bound access tokens (RFC 8705).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -43,14 +43,6 @@ impl TestKey {
         }
     }
 
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    pub fn alg(&self) -> Algorithm {
-        self.alg
-    }
-
     /// The same key material under another kid.
     pub fn with_kid(&self, kid: &str) -> TestKey {
         TestKey {

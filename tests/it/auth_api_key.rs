@@ -2,7 +2,7 @@
 //! keys, keys added and removed by reload, the key header not forwarded,
 //! query-parameter mode, and `apikey generate`.
 
-mod common;
+use crate::common;
 
 use common::client::request;
 use common::gateway::{run_cli, Gateway};

@@ -2,7 +2,7 @@
 //! the admin API, invalid reloads, reloads and an upgrade under load, the
 //! admin token, metrics and /status.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

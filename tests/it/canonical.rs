@@ -2,7 +2,7 @@
 //! library would normalize the bytes, and an upstream that records the
 //! bytes it received: what is checked is what is forwarded.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -4,7 +4,7 @@
 //! chunked bodies; bad schemas refused by `check`; CORS preflights answered
 //! without authentication, refused origins, and headers on actual requests.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -269,11 +269,6 @@ impl Gateway {
         fs::read_to_string(&self.config_path).unwrap_or_default()
     }
 
-    /// `dir/name`.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// Writes `dir/name` (for files the config names); `{dir}` is expanded.
     pub fn write_file(&self, name: &str, contents: &str) {
         write_files(self.dir.path(), &[(name, contents)]);
@@ -311,10 +306,6 @@ impl Gateway {
     /// The exit status if the process has exited (without blocking).
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.is_some() && self.try_wait().is_none()
     }
 
     /// Waits (bounded) for the process to exit, e.g. after SIGTERM.
@@ -370,11 +361,6 @@ impl Gateway {
         }
     }
 
-    /// Stops the process now (SIGTERM, SIGKILL after 5 s); returns its status.
-    pub fn stop(&mut self) -> Option<ExitStatus> {
-        self.child.take().and_then(terminate)
-    }
-
     pub fn stderr(&self) -> String {
         read_lossy(&self.dir.path().join("stderr.log"))
     }
@@ -396,11 +382,6 @@ impl Gateway {
 
     pub fn security_log(&self) -> Vec<Value> {
         read_json_lines(&self.security_log_path)
-    }
-
-    /// Polls up to 5 s until the security log has at least `n` lines.
-    pub fn wait_security_log(&self, n: usize) -> Vec<Value> {
-        poll_log(|| self.security_log(), |lines| lines.len() >= n)
     }
 
     /// Security log records whose `event` is `event`.

@@ -2,7 +2,7 @@
 //!
 //! Self-contained on purpose (std, tokio, hyper, hyper-util, http-body-util,
 //! bytes, serde_json, http only): `examples/echo.rs` includes this file with
-//! `#[path = "../tests/common/upstream.rs"] mod upstream;`.
+//! `#[path = "../tests/it/common/upstream.rs"] mod upstream;`.
 //!
 //! Every request is answered with `200` (or the `status=NNN` query parameter)
 //! and a JSON echo of what was received:
@@ -94,10 +94,6 @@ impl Upstream {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    pub fn name(&self) -> &str {
-        &self.shared.name
     }
 
     /// Requests received (counted once the body is read, before any

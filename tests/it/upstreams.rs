@@ -1,7 +1,7 @@
 //! Upstream behaviour through the real binary: balancing, health checks,
 //! consistent hashing, retries, timeouts and the error statuses.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! TLS listeners with certificates made in the test.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

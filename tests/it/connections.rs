@@ -3,7 +3,7 @@
 //! connection caps; the admin listener's `Origin` check; and no secret in
 //! any log line at `trace`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -5,7 +5,7 @@
 //! stale-on-error, fail-closed without keys, several providers on one route,
 //! reloads and the verified-token cache.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! and negative caching, coalescing of concurrent lookups, and secrecy of
 //! the client secret and the tokens.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};

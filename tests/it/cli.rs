@@ -1,6 +1,6 @@
 //! The command line: `check` and `run` on valid and invalid configurations.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -1,7 +1,6 @@
 //! Black-box test support: a real upstream, a raw HTTP/1.1 client and a
-//! launcher for the `portcullis` binary. Every test file does `mod common;`
-//! and uses only part of it.
-#![allow(dead_code, unused_imports)]
+//! launcher for the `portcullis` binary, compiled once for every test
+//! module.
 
 pub mod client;
 pub mod gateway;
@@ -14,7 +13,7 @@ pub mod upstream;
 use std::time::{Duration, Instant};
 
 pub use client::{build_request, get, request, send_raw, Conn, Response};
-pub use gateway::{check, free_addr, free_port, run_cli, Gateway};
+pub use gateway::{free_addr, free_port};
 pub use upstream::Upstream;
 
 /// Polls `f` every 20 ms until it returns true or `timeout` has passed;

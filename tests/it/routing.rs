@@ -1,7 +1,7 @@
 //! Routing through the real binary: precedence, methods, normalization
 //! attacks and what the upstream receives.
 
-mod common;
+use crate::common;
 
 use common::client::{get, request, send_raw};
 use common::gateway::Gateway;

@@ -1,7 +1,7 @@
 //! Request hygiene: size limits, smuggling signals, request ids and the
 //! forwarding headers the upstream receives.
 
-mod common;
+use crate::common;
 
 use common::client::{get, request, send_raw, Conn};
 use common::gateway::{config_header, free_addr, Gateway};

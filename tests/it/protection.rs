@@ -3,7 +3,7 @@
 //! gateways sharing one real Redis, Redis killed under each `on_error`, and
 //! lockout with unlock, locally and shared through Redis.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! spoofed `x-forwarded-for`), and `authz_url` against a real loopback
 //! decision service (allow, deny, timeout, unreachable, cache, coalescing).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

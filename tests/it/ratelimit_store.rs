@@ -2,7 +2,7 @@
 //! API: shared limits across "gateways" (stores), outages under each
 //! `on_error`, recovery, and shared lockouts.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

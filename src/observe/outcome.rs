@@ -1,0 +1,147 @@
+//! A finished request as the logs and metrics see it: the outcome events
+//! the pipeline collected, and the one function that records them.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::access::AccessRecord;
+use super::metrics::{method_label, status_label, UNMATCHED};
+use super::security::SecurityEvent;
+use super::Observer;
+
+/// Something a stage decided that the security log or the metrics record.
+/// Collected in the order it happened, written once the request is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A provider refused the credential (`reason` as in CONTRACT §6); a
+    /// missing credential is counted but is not a security event.
+    AuthFailure {
+        provider: Arc<str>,
+        reason: &'static str,
+    },
+    /// An authorization rule (or the network rules) refused the request.
+    AuthzDenied { rule: &'static str },
+    /// This request's failed credential locked its client out.
+    LockedOut,
+    /// The route's rate limit refused the request.
+    RateLimited,
+    /// A refusal that points at a hostile or broken client.
+    Rejected { reason: Cow<'static, str> },
+}
+
+/// One finished request, borrowed from the request's state.
+pub struct Finished<'a> {
+    pub request_id: &'a str,
+    pub client_ip: Option<IpAddr>,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub target: Option<SocketAddr>,
+    pub status: u16,
+    pub bytes_sent: usize,
+    pub elapsed: Duration,
+    pub upstream_elapsed: Option<Duration>,
+    pub auth_method: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub events: &'a [Event],
+}
+
+impl Observer {
+    /// Security events, metrics and the access line of one request.
+    pub fn request_finished(&self, done: &Finished<'_>) {
+        let route_label = done.route.unwrap_or(UNMATCHED);
+        for event in done.events {
+            self.outcome_event(event, done, route_label);
+        }
+        let metrics = &self.metrics;
+        metrics
+            .requests
+            .with_label_values(&[
+                route_label,
+                method_label(done.method),
+                status_label(done.status),
+            ])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route_label])
+            .observe(done.elapsed.as_secs_f64());
+        if let (Some(upstream), Some(up)) = (done.upstream, done.upstream_elapsed) {
+            metrics
+                .upstream_duration
+                .with_label_values(&[upstream])
+                .observe(up.as_secs_f64());
+        }
+        let Some(access) = &self.access else {
+            return;
+        };
+        let record = AccessRecord {
+            ts: super::now_rfc3339(),
+            request_id: done.request_id,
+            client_ip: done.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            method: done.method.as_str(),
+            path: done.path,
+            route: done.route,
+            upstream: done.upstream,
+            target: done.target.map(|t| t.to_string()),
+            status: done.status,
+            bytes_sent: done.bytes_sent,
+            duration_ms: ms(done.elapsed),
+            upstream_ms: done.upstream_elapsed.map(ms),
+            auth_method: done.auth_method,
+            subject: done.subject,
+        };
+        access.write_line(record.to_line());
+    }
+
+    fn outcome_event(&self, event: &Event, done: &Finished<'_>, route_label: &str) {
+        let metrics = &self.metrics;
+        let mut provider = None;
+        let (name, reason, subject) = match event {
+            Event::AuthFailure {
+                provider: p,
+                reason,
+            } => {
+                metrics
+                    .auth_failures
+                    .with_label_values(&[&**p, reason])
+                    .inc();
+                if *reason == "missing" {
+                    return;
+                }
+                provider = Some(&**p);
+                ("auth_failure", Cow::Borrowed(*reason), None)
+            }
+            Event::AuthzDenied { rule } => {
+                metrics.authz_denied.with_label_values(&[route_label]).inc();
+                ("authz_denied", Cow::Borrowed(*rule), done.subject)
+            }
+            Event::LockedOut => (
+                "brute_force_lockout",
+                Cow::Borrowed("failed_auth_threshold"),
+                None,
+            ),
+            Event::RateLimited => {
+                metrics.rate_limited.with_label_values(&[route_label]).inc();
+                ("rate_limited", Cow::Borrowed("rate_limit"), done.subject)
+            }
+            Event::Rejected { reason } => ("request_rejected", reason.clone(), None),
+        };
+        let mut e = SecurityEvent::new(name, reason);
+        if let Some(p) = provider {
+            e = e.field("provider", p);
+        }
+        e.request_id = Some(done.request_id);
+        e.client_ip = done.client_ip;
+        e.route = done.route;
+        e.subject = subject;
+        self.security_event(&e);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,25 @@
+//! The integration tests: one binary, a module per area. Every test
+//! starts the real `portcullis` binary with its own free ports and real
+//! peers on 127.0.0.1, so the modules run in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod auth_api_key;
+mod auth_introspection;
+mod auth_jwt;
+mod authz;
+mod canonical;
+mod cli;
+mod connections;
+mod harness_smoke;
+mod hygiene;
+mod mtls;
+mod operations;
+mod protection;
+mod ratelimit_store;
+mod routing;
+mod tls;
+mod upstreams;
+mod validation;
