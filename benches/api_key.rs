@@ -2,6 +2,8 @@
 //! lookup is by id in a hash map plus one SHA-256 and a constant-time
 //! compare, so the two should cost the same.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 

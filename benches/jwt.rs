@@ -6,6 +6,8 @@
 //! as a typical provider's JWKS during a rotation would. The keys are fixed
 //! test keys, generated once with `openssl genpkey`; never trust them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -2,6 +2,8 @@
 //! and a compare-and-swap), and 1,000,000 distinct keys cycled through,
 //! live (lookups) or going idle (inserts and sweeps).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

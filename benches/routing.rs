@@ -2,6 +2,8 @@
 //! microsecond per lookup at 10,000 routes, and normalization of an
 //! already-normal path must cost no allocation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -7,7 +7,7 @@
 //! Answers every request with a JSON echo of what it received (see
 //! `tests/it/common/upstream.rs`) until Ctrl-C.
 
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/it/common/upstream.rs"]
 mod upstream;
 
@@ -35,18 +35,26 @@ fn main() -> ExitCode {
     println!("echo upstream {name} listening on {}", server.addr());
 
     // Block until Ctrl-C (or SIGTERM), then stop cleanly.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let waited = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    });
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                Ok(())
+            })
+        });
     server.stop();
-    ExitCode::SUCCESS
+    match waited {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot wait for a signal: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

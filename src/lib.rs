@@ -5,19 +5,19 @@
 //! in [`proxy`], which runs every request through its stages in one fixed
 //! order.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod front;
 pub mod observe;
 pub mod protect;
-pub mod proxy;
-pub mod reload;
+pub(crate) mod proxy;
+pub(crate) mod reload;
 pub mod routing;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod server;
-pub mod tasks;
-pub mod tls;
-pub mod ttl;
-pub mod upstream;
+pub(crate) mod tasks;
+pub(crate) mod tls;
+pub(crate) mod ttl;
+pub(crate) mod upstream;

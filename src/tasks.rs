@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// reloads must not leak them.
 static BACKGROUND_TASKS: AtomicUsize = AtomicUsize::new(0);
 
-pub fn background_tasks() -> usize {
+pub(crate) fn background_tasks() -> usize {
     BACKGROUND_TASKS.load(Ordering::Relaxed)
 }
 
 /// Counts a task for as long as it lives, however it ends.
-pub struct TaskGuard;
+pub(crate) struct TaskGuard;
 
 impl TaskGuard {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         BACKGROUND_TASKS.fetch_add(1, Ordering::Relaxed);
         TaskGuard
     }

@@ -53,7 +53,7 @@ pub enum TlsError {
 }
 
 /// A trust store of client-certificate CAs from a PEM file.
-pub fn load_ca(path: &Path) -> Result<X509Store, TlsError> {
+pub(crate) fn load_ca(path: &Path) -> Result<X509Store, TlsError> {
     let name = path.display().to_string();
     let pem = std::fs::read(path).map_err(|e| TlsError::Read(name.clone(), e))?;
     let certs = X509::stack_from_pem(&pem).map_err(|_| TlsError::Ca(name.clone()))?;
@@ -115,7 +115,7 @@ pub struct CertPair {
 
 /// Loads and cross-checks a certificate chain and key, so that a wrong pair
 /// is a configuration error rather than a failing handshake.
-pub fn load_pair(cert: &Path, key: &Path) -> Result<CertPair, TlsError> {
+pub(crate) fn load_pair(cert: &Path, key: &Path) -> Result<CertPair, TlsError> {
     let name = |p: &Path| p.display().to_string();
     let cert_pem = std::fs::read(cert).map_err(|e| TlsError::Read(name(cert), e))?;
     let key_pem = std::fs::read(key).map_err(|e| TlsError::Read(name(key), e))?;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A cached value's remaining lifetime, decided when it is stored.
-pub trait Expires {
+pub(crate) trait Expires {
     fn time_to_live(&self) -> Duration;
 }
 
 /// Expire each entry after its value's [`Expires::time_to_live`].
-pub struct ByValue;
+pub(crate) struct ByValue;
 
 impl<K, V: Expires> moka::Expiry<K, Arc<V>> for ByValue {
     fn expire_after_create(

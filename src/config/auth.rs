@@ -13,7 +13,7 @@ use crate::auth::jwks::{Alg, KeySet};
 const DEFAULT_MAX_TOKEN_BYTES: u64 = 8192;
 const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5000;
 
-pub fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> {
+pub(super) fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> {
     let Some(all) = root.table(d, "auth") else {
         return Vec::new();
     };

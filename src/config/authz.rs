@@ -18,7 +18,7 @@ const DEFAULT_AUTHZ_TIMEOUT_MS: u64 = 5000;
 const ONE_DAY_SECONDS: u64 = 86_400;
 
 /// `allow_cidrs` / `deny_cidrs` of a route or of `[protection]`.
-pub fn cidr_rules(d: &mut Diagnostics, t: &Table) -> CidrRules {
+pub(super) fn cidr_rules(d: &mut Diagnostics, t: &Table) -> CidrRules {
     let mut list = |key: &'static str| {
         let mut out = Vec::new();
         for cidr in t.strings(d, key).unwrap_or_default() {
@@ -39,7 +39,7 @@ pub fn cidr_rules(d: &mut Diagnostics, t: &Table) -> CidrRules {
 
 /// The authorization rules of a route. Scope and role rules need an
 /// identity, so a public route cannot have them.
-pub fn route_authz(d: &mut Diagnostics, t: &Table, public: bool) -> RouteAuthzConfig {
+pub(super) fn route_authz(d: &mut Diagnostics, t: &Table, public: bool) -> RouteAuthzConfig {
     let mut list = |key: &'static str| {
         let items = t.strings(d, key).unwrap_or_default();
         if public && !items.is_empty() {

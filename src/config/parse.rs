@@ -26,7 +26,7 @@ const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
 const DEFAULT_MAX_CONNECTIONS_PER_IP: u64 = 512;
 const ONE_HOUR_MS: u64 = 3_600_000;
 /// The most Pingora buffers for replay after a body was read whole.
-pub const MAX_SCHEMA_BODY_BYTES: u64 = 64 * 1024;
+pub(super) const MAX_SCHEMA_BODY_BYTES: u64 = 64 * 1024;
 
 /// Headers whose framing meaning the gateway owns; letting configuration
 /// rewrite them would open request smuggling.
@@ -38,7 +38,12 @@ const FRAMING_HEADERS: [&str; 5] = [
     "upgrade",
 ];
 
-pub fn config(d: &mut Diagnostics, root: &Table, path: &Path, sha256: String) -> Option<Config> {
+pub(super) fn config(
+    d: &mut Diagnostics,
+    root: &Table,
+    path: &Path,
+    sha256: String,
+) -> Option<Config> {
     let server = server(d, root);
     let log = log(d, root);
     let admin = admin(d, root);

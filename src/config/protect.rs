@@ -20,7 +20,7 @@ use crate::protect::schema::JsonSchema;
 const ONE_DAY_SECONDS: u64 = 86_400;
 const MAX_REQUESTS: u64 = 1_000_000_000;
 
-pub fn protection(d: &mut Diagnostics, root: &Table) -> Protection {
+pub(super) fn protection(d: &mut Diagnostics, root: &Table) -> Protection {
     let mut out = Protection::default();
     let Some(t) = root.table(d, "protection") else {
         return out;
@@ -44,7 +44,7 @@ pub fn protection(d: &mut Diagnostics, root: &Table) -> Protection {
     out
 }
 
-pub fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig {
+pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig {
     let mut out = StoreConfig::default();
     let Some(t) = root.table(d, "rate_limit_store") else {
         return out;
@@ -111,7 +111,7 @@ fn valid_redis_url(url: &str) -> bool {
 }
 
 /// A route's `rate_limit = { per, requests, window_seconds, burst }`.
-pub fn route_rate_limit(d: &mut Diagnostics, t: &Table) -> Option<RouteRateLimit> {
+pub(super) fn route_rate_limit(d: &mut Diagnostics, t: &Table) -> Option<RouteRateLimit> {
     let r = t.table(d, "rate_limit")?;
     let per = r.string(d, "per");
     let requests = r.integer(d, "requests", 1..=MAX_REQUESTS);
@@ -160,7 +160,7 @@ pub fn route_rate_limit(d: &mut Diagnostics, t: &Table) -> Option<RouteRateLimit
 }
 
 /// A route's `json_schema`: compiled now, so a bad schema is a `check` error.
-pub fn route_schema(d: &mut Diagnostics, t: &Table) -> Option<Arc<JsonSchema>> {
+pub(super) fn route_schema(d: &mut Diagnostics, t: &Table) -> Option<Arc<JsonSchema>> {
     let path = t.string(d, "json_schema")?;
     match JsonSchema::load(std::path::Path::new(path.get_ref())) {
         Ok(schema) => Some(Arc::new(schema)),
@@ -173,7 +173,7 @@ pub fn route_schema(d: &mut Diagnostics, t: &Table) -> Option<Arc<JsonSchema>> {
 
 /// A route's `cors = { origins, methods, headers, credentials,
 /// max_age_seconds, expose_headers }`.
-pub fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Cors> {
+pub(super) fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Cors> {
     let c = t.table(d, "cors")?;
     let origins = c.strings(d, "origins");
     if origins.is_none() && c.raw("origins").is_none() {

@@ -6,7 +6,7 @@ const MAX_REQUEST_ID: usize = 128;
 
 /// The client's `x-request-id` when it is safe to repeat in logs and
 /// headers (`[A-Za-z0-9._:-]{1,128}`), else a fresh random one.
-pub fn request_id(client_value: Option<&[u8]>) -> String {
+pub(crate) fn request_id(client_value: Option<&[u8]>) -> String {
     match client_value {
         Some(v) if is_safe(v) => {
             // Checked ASCII above.

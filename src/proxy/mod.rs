@@ -2,12 +2,12 @@
 //! work to the module that owns it. The order of request stages lives in
 //! [`pipeline`], nowhere else.
 
-pub mod client;
-pub mod ctx;
+pub(crate) mod client;
+pub(crate) mod ctx;
 pub(crate) mod forward;
 pub(crate) mod pipeline;
-pub mod reject;
-pub mod request;
+pub(crate) mod reject;
+pub(crate) mod request;
 pub(crate) mod respond;
 pub(crate) mod stages;
 

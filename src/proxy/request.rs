@@ -20,8 +20,8 @@ use crate::tls::ClientCert;
 
 /// Names as `&'static str`: Pingora's case-preserving header maps copy a
 /// `HeaderName` into a title-cased name on every insert, a string not.
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
-pub const X_REAL_IP: &str = "x-real-ip";
+pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub(crate) const X_REAL_IP: &str = "x-real-ip";
 
 /// What the connection says about a request: who sent it and where.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,7 +75,7 @@ pub struct Canonical {
 /// What a stage sees of a request: the canonical view, the request's
 /// headers as the canonical step left them, and the connection's verified
 /// client certificate.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub canon: &'a Canonical,
     pub headers: &'a HeaderMap,
     pub client_cert: Option<&'a ClientCert>,
@@ -90,7 +90,11 @@ fn bad(message: &'static str) -> Reject {
 /// walked from the right, trusted addresses skipped, and the first
 /// untrusted one is the client. A header from an untrusted peer is never
 /// believed.
-pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[IpNet]) -> Option<IpAddr> {
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
     let peer = peer.map(canonical_ip)?;
     if !is_trusted(peer, trusted) {
         return Some(peer);
@@ -117,7 +121,7 @@ pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[IpNet]) -
 
 /// An address as a header value. IPv4 is written digit by digit: the
 /// formatting machinery costs more than the rest of building the header.
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
         return HeaderValue::from_str(&ip.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static(""));
@@ -146,7 +150,7 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
 /// What the upstream's `x-forwarded-for` says: every line the client (or
 /// its proxies) sent, in order, as one list, then the peer (`peer`, its
 /// value from [`ip_value`]).
-pub fn forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderValue {
+pub(crate) fn forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderValue {
     let mut joined: Vec<u8> = Vec::new();
     for line in headers.get_all(X_FORWARDED_FOR) {
         let line = line.as_bytes().trim_ascii();
@@ -164,13 +168,13 @@ pub fn forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
 }
 
-pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical_ip(ip);
     trusted.iter().any(|net| net.contains(&ip))
 }
 
 /// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`) are compared as IPv4.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -221,7 +225,7 @@ fn is_owned_header(name: &str, underscore_as_dash: bool) -> bool {
 
 /// `visible ASCII` of CONTRACT §8: printable characters, with spaces and
 /// tabs inside.
-pub fn is_visible_ascii(value: &HeaderValue) -> bool {
+pub(crate) fn is_visible_ascii(value: &HeaderValue) -> bool {
     value
         .as_bytes()
         .iter()

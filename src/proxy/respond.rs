@@ -11,7 +11,7 @@ use super::ctx::Ctx;
 use super::pipeline::LocalReply;
 use super::reject::Reject;
 
-pub const X_REQUEST_ID: &str = "x-request-id";
+pub(crate) const X_REQUEST_ID: &str = "x-request-id";
 
 /// Writes the gateway's own answer to the request.
 pub(crate) async fn reply(session: &mut Session, ctx: &mut Ctx, reply: LocalReply) -> Result<()> {

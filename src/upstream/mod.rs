@@ -1,5 +1,5 @@
 //! Upstreams: load-balanced, health-checked target pools.
 
-pub mod pool;
+pub(crate) mod pool;
 
-pub use pool::UpstreamPool;
+pub(crate) use pool::UpstreamPool;

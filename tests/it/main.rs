@@ -2,7 +2,7 @@
 //! starts the real `portcullis` binary with its own free ports and real
 //! peers on 127.0.0.1, so the modules run in parallel.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
