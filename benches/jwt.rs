@@ -158,6 +158,7 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
 
     use portcullis::auth::{Authenticator, Credentials};
     use portcullis::config::{AuthKind, AuthProvider, JwtProvider, KeySource, Log, LogTarget};
+    use portcullis::core::location::{Located, Location};
     use portcullis::observe::Observer;
 
     let allowed = [Alg::RS256, Alg::ES256, Alg::EdDSA];
@@ -174,7 +175,14 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
             issuer: Some("https://idp.example.com/".to_owned()),
             audiences: vec!["orders-api".to_owned()],
             keys: KeySource::File {
-                path: "bench-jwks.json".into(),
+                path: Located {
+                    value: "bench-jwks.json".into(),
+                    at: Location {
+                        file: std::path::Path::new("bench.toml").into(),
+                        line: 1,
+                        col: 1,
+                    },
+                },
                 json: jwks.clone(),
             },
             algorithms: allowed.to_vec(),

@@ -8,7 +8,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
-use portcullis::routing::{normalize::normalize_path, table::*};
+use portcullis::core::matching::{ListenerSet, MethodSet, PathMatch};
+use portcullis::core::normalize::normalize_path;
+use portcullis::routing::table::*;
 
 const ROUTES: usize = 10_000;
 

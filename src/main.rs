@@ -73,7 +73,7 @@ enum ApikeyCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config } => match server::check(&config) {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS

@@ -11,15 +11,13 @@ use arc_swap::ArcSwap;
 use crate::config::{self, Admin, Config, ConfigError, ConfigErrors, Listener, Log, Server};
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
-use crate::runtime::{CompileError, Runtime};
+use crate::runtime::Runtime;
 use crate::upstream::pool::UpstreamPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    #[error("{0}")]
-    Compile(#[from] CompileError),
     #[error("the reload task failed")]
     Task,
 }
@@ -105,7 +103,7 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(config: Config, observer: Arc<Observer>) -> Result<Self, CompileError> {
+    pub fn new(config: Config, observer: Arc<Observer>) -> Result<Self, ConfigErrors> {
         let fixed = Fixed::of(&config);
         let config_path = config.path.clone();
         let admin_addr = config.admin.as_ref().map(|a| a.addr);

@@ -4,39 +4,35 @@
 //! atomically; a request keeps the snapshot it started with until it ends.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use crate::auth::jwks::KeySet;
+use crate::auth::jwt_auth::RefreshError;
 use crate::auth::{self, Authenticator};
 use crate::authz::external::ExternalAuthz;
+use crate::authz::policy::{Policy, PolicyError};
 use crate::authz::RouteAuthz;
 use crate::config::{
-    Config, ExternalAuthzConfig, HeaderOps, Limits, RateKey, RouteAction, RouteRateLimit, Secret,
+    AuthKind, AuthProvider, Config, ConfigError, ConfigErrors, CorsSpec, ExternalAuthzConfig,
+    HeaderOps, KeySource, Limits, Pending, PolicySource, RateKey, RouteAction, RouteRateLimit,
     UnderscoreHeaders,
 };
+use crate::core::location::Located;
+use crate::core::matching::{ListenerSet, PathMatch};
+use crate::core::net::canonical_ip;
+use crate::core::net::CidrRules;
+use crate::core::secret::Secret;
 use crate::observe::Observer;
-use crate::protect::cidr::CidrRules;
 use crate::protect::cors::Cors;
-use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore, StoreError};
+use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore};
 use crate::protect::schema::JsonSchema;
-use crate::proxy::request::{canonical_ip, Rules};
-use crate::routing::table::{ListenerSet, PathMatch, RouteSpec, RouteTable};
+use crate::routing::table::{RouteSpec, RouteTable};
 use crate::tls::{CertStore, TlsListener};
-use crate::upstream::pool::{PoolError, UpstreamPool};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CompileError {
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-    #[error(transparent)]
-    Auth(#[from] auth::BuildError),
-    #[error("listener `{0}`: {1}")]
-    Tls(String, crate::tls::TlsError),
-    #[error("[rate_limit_store]: {0}")]
-    Store(#[from] StoreError),
-}
+use crate::upstream::pool::UpstreamPool;
 
 pub struct Runtime {
     pub generation: u64,
@@ -125,18 +121,6 @@ pub struct Route {
 }
 
 impl Runtime {
-    /// The rules of the canonical step.
-    pub fn canonical_rules(&self) -> Rules<'_> {
-        Rules {
-            peer_trusted: false,
-            max_uri_bytes: self.limits.max_uri_bytes,
-            max_header_bytes: self.limits.max_header_bytes,
-            max_body_bytes: self.limits.max_body_bytes,
-            underscore_headers: self.underscore_headers,
-            trusted_proxies: &self.trusted_proxies,
-        }
-    }
-
     /// The listener bound to `local` (exactly, or on a wildcard address
     /// with the same port).
     pub fn listener_of(&self, local: SocketAddr) -> Option<usize> {
@@ -151,63 +135,94 @@ impl Runtime {
             })
     }
 
-    /// Compiles `config`. Upstream pools whose configuration did not change
-    /// are taken over from `previous` as they are — with their health state
-    /// and their running health checks — so a reload never makes a healthy
-    /// target unknown or a dead one eligible again.
+    /// Compiles `config`: every feature builds its runtime object from its
+    /// spec, and every failure is reported at the place of the value it is
+    /// about, all at once. This is also the one place that decides what a
+    /// reload carries over from `previous`: providers (their keys and token
+    /// caches), TLS session state, upstream pools (their health state and
+    /// running health checks), external authorizers (their decision caches)
+    /// and the rate-limit store (its counters), each when its configuration
+    /// did not change — so a reload never makes a healthy target unknown or
+    /// a dead one eligible again.
     pub fn compile(
         config: Config,
         generation: u64,
         observer: &Arc<Observer>,
         previous: Option<&Runtime>,
-    ) -> Result<Runtime, CompileError> {
-        let providers = config
+    ) -> Result<Runtime, ConfigErrors> {
+        let mut errors = Vec::new();
+        let file = config.path.clone();
+        let mut fail = |e: ConfigError| errors.push(e);
+        let providers: Vec<_> = config
             .auth
             .iter()
-            .map(|p| {
+            .filter_map(|p| {
                 let kept = previous
                     .and_then(|old| old.providers.iter().find(|x| x.config() == p).cloned());
                 match kept {
-                    Some(provider) => Ok(provider),
-                    None => auth::build(p, observer),
+                    Some(provider) => Some(provider),
+                    None => auth::build(p, observer)
+                        .map_err(|e| fail(provider_error(&file, p, e)))
+                        .ok(),
                 }
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let tls = config
+            .collect();
+        let tls: Vec<_> = config
             .listeners
             .iter()
             .map(|l| {
-                let Some(t) = &l.tls else {
-                    return Ok(None);
-                };
+                let t = l.tls.as_ref()?;
                 let previous =
                     previous.and_then(|p| p.tls.iter().flatten().find(|old| old.name == l.name));
-                CertStore::load(&t.certificates, t.client_ca.as_ref())
-                    .and_then(|store| {
-                        TlsListener::new(l.name.clone(), store, previous.map(|p| &**p))
+                let store = CertStore::load(&t.certificates, t.client_ca.as_ref())
+                    .map_err(|(at, e)| {
+                        fail(match at {
+                            Some(at) => ConfigError::at(&at, e.to_string()),
+                            None => {
+                                ConfigError::in_file(&file, format!("listener `{}`: {e}", l.name))
+                            }
+                        })
                     })
-                    .map(|listener| Some(Arc::new(listener)))
-                    .map_err(|e| CompileError::Tls(l.name.clone(), e))
+                    .ok()?;
+                TlsListener::new(l.name.clone(), store, previous.map(|p| &**p))
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        fail(ConfigError::in_file(
+                            &file,
+                            format!("listener `{}`: {e}", l.name),
+                        ))
+                    })
+                    .ok()
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let upstreams = config
+            .collect();
+        let upstreams: Vec<_> = config
             .upstreams
             .into_iter()
-            .map(|u| {
+            .filter_map(|u| {
                 let kept =
                     previous.and_then(|p| p.upstreams.iter().find(|old| old.config == u).cloned());
                 match kept {
-                    Some(pool) => Ok(pool),
-                    None => UpstreamPool::new(u, observer.clone()).map(Arc::new),
+                    Some(pool) => Some(pool),
+                    None => UpstreamPool::new(u, observer.clone())
+                        .map(Arc::new)
+                        .map_err(|e| fail(ConfigError::in_file(&file, e.to_string())))
+                        .ok(),
                 }
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         let rate_limits = match previous {
-            Some(p) if *p.rate_limits.config() == config.rate_limit_store => p.rate_limits.clone(),
-            _ => Arc::new(RateLimitStore::new(
-                config.rate_limit_store.clone(),
-                observer.clone(),
-            )?),
+            Some(p) if *p.rate_limits.config() == config.rate_limit_store => {
+                Some(p.rate_limits.clone())
+            }
+            _ => RateLimitStore::new(config.rate_limit_store.clone(), observer.clone())
+                .map(Arc::new)
+                .map_err(|e| {
+                    fail(ConfigError::in_file(
+                        &file,
+                        format!("[rate_limit_store]: {e}"),
+                    ))
+                })
+                .ok(),
         };
         let mut specs = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -224,6 +239,16 @@ impl Runtime {
                     .and_then(|p| p.find_external(&cfg))
                     .unwrap_or_else(|| Arc::new(ExternalAuthz::new(cfg)))
             });
+            let policy = r
+                .authz
+                .policy
+                .and_then(|p| compile_policy(&p).map_err(&mut fail).ok());
+            let json_schema = r
+                .json_schema
+                .and_then(|path| compile_schema(&path).map_err(&mut fail).ok());
+            let cors = r
+                .cors
+                .and_then(|spec| compile_cors(&spec).map_err(&mut fail).ok());
             let rate_limit = r.rate_limit.map(|rl| RouteLimit::new(&r.name, rl));
             let credential_params = r
                 .auth
@@ -242,17 +267,21 @@ impl Runtime {
                 authz: RouteAuthz {
                     require_scopes: r.authz.require_scopes,
                     allow_roles: r.authz.allow_roles,
-                    policy: r.authz.policy,
+                    policy,
                     external,
                 },
                 cidrs: r.cidrs,
                 rate_limit,
-                json_schema: r.json_schema,
-                cors: r.cors,
+                json_schema,
+                cors,
                 allow_path_params: r.allow_path_params,
                 credential_params,
             });
         }
+        let Some(rate_limits) = rate_limits.filter(|_| errors.is_empty()) else {
+            errors.sort_by_key(|e| e.position);
+            return Err(ConfigErrors(errors));
+        };
         Ok(Runtime {
             generation,
             admin_token: config.admin.and_then(|a| a.token),
@@ -294,11 +323,106 @@ impl Runtime {
     }
 }
 
+/// The errors compiling would report for values of a file that has other
+/// errors too (see [`Pending`]).
+pub(crate) fn pending_errors(pending: &[Pending]) -> Vec<ConfigError> {
+    pending
+        .iter()
+        .filter_map(|p| match p {
+            Pending::Policy(policy) => compile_policy(policy).err(),
+            Pending::Schema(path) => compile_schema(path).err(),
+            Pending::Cors(spec) => compile_cors(spec).err(),
+            Pending::Certificate { cert, key } => crate::tls::load_pair(&cert.value, key)
+                .err()
+                .map(|e| ConfigError::at(&cert.at, e.to_string())),
+            Pending::ClientCa(path) => crate::tls::load_ca(&path.value)
+                .err()
+                .map(|e| ConfigError::at(&path.at, e.to_string())),
+            Pending::Jwks {
+                path,
+                json,
+                algorithms,
+            } => KeySet::from_jwks(json, algorithms)
+                .err()
+                .map(|e| ConfigError::at(&path.at, format!("`{}`: {e}", path.value.display()))),
+        })
+        .collect()
+}
+
+fn compile_schema(path: &Located<PathBuf>) -> Result<Arc<JsonSchema>, ConfigError> {
+    JsonSchema::load(&path.value)
+        .map(Arc::new)
+        .map_err(|e| ConfigError::at(&path.at, format!("`json_schema`: {e}")))
+}
+
+fn compile_cors(spec: &Located<CorsSpec>) -> Result<Cors, ConfigError> {
+    Cors::build(&spec.value).map_err(|e| ConfigError::at(&spec.at, format!("`cors`: {e}")))
+}
+
+/// A provider that could not be built, at its key file when that is the
+/// cause.
+fn provider_error(file: &Path, provider: &AuthProvider, e: auth::BuildError) -> ConfigError {
+    let auth::BuildError::Jwt(_, refresh) = &e;
+    if let (AuthKind::Jwt(jwt), RefreshError::Keys(keys)) = (&provider.kind, refresh) {
+        if let KeySource::File { path, .. } = &jwt.keys {
+            return ConfigError::at(&path.at, format!("`{}`: {keys}", path.value.display()));
+        }
+    }
+    ConfigError::in_file(file, e.to_string())
+}
+
+/// A route's CEL policy; an error is reported where it is in the file when
+/// the expression is a one-line string, else at the string.
+fn compile_policy(p: &PolicySource) -> Result<Arc<Policy>, ConfigError> {
+    Policy::compile(&p.source.value).map(Arc::new).map_err(|e| {
+        let at = match &e {
+            PolicyError::Syntax {
+                line: 1, column, ..
+            } if p.one_line => {
+                // Past the opening quote; CEL columns count from 1.
+                p.source
+                    .at
+                    .right(usize::try_from(*column).unwrap_or(1).max(1))
+            }
+            _ => p.source.at.clone(),
+        };
+        ConfigError::at(&at, format!("`policy`: {e}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    const BASE: &str = r#"
+[[listeners]]
+name = "http"
+listen = "127.0.0.1:8080"
+
+[upstreams.app]
+targets = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 3 }]
+
+[[routes]]
+name = "app"
+path_prefix = "/app"
+public = true
+upstream = "app"
+"#;
+
+    /// What `check` prints for `text`: read, then compiled.
+    fn errors(text: &str) -> Vec<String> {
+        let config = match crate::config::parse_str(Path::new("gw.toml"), text) {
+            Ok(config) => config,
+            Err(e) => return e.0.iter().map(ToString::to_string).collect(),
+        };
+        let observer = Arc::new(Observer::new(&config.log).unwrap());
+        match Runtime::compile(config, 0, &observer, None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
 
     /// Gateways of different versions may share one Redis during a rolling
     /// upgrade: a bucket key must not change its layout silently.
@@ -320,5 +444,27 @@ mod tests {
             b"orders\x0010/60/20\x00ip:\x7f\x00\x00\x01"
         );
         assert_eq!(rl.key(b"", b""), b"orders\x0010/60/20\x00");
+    }
+
+    #[test]
+    fn policy_errors_point_into_the_expression() {
+        let text = BASE.replace(
+            "public = true",
+            "public = true\npolicy = 'request.method == '",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("gw.toml:13:29: "), "{errs:?}");
+        assert!(errs[0].contains("`policy`: invalid CEL"), "{errs:?}");
+        let text = BASE.replace(
+            "public = true",
+            "public = true\npolicy = 'claim.tenant == \"a\"'",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("gw.toml:13:10: `policy`: unknown variable `claim`"),
+            "{errs:?}"
+        );
     }
 }

@@ -25,9 +25,25 @@ use crate::reload::Control;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Compile(#[from] crate::runtime::CompileError),
+    Compile(#[from] crate::config::ConfigErrors),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+/// `portcullis check`: the configuration read and compiled as `run` would,
+/// without listening or starting anything; every error at once.
+pub fn check(path: &std::path::Path) -> Result<(), crate::config::ConfigErrors> {
+    let config = crate::config::load_for_check(path).map_err(|(mut errors, pending)| {
+        errors.0.extend(crate::runtime::pending_errors(&pending));
+        errors
+    })?;
+    let observer = Observer::new(&config.log).map_err(|e| {
+        crate::config::ConfigErrors(vec![crate::config::ConfigError::in_file(
+            path,
+            format!("metrics: {e}"),
+        )])
+    })?;
+    crate::runtime::Runtime::compile(config, 0, &Arc::new(observer), None).map(drop)
 }
 
 /// Flags of `portcullis run`.

@@ -33,6 +33,7 @@ use pingora::tls::x509::X509;
 use sha2::{Digest, Sha256};
 
 use crate::config::ClientAuth;
+use crate::core::location::{Located, Location};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -153,18 +154,21 @@ pub struct CertStore {
 impl CertStore {
     /// Loads every (certificate, key) pair; names come from each leaf's
     /// DNS subject alternative names, or its CN when it has none.
+    /// The listener's files as configured; an error names the place of
+    /// the file it is about.
     pub fn load(
-        files: &[(PathBuf, PathBuf)],
-        client_ca: Option<&(PathBuf, ClientAuth)>,
-    ) -> Result<Self, TlsError> {
+        files: &[(Located<PathBuf>, PathBuf)],
+        client_ca: Option<&(Located<PathBuf>, ClientAuth)>,
+    ) -> Result<Self, (Option<Location>, TlsError)> {
         let mut fingerprint = Sha256::new();
         let client_ca = match client_ca {
             Some((path, mode)) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| TlsError::Read(path.display().to_string(), e))?;
+                let at = || Some(path.at.clone());
+                let pem = std::fs::read(&path.value)
+                    .map_err(|e| (at(), TlsError::Read(path.value.display().to_string(), e)))?;
                 fingerprint.update(&pem);
                 fingerprint.update([*mode as u8]);
-                Some((load_ca(path)?, *mode))
+                Some((load_ca(&path.value).map_err(|e| (at(), e))?, *mode))
             }
             None => None,
         };
@@ -176,7 +180,7 @@ impl CertStore {
             wildcard: HashMap::new(),
         };
         for (i, (cert, key)) in files.iter().enumerate() {
-            let pair = load_pair(cert, key)?;
+            let pair = load_pair(&cert.value, key).map_err(|e| (Some(cert.at.clone()), e))?;
             for name in names(&pair) {
                 let name = name.to_ascii_lowercase();
                 match name.strip_prefix("*.") {
@@ -187,7 +191,7 @@ impl CertStore {
             store.pairs.push(pair);
         }
         if store.pairs.is_empty() {
-            return Err(TlsError::NoCertificate);
+            return Err((None, TlsError::NoCertificate));
         }
         Ok(store)
     }

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::routing::normalize::{has_path_params, normalize_path, strip_path_params};
+use portcullis::core::normalize::{has_path_params, normalize_path, strip_path_params};
 use portcullis::routing::target::{canonical_query, parse_host, parse_target};
 
 fuzz_target!(|data: &[u8]| {

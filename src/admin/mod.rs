@@ -196,7 +196,7 @@ impl AdminApp {
                 .iter()
                 .map(|p| (p.name().to_string(), p.status()))
                 .collect::<serde_json::Map<String, serde_json::Value>>(),
-            "background_tasks": crate::tasks::background_tasks(),
+            "background_tasks": crate::core::tasks::background_tasks(),
             "draining": self.control.draining.load(std::sync::atomic::Ordering::Relaxed),
         })
     }

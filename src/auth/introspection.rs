@@ -5,7 +5,7 @@
 //! beyond the token's `exp`; concurrent lookups of one token share one call;
 //! when the endpoint cannot answer the request fails closed (503).
 
-use crate::ttl::{ByValue, Expires};
+use crate::core::ttl::{ByValue, Expires};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! single-flight) refetch, and a failed refresh keeps the last good keys.
 //! Verified tokens are cached by their SHA-256, never beyond their `exp`.
 
-use crate::ttl::{ByValue, Expires};
+use crate::core::ttl::{ByValue, Expires};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -346,7 +346,7 @@ impl Authenticator for JwtAuthenticator {
         let every = self.config.jwks_refresh;
         let weak: Weak<JwtAuthenticator> = Arc::downgrade(&self);
         drop(self);
-        let guard = crate::tasks::TaskGuard::new();
+        let guard = crate::core::tasks::TaskGuard::new();
         tokio::spawn(async move {
             let _guard = guard;
             let mut first = true;

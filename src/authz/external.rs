@@ -6,7 +6,7 @@
 //! across paths, since a decision may be about one object — and identical
 //! questions in flight at once share one call.
 
-use crate::ttl::{ByValue, Expires};
+use crate::core::ttl::{ByValue, Expires};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;

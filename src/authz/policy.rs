@@ -150,7 +150,7 @@ impl Policy {
         let bad = |name: &str| {
             let mut values = headers.get_all(name).iter();
             match (values.next(), values.next()) {
-                (Some(v), None) => !crate::proxy::request::is_visible_ascii(v),
+                (Some(v), None) => !crate::core::text::is_visible_ascii(v),
                 (None, _) => false,
                 (Some(_), Some(_)) => true,
             }
@@ -471,10 +471,9 @@ fn headers_val(h: &http::HeaderMap) -> Box<dyn Val + '_> {
     for name in h.keys() {
         let mut values = h.get_all(name).iter();
         if let (Some(value), None) = (values.next(), values.next()) {
-            if let (true, Ok(text_value)) = (
-                crate::proxy::request::is_visible_ascii(value),
-                value.to_str(),
-            ) {
+            if let (true, Ok(text_value)) =
+                (crate::core::text::is_visible_ascii(value), value.to_str())
+            {
                 headers.insert(CelMapKey::from(name.as_str()), text(text_value));
             }
         }

@@ -8,7 +8,8 @@ use serde_spanned::Spanned;
 use super::diag::Diagnostics;
 use super::model::*;
 use super::reader::Table;
-use crate::auth::jwks::{Alg, KeySet};
+use crate::core::alg::Alg;
+use crate::core::location::Located;
 
 const DEFAULT_MAX_TOKEN_BYTES: u64 = 8192;
 const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5000;
@@ -154,10 +155,15 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
                     return None;
                 }
             };
-            if let Err(e) = KeySet::from_jwks(&json, &algorithms) {
-                d.error(value.span(), format!("`{}`: {e}", value.get_ref()));
-                return None;
-            }
+            let path = Located {
+                value: path,
+                at: d.location(value.span()),
+            };
+            d.pending(Pending::Jwks {
+                path: path.clone(),
+                json: json.clone(),
+                algorithms: algorithms.clone(),
+            });
             KeySource::File { path, json }
         }
         _ => {

@@ -2,17 +2,16 @@
 //! `authz_url`) and client network rules (`allow_cidrs`, `deny_cidrs`,
 //! per route and in `[protection]`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
-use super::model::{ExternalAuthzConfig, RouteAuthzConfig};
+use super::model::{ExternalAuthzConfig, Pending, PolicySource, RouteAuthzConfig};
 use super::parse::{header_name, parse_cidr};
 use super::reader::Table;
-use crate::authz::policy::{Policy, PolicyError};
-use crate::protect::cidr::CidrRules;
+use crate::core::location::Located;
+use crate::core::net::CidrRules;
 
 const DEFAULT_AUTHZ_TIMEOUT_MS: u64 = 5000;
 const ONE_DAY_SECONDS: u64 = 86_400;
@@ -68,27 +67,17 @@ pub(super) fn route_authz(d: &mut Diagnostics, t: &Table, public: bool) -> Route
     }
 }
 
-/// Compiles a CEL policy; an error is reported where it is in the file
-/// when the expression is a one-line string, else at the string.
-fn policy(d: &mut Diagnostics, p: &Spanned<String>) -> Option<Arc<Policy>> {
-    match Policy::compile(p.get_ref()) {
-        Ok(policy) => Some(Arc::new(policy)),
-        Err(e) => {
-            let span = p.span();
-            let at = match &e {
-                PolicyError::Syntax {
-                    line: 1, column, ..
-                } if one_line(d.source(span.clone())) => {
-                    // Past the opening quote; CEL columns count from 1.
-                    let col = usize::try_from(*column).unwrap_or(1).max(1);
-                    span.start + col
-                }
-                _ => span.start,
-            };
-            d.error(at..at, format!("`policy`: {e}"));
-            None
-        }
-    }
+/// A CEL policy, kept with its place for the compile step.
+fn policy(d: &mut Diagnostics, p: &Spanned<String>) -> Option<PolicySource> {
+    let policy = PolicySource {
+        one_line: one_line(d.source(p.span())),
+        source: Located {
+            value: p.get_ref().clone(),
+            at: d.location(p.span()),
+        },
+    };
+    d.pending(Pending::Policy(policy.clone()));
+    Some(policy)
 }
 
 /// A single-quoted or plain double-quoted one-line string, where source

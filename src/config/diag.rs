@@ -7,6 +7,9 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use super::model::Pending;
+use crate::core::location::Location;
+
 /// One problem in a configuration file, shown as `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -33,6 +36,26 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// An error found after parsing, at the place of the value it is about.
+    pub fn at(location: &Location, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: location.file.to_path_buf(),
+            position: Some((location.line, location.col)),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the file as a whole.
+    pub fn in_file(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            position: None,
+            message: message.into(),
+        }
+    }
+}
+
 /// All the problems of one load, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -54,6 +77,7 @@ pub struct Diagnostics<'s> {
     file: &'s Path,
     text: &'s str,
     errors: Vec<(usize, ConfigError)>,
+    pending: Vec<Pending>,
 }
 
 impl<'s> Diagnostics<'s> {
@@ -62,6 +86,7 @@ impl<'s> Diagnostics<'s> {
             file,
             text,
             errors: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -85,6 +110,26 @@ impl<'s> Diagnostics<'s> {
                 message: message.into(),
             },
         ));
+    }
+
+    /// A value the runtime compiles, for `check` to compile should the
+    /// file not make a `Config`.
+    pub fn pending(&mut self, value: Pending) {
+        self.pending.push(value);
+    }
+
+    pub fn take_pending(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Where `span` starts, for values compiled after parsing.
+    pub fn location(&self, span: Range<usize>) -> Location {
+        let (line, col) = line_col(self.text, span.start);
+        Location {
+            file: self.file.into(),
+            line,
+            col,
+        }
     }
 
     /// Errors found in another file that this one names (e.g. a keys

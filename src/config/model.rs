@@ -2,6 +2,8 @@
 //!
 //! Every value here has passed validation; later stages never re-check it.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,10 +12,11 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::auth::jwks::Alg;
-use crate::protect::cidr::CidrRules;
-use crate::protect::ratelimit::{Limit, Lockout, StoreConfig};
-use crate::routing::table::{MethodSet, PathMatch};
+use crate::core::alg::Alg;
+use crate::core::location::Located;
+use crate::core::matching::{MethodSet, PathMatch};
+use crate::core::net::CidrRules;
+use crate::core::secret::Secret;
 
 #[derive(Debug)]
 pub struct Config {
@@ -107,39 +110,6 @@ pub struct Admin {
     pub token: Option<Secret>,
 }
 
-/// A secret read from a file; never printed, compared in constant time.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    /// The secret itself, for the one place that must send it (e.g. HTTP
-    /// Basic to an introspection endpoint). Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant-time comparison, so response timing reveals nothing about
-    /// how much of a guess was right.
-    pub fn matches(&self, candidate: &[u8]) -> bool {
-        use sha2::{Digest, Sha256};
-        use subtle::ConstantTimeEq;
-        // Hashing first makes the comparison independent of the lengths too.
-        let want = Sha256::digest(self.0.as_bytes());
-        let got = Sha256::digest(candidate);
-        want.ct_eq(&got).into()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
@@ -153,10 +123,10 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
     /// (certificate, key) files; the first is the default, the others are
-    /// picked by SNI. Re-read on every reload.
-    pub certificates: Vec<(PathBuf, PathBuf)>,
+    /// picked by SNI. Read when the runtime is built, on every reload.
+    pub certificates: Vec<(Located<PathBuf>, PathBuf)>,
     /// Trust anchors for client certificates, and whether one is required.
-    pub client_ca: Option<(PathBuf, ClientAuth)>,
+    pub client_ca: Option<(Located<PathBuf>, ClientAuth)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,23 +216,64 @@ pub struct Route {
     pub authz: RouteAuthzConfig,
     pub cidrs: CidrRules,
     pub rate_limit: Option<RouteRateLimit>,
-    /// POST/PUT/PATCH bodies must match it (and be JSON).
-    pub json_schema: Option<std::sync::Arc<crate::protect::schema::JsonSchema>>,
-    pub cors: Option<crate::protect::cors::Cors>,
+    /// The JSON Schema file POST/PUT/PATCH bodies must match (and be
+    /// JSON); compiled with the runtime.
+    pub json_schema: Option<Located<PathBuf>>,
+    pub cors: Option<Located<CorsSpec>>,
     /// Indices into `Config::listeners`; empty: every listener.
     pub listeners: Vec<usize>,
     /// `;` path parameters are accepted (and kept upstream) on this route.
     pub allow_path_params: bool,
 }
 
-/// A route's authorization rules as configured; the policy is already
-/// compiled, so a bad one never reaches a request.
+/// A route's `cors`, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsSpec {
+    pub origins: Vec<String>,
+    pub methods: Vec<http::Method>,
+    pub headers: Vec<HeaderName>,
+    pub credentials: bool,
+    pub max_age_seconds: u64,
+    pub expose_headers: Vec<HeaderName>,
+}
+
+/// A route's authorization rules as configured.
 #[derive(Debug, Default)]
 pub struct RouteAuthzConfig {
     pub require_scopes: Vec<String>,
     pub allow_roles: Vec<String>,
-    pub policy: Option<std::sync::Arc<crate::authz::policy::Policy>>,
+    pub policy: Option<PolicySource>,
     pub external: Option<ExternalAuthzConfig>,
+}
+
+/// A value compiled only with the runtime, kept so that `check` can still
+/// compile it when another part of the file is wrong and no `Config` is
+/// made: every error is reported at once.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Policy(PolicySource),
+    Schema(Located<PathBuf>),
+    Cors(Located<CorsSpec>),
+    Certificate {
+        cert: Located<PathBuf>,
+        key: PathBuf,
+    },
+    ClientCa(Located<PathBuf>),
+    Jwks {
+        path: Located<PathBuf>,
+        json: Vec<u8>,
+        algorithms: Vec<Alg>,
+    },
+}
+
+/// A CEL expression, compiled with the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    /// The expression; its place is the string's opening quote.
+    pub source: Located<String>,
+    /// Written as a one-line string without escapes, so columns of the
+    /// expression are columns of the file, past the quote.
+    pub one_line: bool,
 }
 
 /// `authz_url` and its settings.
@@ -383,9 +394,10 @@ pub enum KeySource {
     JwksUri(String),
     /// An OpenID Connect discovery document naming `issuer` and `jwks_uri`.
     Discovery(String),
-    /// A JWKS file, read (and checked) at load.
+    /// A JWKS file, read at load; its keys are checked when the provider
+    /// is built.
     File {
-        path: PathBuf,
+        path: Located<PathBuf>,
         json: Vec<u8>,
     },
     /// An HMAC secret for HS* algorithms.
@@ -408,4 +420,84 @@ pub struct IntrospectionProvider {
     /// Where roles and scopes are in the answer, like a JWT provider's.
     pub roles_claim: String,
     pub scopes_claim: String,
+}
+
+/// A route's limit: a bucket of `burst` tokens refilled with `requests`
+/// tokens per `window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub requests: u64,
+    pub window: Duration,
+    /// The bucket size; the configuration defaults it to `requests`.
+    pub burst: u64,
+}
+
+/// What rate limits do while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Per-instance limits from the local tables.
+    Local,
+    /// Every request passes (reported as a full bucket).
+    Allow,
+    /// Every request is refused, to be retried after the next probe.
+    Deny,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    Redis { url: String },
+}
+
+/// The URL may hold a password: `Debug` shows it redacted.
+impl fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreKind::Local => f.write_str("Local"),
+            StoreKind::Redis { url } => f
+                .debug_struct("Redis")
+                .field("url", &redacted(url))
+                .finish(),
+        }
+    }
+}
+
+fn redacted(url: &str) -> Cow<'_, str> {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..]).into()
+        }
+        _ => url.into(),
+    }
+}
+
+/// `[rate_limit_store]`: the only state-shaping configuration of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub on_error: OnError,
+    /// Bound of every Redis call, connecting included.
+    pub timeout: Duration,
+    /// Bound of each local table (buckets, lockouts).
+    pub max_local_keys: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Local,
+            on_error: OnError::Local,
+            timeout: Duration::from_millis(100),
+            max_local_keys: 1_000_000,
+        }
+    }
+}
+
+/// `[protection.failed_auth]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lockout {
+    /// Failures within `window` that block the IP; 0 turns lockout off.
+    pub threshold: u64,
+    pub window: Duration,
+    pub block: Duration,
 }

@@ -14,7 +14,9 @@ use toml::de::DeValue;
 use super::diag::Diagnostics;
 use super::model::*;
 use super::reader::{Table, Value};
-use crate::routing::table::{MethodSet, PathMatch};
+use crate::core::location::Located;
+use crate::core::matching::{MethodSet, PathMatch};
+use crate::core::secret::Secret;
 
 const DEFAULT_MAX_URI_BYTES: u64 = 8192;
 const DEFAULT_MAX_HEADER_BYTES: u64 = 16384;
@@ -243,12 +245,12 @@ fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {
                 format!("address {addr} is used by two listeners"),
             );
         }
-        if out.len() == crate::routing::table::ListenerSet::MAX {
+        if out.len() == crate::core::matching::ListenerSet::MAX {
             d.error(
                 name.span(),
                 format!(
                     "at most {} [[listeners]] are supported",
-                    crate::routing::table::ListenerSet::MAX
+                    crate::core::matching::ListenerSet::MAX
                 ),
             );
         }
@@ -295,16 +297,16 @@ fn listener_tls(d: &mut Diagnostics, tls: &Table) -> Option<ListenerTls> {
             ok = false;
             continue;
         };
-        let span = cert.span();
+        let at = d.location(cert.span());
         let (Some(cert), Some(key)) = (existing_file(d, cert), existing_file(d, key)) else {
             ok = false;
             continue;
         };
-        if let Err(e) = crate::tls::load_pair(&cert, &key) {
-            d.error(span, e.to_string());
-            ok = false;
-            continue;
-        }
+        let cert = Located { value: cert, at };
+        d.pending(Pending::Certificate {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
         certificates.push((cert, key));
     }
     ok.then_some(ListenerTls {
@@ -315,7 +317,7 @@ fn listener_tls(d: &mut Diagnostics, tls: &Table) -> Option<ListenerTls> {
 
 /// `client_ca` and `client_auth`; `Some(None)` when client certificates
 /// are not asked for, `None` on error.
-fn client_ca(d: &mut Diagnostics, tls: &Table) -> Option<Option<(PathBuf, ClientAuth)>> {
+fn client_ca(d: &mut Diagnostics, tls: &Table) -> Option<Option<(Located<PathBuf>, ClientAuth)>> {
     let ca = tls.string(d, "client_ca");
     let mode = tls.string(d, "client_auth");
     let mode = match &mode {
@@ -339,12 +341,12 @@ fn client_ca(d: &mut Diagnostics, tls: &Table) -> Option<Option<(PathBuf, Client
         }
         return Some(None);
     };
-    let span = ca.span();
-    let path = existing_file(d, ca)?;
-    if let Err(e) = crate::tls::load_ca(&path) {
-        d.error(span, e.to_string());
-        return None;
-    }
+    let at = d.location(ca.span());
+    let path = Located {
+        value: existing_file(d, ca)?,
+        at,
+    };
+    d.pending(Pending::ClientCa(path.clone()));
     Some(Some((path, mode)))
 }
 
@@ -862,7 +864,7 @@ fn route_path(d: &mut Diagnostics, t: &Table) -> Option<PathMatch> {
             return None;
         }
     };
-    match crate::routing::normalize::normalize_path(value.get_ref()) {
+    match crate::core::normalize::normalize_path(value.get_ref()) {
         Ok(n) if n == value.get_ref().as_str() => Some(make(value.into_inner())),
         Ok(n) => {
             d.error(

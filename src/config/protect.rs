@@ -1,21 +1,21 @@
 //! Traffic protection settings: `[protection]` (network rules and the
 //! failed-auth lockout), `[rate_limit_store]`, and a route's `rate_limit`.
 
+use std::path::PathBuf;
 use std::time::Duration;
-
-use std::sync::Arc;
 
 use http::{HeaderName, Method};
 use serde_spanned::Spanned;
 
 use super::authz::cidr_rules;
 use super::diag::Diagnostics;
-use super::model::{Protection, RateKey, RouteRateLimit};
+use super::model::{
+    CorsSpec, Limit, Lockout, OnError, Pending, Protection, RateKey, RouteRateLimit, StoreConfig,
+    StoreKind,
+};
 use super::parse::header_name;
 use super::reader::Table;
-use crate::protect::cors::Cors;
-use crate::protect::ratelimit::{Limit, Lockout, OnError, StoreConfig, StoreKind};
-use crate::protect::schema::JsonSchema;
+use crate::core::location::Located;
 
 const ONE_DAY_SECONDS: u64 = 86_400;
 const MAX_REQUESTS: u64 = 1_000_000_000;
@@ -159,21 +159,20 @@ pub(super) fn route_rate_limit(d: &mut Diagnostics, t: &Table) -> Option<RouteRa
     })
 }
 
-/// A route's `json_schema`: compiled now, so a bad schema is a `check` error.
-pub(super) fn route_schema(d: &mut Diagnostics, t: &Table) -> Option<Arc<JsonSchema>> {
+/// A route's `json_schema` file, compiled with the runtime.
+pub(super) fn route_schema(d: &mut Diagnostics, t: &Table) -> Option<Located<PathBuf>> {
     let path = t.string(d, "json_schema")?;
-    match JsonSchema::load(std::path::Path::new(path.get_ref())) {
-        Ok(schema) => Some(Arc::new(schema)),
-        Err(e) => {
-            d.error(path.span(), format!("`json_schema`: {e}"));
-            None
-        }
-    }
+    let schema = Located {
+        value: PathBuf::from(path.get_ref()),
+        at: d.location(path.span()),
+    };
+    d.pending(Pending::Schema(schema.clone()));
+    Some(schema)
 }
 
 /// A route's `cors = { origins, methods, headers, credentials,
 /// max_age_seconds, expose_headers }`.
-pub(super) fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Cors> {
+pub(super) fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Located<CorsSpec>> {
     let c = t.table(d, "cors")?;
     let origins = c.strings(d, "origins");
     if origins.is_none() && c.raw("origins").is_none() {
@@ -207,14 +206,19 @@ pub(super) fn route_cors(d: &mut Diagnostics, t: &Table) -> Option<Cors> {
     let max_age = c
         .integer(d, "max_age_seconds", 0..=ONE_DAY_SECONDS)
         .unwrap_or(600);
-    let span = c.span();
+    let at = d.location(c.span());
     c.finish(d);
-    let origins = origins?.into_iter().map(Spanned::into_inner).collect();
-    match Cors::new(origins, methods, headers, credentials, max_age, expose) {
-        Ok(cors) => Some(cors),
-        Err(e) => {
-            d.error(span, format!("`cors`: {e}"));
-            None
-        }
-    }
+    let cors = Located {
+        value: CorsSpec {
+            origins: origins?.into_iter().map(Spanned::into_inner).collect(),
+            methods,
+            headers,
+            credentials,
+            max_age_seconds: max_age,
+            expose_headers: expose,
+        },
+        at,
+    };
+    d.pending(Pending::Cors(cors.clone()));
+    Some(cors)
 }

@@ -11,8 +11,8 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use crate::admin::AdminApp;
+use crate::core::net::canonical_ip;
 use crate::observe::Observer;
-use crate::proxy::request::canonical_ip;
 use crate::runtime::Runtime;
 
 pub struct AdminFront {

@@ -26,8 +26,8 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
+use crate::core::net::canonical_ip;
 use crate::observe::Observer;
-use crate::proxy::request::canonical_ip;
 use crate::proxy::Gateway;
 use crate::runtime::Runtime;
 use caps::Connections;

@@ -17,6 +17,8 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use crate::config::CorsSpec;
+
 /// Why a `cors` table cannot be built. Reported at configuration load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CorsError {
@@ -74,6 +76,18 @@ const PREFLIGHT_VARY: &str =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 
 impl Cors {
+    /// A route's `cors`, compiled.
+    pub fn build(spec: &CorsSpec) -> Result<Cors, CorsError> {
+        Cors::new(
+            spec.origins.clone(),
+            spec.methods.clone(),
+            spec.headers.clone(),
+            spec.credentials,
+            spec.max_age_seconds,
+            spec.expose_headers.clone(),
+        )
+    }
+
     pub fn new(
         origins: Vec<String>,
         methods: Vec<Method>,

@@ -16,7 +16,7 @@ use super::reject::{Code, Reject};
 use super::request;
 use super::respond::X_REQUEST_ID;
 use crate::config::{Balance, HashKey, RouteAction};
-use crate::routing::table::PathMatch;
+use crate::core::matching::PathMatch;
 use crate::runtime::Route;
 use crate::upstream::pool::UpstreamPool;
 

@@ -58,7 +58,7 @@ impl ProxyHttp for Gateway {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| request::canonical_ip(a.ip()));
+            .map(|a| crate::core::net::canonical_ip(a.ip()));
         ctx.client.conn = Conn {
             peer,
             listener: session

@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 
 use super::ctx::Ctx;
 use super::reject::Reject;
-use super::request::{Canonical, Request};
+use super::request::{Canonical, Request, Rules};
 use super::stages::{self, Routed};
 use crate::config::RouteAction;
 use crate::runtime::Runtime;
@@ -62,7 +62,7 @@ async fn stages_in_order(
         session.req_header_mut(),
         ctx.client.conn,
         ctx.client.ip,
-        &rt.canonical_rules(),
+        &Rules::of(rt),
     )?;
     if ctx.canon.wants_close() {
         // Pingora read only the first Connection line.

@@ -14,7 +14,8 @@ use pingora::http::RequestHeader;
 use super::reject::{Code, Reject};
 use crate::auth::identity::IDENTITY_HEADERS;
 use crate::config::UnderscoreHeaders;
-use crate::routing::normalize::{has_path_params, normalize_path, strip_path_params};
+use crate::core::net::canonical_ip;
+use crate::core::normalize::{has_path_params, normalize_path, strip_path_params};
 use crate::routing::target::{canonical_query, parse_host, parse_target, without_params};
 use crate::tls::ClientCert;
 
@@ -42,6 +43,20 @@ pub struct Rules<'a> {
     pub max_body_bytes: u64,
     pub underscore_headers: UnderscoreHeaders,
     pub trusted_proxies: &'a [IpNet],
+}
+
+impl<'a> Rules<'a> {
+    /// The rules of a runtime snapshot.
+    pub(crate) fn of(rt: &'a crate::runtime::Runtime) -> Self {
+        Rules {
+            peer_trusted: false,
+            max_uri_bytes: rt.limits.max_uri_bytes,
+            max_header_bytes: rt.limits.max_header_bytes,
+            max_body_bytes: rt.limits.max_body_bytes,
+            underscore_headers: rt.underscore_headers,
+            trusted_proxies: &rt.trusted_proxies,
+        }
+    }
 }
 
 /// The canonical host: `name[:port]` as the upstream's `Host` gets it,
@@ -173,14 +188,6 @@ pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`) are compared as IPv4.
-pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// Headers with which a client could make an origin serve another path,
 /// method or host than the one the gateway checked: IIS, Symfony and
 /// friends honour the URL and host overrides, many frameworks the method
@@ -221,15 +228,6 @@ fn is_owned_header(name: &str, underscore_as_dash: bool) -> bool {
                     .zip(name.bytes())
                     .all(|(o, n)| o == n || (o == b'-' && n == b'_'))
         })
-}
-
-/// `visible ASCII` of CONTRACT §8: printable characters, with spaces and
-/// tabs inside.
-pub(crate) fn is_visible_ascii(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .iter()
-        .all(|b| (0x20..0x7f).contains(b) || *b == b'\t')
 }
 
 impl Canonical {

@@ -1,5 +1,4 @@
 //! Request routing: path normalization and the route table.
 
-pub mod normalize;
 pub mod table;
 pub mod target;

@@ -17,9 +17,9 @@ use pingora::{Error, ErrorType};
 use pingora_load_balancing::health_check::HealthObserve;
 
 use crate::config::{Balance, HealthCheck, HealthKind, Upstream};
+use crate::core::tasks::TaskGuard;
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
-use crate::tasks::TaskGuard;
 
 /// How far a selection may walk the ring before giving up; bounds the work
 /// a request can cause when most targets are down.

@@ -24,24 +24,13 @@ pub mod gcra;
 pub mod local;
 pub mod redis;
 
-use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use self::local::LocalStore;
 use self::redis::RedisStore;
+pub use crate::config::{Limit, Lockout, OnError, StoreConfig, StoreKind};
 use crate::observe::Observer;
-
-/// A route's limit: a bucket of `burst` tokens refilled with `requests`
-/// tokens per `window`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limit {
-    pub requests: u64,
-    pub window: Duration,
-    /// The bucket size; the configuration defaults it to `requests`.
-    pub burst: u64,
-}
 
 /// The outcome of one request against a [`Limit`], with what the
 /// `RateLimit-*` and `Retry-After` headers need.
@@ -57,76 +46,6 @@ pub struct Decision {
     /// Seconds until a request may pass, rounded up and at least 1 when
     /// refused; 0 when allowed.
     pub retry_after_seconds: u64,
-}
-
-/// What rate limits do while Redis is unreachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// Per-instance limits from the local tables.
-    Local,
-    /// Every request passes (reported as a full bucket).
-    Allow,
-    /// Every request is refused, to be retried after the next probe.
-    Deny,
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoreKind {
-    Local,
-    Redis { url: String },
-}
-
-/// The URL may hold a password: `Debug` shows it redacted.
-impl fmt::Debug for StoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreKind::Local => f.write_str("Local"),
-            StoreKind::Redis { url } => f
-                .debug_struct("Redis")
-                .field("url", &redacted(url))
-                .finish(),
-        }
-    }
-}
-
-fn redacted(url: &str) -> Cow<'_, str> {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..]).into()
-        }
-        _ => url.into(),
-    }
-}
-
-/// `[rate_limit_store]`: the only state-shaping configuration of a store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    pub kind: StoreKind,
-    pub on_error: OnError,
-    /// Bound of every Redis call, connecting included.
-    pub timeout: Duration,
-    /// Bound of each local table (buckets, lockouts).
-    pub max_local_keys: u64,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            kind: StoreKind::Local,
-            on_error: OnError::Local,
-            timeout: Duration::from_millis(100),
-            max_local_keys: 1_000_000,
-        }
-    }
-}
-
-/// `[protection.failed_auth]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lockout {
-    /// Failures within `window` that block the IP; 0 turns lockout off.
-    pub threshold: u64,
-    pub window: Duration,
-    pub block: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

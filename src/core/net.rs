@@ -1,10 +1,17 @@
-//! Allow and deny lists of client networks, global and per route.
+//! Client addresses: one form for every comparison, and the allow and
+//! deny lists of client networks, global and per route.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::proxy::request::canonical_ip as canonical;
+/// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`) are compared as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// `allow_cidrs` / `deny_cidrs`. A deny match always wins; a non-empty
 /// allow list admits only its members.
@@ -25,7 +32,7 @@ impl CidrRules {
         if self.is_empty() {
             return true;
         }
-        let Some(ip) = ip.map(canonical) else {
+        let Some(ip) = ip.map(canonical_ip) else {
             return false;
         };
         if self.deny.iter().any(|net| net.contains(&ip)) {
