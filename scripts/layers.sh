@@ -16,7 +16,7 @@ layers=(
   "proxy reload"
   "admin"
   "front"
-  "server"
+  "server testkit"
 )
 
 declare -A rank

@@ -18,5 +18,7 @@ pub(crate) mod reload;
 pub mod routing;
 pub(crate) mod runtime;
 pub mod server;
+#[doc(hidden)]
+pub mod testkit;
 pub(crate) mod tls;
 pub(crate) mod upstream;

@@ -17,6 +17,7 @@ mod harness_smoke;
 mod hygiene;
 mod mtls;
 mod operations;
+mod pipeline;
 mod protection;
 mod ratelimit_store;
 mod routing;

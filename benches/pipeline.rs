@@ -1,0 +1,77 @@
+//! The whole request pipeline on one request, in process: Pingora reading
+//! the head from an in-memory stream, the canonical request, routing and
+//! every check a route asks for — what a request costs before the upstream
+//! is chosen. Rows: a public route, a refusal (no route), a route with
+//! network rules, CORS, a rate limit and a CEL policy on a public caller.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use portcullis::testkit::Pipeline;
+
+const CONFIG: &str = r#"
+[[listeners]]
+name = "http"
+listen = "127.0.0.1:1"
+
+[log]
+access_log = "off"
+
+[upstreams.app]
+targets = ["127.0.0.1:9"]
+
+[[routes]]
+name = "public"
+path_prefix = "/pub"
+public = true
+upstream = "app"
+
+[[routes]]
+name = "guarded"
+path_prefix = "/guarded"
+public = true
+upstream = "app"
+allow_cidrs = ["127.0.0.0/8"]
+cors = { origins = ["https://app.example.com"] }
+rate_limit = { per = "client_ip", requests = 1000000000, window_seconds = 1 }
+policy = 'request.method == "GET" && request.headers["x-tenant"] == "acme"'
+"#;
+
+fn pipeline(c: &mut Criterion) {
+    let p = Pipeline::new(CONFIG).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let rows: [(&str, &[u8], Option<u16>); 3] = [
+        (
+            "pipeline/public",
+            b"GET /pub/orders/17?page=2 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n",
+            None,
+        ),
+        (
+            "pipeline/no route (404)",
+            b"GET /nowhere HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n",
+            Some(404),
+        ),
+        (
+            "pipeline/cidr+cors+rate limit+policy",
+            b"GET /guarded/orders/17 HTTP/1.1\r\nHost: api.example.com\r\nOrigin: https://app.example.com\r\nX-Tenant: acme\r\nAccept: */*\r\n\r\n",
+            None,
+        ),
+    ];
+    for (name, raw, status) in rows {
+        let decided = rt.block_on(p.run(raw, peer)).unwrap();
+        assert_eq!(decided.status, status, "{name}: {decided:?}");
+        c.bench_function(name, |b| {
+            b.iter(|| rt.block_on(p.run(black_box(raw), peer)));
+        });
+    }
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);
