@@ -8,6 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
+use portcullis::core::ids::RouteId;
 use portcullis::core::matching::{ListenerSet, MethodSet, PathMatch};
 use portcullis::core::normalize::normalize_path;
 use portcullis::routing::table::*;
@@ -22,7 +23,7 @@ fn build_table() -> RouteTable {
     let post = MethodSet::parse("POST").unwrap_or(MethodSet::ANY);
     let routes = (0..ROUTES)
         .map(|id| RouteSpec {
-            id,
+            id: RouteId::new(id),
             hosts: if id % 10 == 0 {
                 vec![format!("h{id}.example.com")]
             } else {

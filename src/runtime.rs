@@ -21,6 +21,7 @@ use crate::config::{
     HeaderOps, KeySource, Limits, Pending, PolicySource, RateKey, RouteAction, RouteRateLimit,
     UnderscoreHeaders,
 };
+use crate::core::ids::{ListenerId, ProviderId, RouteId, UpstreamId};
 use crate::core::location::Located;
 use crate::core::matching::{ListenerSet, PathMatch};
 use crate::core::net::canonical_ip;
@@ -105,7 +106,7 @@ pub struct Route {
     pub path: PathMatch,
     pub action: RouteAction,
     /// Indices into `Runtime::providers`; empty for public routes.
-    pub auth: Vec<usize>,
+    pub auth: Vec<ProviderId>,
     pub max_body_bytes: u64,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
@@ -123,7 +124,7 @@ pub struct Route {
 impl Runtime {
     /// The listener bound to `local` (exactly, or on a wildcard address
     /// with the same port).
-    pub fn listener_of(&self, local: SocketAddr) -> Option<usize> {
+    pub fn listener_of(&self, local: SocketAddr) -> Option<ListenerId> {
         let local_ip = canonical_ip(local.ip());
         self.listener_addrs
             .iter()
@@ -133,6 +134,7 @@ impl Runtime {
                     .iter()
                     .position(|a| a.port() == local.port() && a.ip().is_unspecified())
             })
+            .map(ListenerId::new)
     }
 
     /// Compiles `config`: every feature builds its runtime object from its
@@ -228,7 +230,7 @@ impl Runtime {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (id, r) in config.routes.into_iter().enumerate() {
             specs.push(RouteSpec {
-                id,
+                id: RouteId::new(id),
                 hosts: r.hosts,
                 path: r.path.clone(),
                 methods: r.methods,
@@ -253,7 +255,7 @@ impl Runtime {
             let credential_params = r
                 .auth
                 .iter()
-                .filter_map(|i| providers.get(*i))
+                .filter_map(|i| providers.get(i.index()))
                 .filter_map(|p| p.credential_query().map(str::to_string))
                 .collect();
             routes.push(Route {
@@ -300,6 +302,18 @@ impl Runtime {
             rate_limits,
             lockout: config.protection.failed_auth,
         })
+    }
+
+    pub fn route(&self, id: RouteId) -> Option<&Route> {
+        self.routes.get(id.index())
+    }
+
+    pub fn provider(&self, id: ProviderId) -> Option<&Arc<dyn Authenticator>> {
+        self.providers.get(id.index())
+    }
+
+    pub fn upstream(&self, id: UpstreamId) -> Option<&Arc<UpstreamPool>> {
+        self.upstreams.get(id.index())
     }
 
     /// An external authorizer with this configuration, to keep its
@@ -396,20 +410,7 @@ mod tests {
 
     use super::*;
 
-    const BASE: &str = r#"
-[[listeners]]
-name = "http"
-listen = "127.0.0.1:8080"
-
-[upstreams.app]
-targets = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 3 }]
-
-[[routes]]
-name = "app"
-path_prefix = "/app"
-public = true
-upstream = "app"
-"#;
+    use crate::config::tests::BASE;
 
     /// What `check` prints for `text`: read, then compiled.
     fn errors(text: &str) -> Vec<String> {

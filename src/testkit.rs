@@ -10,6 +10,7 @@ use pingora::proxy::Session;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::{self, ConfigErrors};
+use crate::core::ids::ListenerId;
 use crate::observe::outcome::Event;
 use crate::observe::Observer;
 use crate::proxy::client::RequestId;
@@ -76,7 +77,7 @@ impl Pipeline {
         let peer = crate::core::net::canonical_ip(peer);
         ctx.client.conn = Conn {
             peer: Some(peer),
-            listener: Some(0),
+            listener: Some(ListenerId::new(0)),
             https: false,
         };
         ctx.client.ip = request::client_ip(headers, Some(peer), &rt.trusted_proxies);

@@ -20,8 +20,8 @@ pub(super) fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> 
     };
     let mut out = Vec::new();
     for (name, value) in all.entries() {
-        if !super::parse::valid_name(name.get_ref()) {
-            d.error(name.span(), super::parse::name_rule(name.get_ref()));
+        if !super::values::valid_name(name.get_ref()) {
+            d.error(name.span(), super::values::name_rule(name.get_ref()));
         }
         let Some(t) = Table::from_value(d, value, format!("auth.{}", name.get_ref())) else {
             continue;
@@ -168,7 +168,7 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
         }
         _ => {
             let path = PathBuf::from(value.get_ref());
-            let secret = super::parse::read_secret(d, &value, 32)?;
+            let secret = super::values::read_secret(d, &value, 32)?;
             KeySource::Secret { path, secret }
         }
     };
@@ -250,7 +250,7 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
         return None;
     };
     let endpoint = http_url(d, &endpoint)?;
-    let client_secret = super::parse::read_secret(d, &secret_file, 1)?;
+    let client_secret = super::values::read_secret(d, &secret_file, 1)?;
     Some(IntrospectionProvider {
         endpoint,
         client_id: client_id.into_inner(),

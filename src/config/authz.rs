@@ -8,8 +8,8 @@ use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
 use super::model::{ExternalAuthzConfig, Pending, PolicySource, RouteAuthzConfig};
-use super::parse::{header_name, parse_cidr};
 use super::reader::Table;
+use super::values::{header_name, parse_cidr};
 use crate::core::location::Located;
 use crate::core::net::CidrRules;
 

@@ -4,10 +4,14 @@ mod auth;
 mod authz;
 pub mod diag;
 pub mod keys;
+mod listeners;
 pub mod model;
 mod parse;
 mod protect;
 pub mod reader;
+mod routes;
+mod upstreams;
+mod values;
 
 use std::path::Path;
 
@@ -15,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 pub use diag::{ConfigError, ConfigErrors};
 pub use model::*;
-pub use parse::parse_cidr;
+pub use values::parse_cidr;
 
 use diag::Diagnostics;
 use reader::Table;
@@ -76,4 +80,4 @@ fn parse_parts(path: &Path, text: &str) -> Result<Config, (ConfigErrors, Vec<Pen
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::core::alg::Alg;
+use crate::core::ids::{ListenerId, ProviderId, UpstreamId};
 use crate::core::location::Located;
 use crate::core::matching::{MethodSet, PathMatch};
 use crate::core::net::CidrRules;
@@ -207,7 +208,7 @@ pub struct Route {
     pub methods: MethodSet,
     /// Indices into `Config::auth`, tried in order; empty only when the
     /// route is public.
-    pub auth: Vec<usize>,
+    pub auth: Vec<ProviderId>,
     pub action: RouteAction,
     /// The route's own body limit; never above the global one.
     pub max_body_bytes: u64,
@@ -221,7 +222,7 @@ pub struct Route {
     pub json_schema: Option<Located<PathBuf>>,
     pub cors: Option<Located<CorsSpec>>,
     /// Indices into `Config::listeners`; empty: every listener.
-    pub listeners: Vec<usize>,
+    pub listeners: Vec<ListenerId>,
     /// `;` path parameters are accepted (and kept upstream) on this route.
     pub allow_path_params: bool,
 }
@@ -291,7 +292,7 @@ pub struct ExternalAuthzConfig {
 pub enum RouteAction {
     Proxy {
         /// Index into `Config::upstreams`.
-        upstream: usize,
+        upstream: UpstreamId,
         strip_prefix: bool,
     },
     Respond {

@@ -13,8 +13,8 @@ use super::model::{
     CorsSpec, Limit, Lockout, OnError, Pending, Protection, RateKey, RouteRateLimit, StoreConfig,
     StoreKind,
 };
-use super::parse::header_name;
 use super::reader::Table;
+use super::values::header_name;
 use crate::core::location::Located;
 
 const ONE_DAY_SECONDS: u64 = 86_400;
@@ -29,14 +29,12 @@ pub(super) fn protection(d: &mut Diagnostics, root: &Table) -> Protection {
     if let Some(f) = t.table(d, "failed_auth") {
         out.failed_auth = Some(Lockout {
             threshold: f.integer(d, "threshold", 1..=1_000_000).unwrap_or(20),
-            window: Duration::from_secs(
-                f.integer(d, "window_seconds", 1..=ONE_DAY_SECONDS)
-                    .unwrap_or(60),
-            ),
-            block: Duration::from_secs(
-                f.integer(d, "block_seconds", 1..=ONE_DAY_SECONDS)
-                    .unwrap_or(300),
-            ),
+            window: f
+                .seconds(d, "window_seconds", 1..=ONE_DAY_SECONDS)
+                .unwrap_or(Duration::from_secs(60)),
+            block: f
+                .seconds(d, "block_seconds", 1..=ONE_DAY_SECONDS)
+                .unwrap_or(Duration::from_secs(300)),
         });
         f.finish(d);
     }
@@ -92,8 +90,8 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
             }
         };
     }
-    if let Some(ms) = t.integer(d, "timeout_ms", 1..=10_000) {
-        out.timeout = Duration::from_millis(ms);
+    if let Some(timeout) = t.millis(d, "timeout_ms", 1..=10_000) {
+        out.timeout = timeout;
     }
     if let Some(n) = t.integer(d, "max_local_keys", 1_000..=100_000_000) {
         out.max_local_keys = n;

@@ -138,6 +138,28 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
+    /// A duration given in milliseconds (a `_ms` key), within `range`.
+    pub fn millis(
+        &self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<std::time::Duration> {
+        self.integer(d, key, range)
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// A duration given in seconds (a `_seconds` key), within `range`.
+    pub fn seconds(
+        &self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<std::time::Duration> {
+        self.integer(d, key, range)
+            .map(std::time::Duration::from_secs)
+    }
+
     /// An array of strings.
     pub fn strings(&self, d: &mut Diagnostics, key: &'static str) -> Option<Vec<Spanned<String>>> {
         let value = self.raw(key)?;

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use super::*;
 
-const BASE: &str = r#"
+pub(crate) const BASE: &str = r#"
 [[listeners]]
 name = "http"
 listen = "127.0.0.1:8080"

@@ -2,6 +2,8 @@
 
 use http::Method;
 
+use super::ids::ListenerId;
+
 /// How a route's path is compared with the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
@@ -90,21 +92,23 @@ impl ListenerSet {
     /// The listeners of these indexes (each below [`Self::MAX`]); empty
     /// means all.
     #[must_use]
-    pub fn of(indexes: &[usize]) -> ListenerSet {
+    pub fn of(indexes: &[ListenerId]) -> ListenerSet {
         if indexes.is_empty() {
             return ListenerSet::ALL;
         }
         ListenerSet(
             indexes
                 .iter()
-                .filter(|i| **i < Self::MAX)
+                .map(|i| i.index())
+                .filter(|i| *i < Self::MAX)
                 .fold(0, |bits, i| bits | (1 << i)),
         )
     }
 
     #[must_use]
-    pub fn contains(self, listener: usize) -> bool {
-        listener < Self::MAX && self.0 & (1 << listener) != 0
+    pub fn contains(self, listener: ListenerId) -> bool {
+        let i = listener.index();
+        i < Self::MAX && self.0 & (1 << i) != 0
     }
 }
 

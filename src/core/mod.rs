@@ -4,6 +4,7 @@
 //! small runtime helpers (expiring caches, task accounting).
 
 pub mod alg;
+pub mod ids;
 pub mod location;
 pub mod matching;
 pub mod net;

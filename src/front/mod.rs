@@ -26,6 +26,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
+use crate::core::ids::ListenerId;
 use crate::core::net::canonical_ip;
 use crate::observe::Observer;
 use crate::proxy::Gateway;
@@ -63,9 +64,9 @@ impl Front {
         &self,
         stream: Stream,
         runtime: &Runtime,
-        listener: usize,
+        listener: ListenerId,
     ) -> Option<Stream> {
-        let Some(tls) = runtime.tls.get(listener).cloned().flatten() else {
+        let Some(tls) = runtime.tls.get(listener.index()).cloned().flatten() else {
             return Some(stream);
         };
         // Pingora accepted the socket as plain TCP, so it is its L4 stream.

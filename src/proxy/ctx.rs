@@ -11,6 +11,7 @@ use super::client::RequestId;
 use super::reject::Reject;
 use super::request::{Canonical, Conn};
 use crate::auth::{Authenticator, Identity};
+use crate::core::ids::RouteId;
 use crate::observe::outcome::Event;
 use crate::protect::ratelimit::Decision;
 use crate::runtime::{Route, Runtime};
@@ -24,8 +25,8 @@ pub struct Ctx {
     /// The canonical request (CONTRACT §8): what was checked and what goes
     /// upstream. Empty until the canonical step ran.
     pub canon: Canonical,
-    /// Index into `runtime.routes` once the request is routed.
-    pub route: Option<usize>,
+    /// Set once the request is routed.
+    pub route: Option<RouteId>,
     pub caller: Caller,
     pub upstream: UpstreamState,
     pub decoration: Decoration,
@@ -114,7 +115,7 @@ impl Ctx {
     }
 
     pub fn route(&self) -> Option<&Route> {
-        self.route.and_then(|i| self.runtime.routes.get(i))
+        self.route.and_then(|id| self.runtime.route(id))
     }
 
     pub fn target(&self) -> Option<SocketAddr> {

@@ -89,7 +89,7 @@ impl ProxyHttp for Gateway {
         let pool = ctx
             .route()
             .and_then(|r| match r.action {
-                RouteAction::Proxy { upstream, .. } => runtime.upstreams.get(upstream),
+                RouteAction::Proxy { upstream, .. } => runtime.upstream(upstream),
                 RouteAction::Respond { .. } => None,
             })
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no upstream"))?;
@@ -216,7 +216,7 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let identity = ctx.caller.identity.as_deref();
         let upstream = ctx.route().and_then(|r| match r.action {
-            RouteAction::Proxy { upstream, .. } => ctx.runtime.upstreams.get(upstream),
+            RouteAction::Proxy { upstream, .. } => ctx.runtime.upstream(upstream),
             RouteAction::Respond { .. } => None,
         });
         self.observer.request_finished(&Finished {

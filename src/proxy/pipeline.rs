@@ -75,7 +75,7 @@ async fn stages_in_order(
     let headers = &session.req_header().headers;
     // Routing: 404, 405, or the route.
     let Routed { id, preflight } = stages::route(rt, &ctx.canon, headers)?;
-    let Some(route) = rt.routes.get(id) else {
+    let Some(route) = rt.route(id) else {
         return Err(stages::no_route());
     };
     ctx.route = Some(id);
@@ -143,7 +143,7 @@ async fn stages_in_order(
             content_type: content_type.clone(),
         }),
         RouteAction::Proxy { upstream, .. } => {
-            ctx.upstream.retries_left = rt.upstreams.get(*upstream).map_or(0, |u| u.config.retries);
+            ctx.upstream.retries_left = rt.upstream(*upstream).map_or(0, |u| u.config.retries);
             Verdict::Continue
         }
     })

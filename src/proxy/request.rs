@@ -14,6 +14,7 @@ use pingora::http::RequestHeader;
 use super::reject::{Code, Reject};
 use crate::auth::identity::IDENTITY_HEADERS;
 use crate::config::UnderscoreHeaders;
+use crate::core::ids::ListenerId;
 use crate::core::net::canonical_ip;
 use crate::core::normalize::{has_path_params, normalize_path, strip_path_params};
 use crate::routing::target::{canonical_query, parse_host, parse_target, without_params};
@@ -30,7 +31,7 @@ pub struct Conn {
     /// The TCP peer.
     pub peer: Option<IpAddr>,
     /// Index of the listener the request came in on.
-    pub listener: Option<usize>,
+    pub listener: Option<ListenerId>,
     pub https: bool,
 }
 

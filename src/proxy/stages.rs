@@ -20,6 +20,7 @@ use crate::authz::external::Question;
 use crate::authz::policy::RequestView;
 use crate::authz::{Denial, Rule};
 use crate::config::RateKey;
+use crate::core::ids::RouteId;
 use crate::core::net::CidrRules;
 use crate::observe::outcome::Event;
 use crate::protect::cors::{Cors, Preflight};
@@ -51,7 +52,7 @@ fn deny(events: &mut Vec<Event>, rule: Rule) -> Reject {
 /// The route a request reached, and whether it is a CORS preflight the
 /// gateway answers.
 pub(crate) struct Routed {
-    pub id: usize,
+    pub id: RouteId,
     pub preflight: bool,
 }
 
@@ -69,9 +70,8 @@ pub(crate) fn route(
     headers: &http::HeaderMap,
 ) -> Result<Routed, Reject> {
     let (host, path, listener) = (canon.host(), canon.route_path(), canon.conn().listener);
-    let allows_params = |id: usize| {
-        !canon.has_path_params() || rt.routes.get(id).is_some_and(|r| r.allow_path_params)
-    };
+    let allows_params =
+        |id: RouteId| !canon.has_path_params() || rt.route(id).is_some_and(|r| r.allow_path_params);
     let params_refused = || {
         Reject::new(
             Code::BadRequest,
@@ -84,7 +84,7 @@ pub(crate) fn route(
             .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
         if let Some(method) = asked {
             if let Lookup::Found(id) = rt.table.lookup_on(host, path, &method, listener) {
-                if rt.routes.get(id).is_some_and(|r| r.cors.is_some()) {
+                if rt.route(id).is_some_and(|r| r.cors.is_some()) {
                     if !allows_params(id) {
                         return Err(params_refused());
                     }
@@ -194,7 +194,7 @@ pub(crate) async fn authenticate(
         query: req.canon.credential_query(),
         client_cert: req.client_cert,
     };
-    let providers = || route.auth.iter().filter_map(|i| rt.providers.get(*i));
+    let providers = || route.auth.iter().filter_map(|id| rt.provider(*id));
     let (provider, error) = match crate::auth::first_accepting(providers(), &credentials).await {
         Ok((identity, provider)) => return Ok((identity, provider.clone())),
         Err(Some(refusal)) => refusal,

@@ -54,6 +54,11 @@ fn admin_post(admin: SocketAddr, path: &str, token: Option<&str>) -> Response {
 }
 
 fn wait_ready(admin: SocketAddr) {
+    // The admin listener may bind a moment after the proxy's.
+    assert!(crate::common::gateway::wait_for_port(
+        admin,
+        Duration::from_secs(10)
+    ));
     assert!(wait_until(Duration::from_secs(10), || admin_get(
         admin, "/readyz", None
     )

@@ -1,0 +1,393 @@
+//! `[[routes]]`: what a route matches, who may use it, what it does.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use serde_spanned::Spanned;
+
+use super::diag::Diagnostics;
+use super::model::*;
+use super::reader::Table;
+use super::values::header_name;
+use super::values::name_rule;
+use super::values::required_string;
+use super::values::valid_name;
+use crate::core::ids::{ListenerId, ProviderId, UpstreamId};
+use crate::core::matching::{MethodSet, PathMatch};
+
+/// The most Pingora buffers for replay after a body was read whole.
+pub(super) const MAX_SCHEMA_BODY_BYTES: u64 = 64 * 1024;
+
+pub(super) fn routes(
+    d: &mut Diagnostics,
+    root: &Table,
+    upstreams: &[Upstream],
+    auth: &[AuthProvider],
+    limits: &Limits,
+    listeners: &[Listener],
+) -> Vec<Route> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for t in root.tables(d, "routes") {
+        if let Some(r) = route(d, &t, upstreams, auth, limits, listeners) {
+            if !names.insert(r.name.clone()) {
+                d.error(t.span(), format!("duplicate route name `{}`", r.name));
+            }
+            out.push(r);
+        }
+        t.finish(d);
+    }
+    out
+}
+
+pub(super) fn route(
+    d: &mut Diagnostics,
+    t: &Table,
+    upstreams: &[Upstream],
+    providers: &[AuthProvider],
+    limits: &Limits,
+    listeners: &[Listener],
+) -> Option<Route> {
+    let name = required_string(d, t, "name");
+    if let Some(n) = &name {
+        if !valid_name(n.get_ref()) {
+            d.error(n.span(), name_rule(n.get_ref()));
+        }
+    }
+    let hosts = t
+        .strings(d, "hosts")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|h| route_host(d, &h))
+        .collect();
+    let path = route_path(d, t);
+    let methods = route_methods(d, t);
+    let public = t.boolean(d, "public").unwrap_or(false);
+    let auth = route_auth(d, t, providers, public, name.as_ref());
+    let upstream = t.string(d, "upstream");
+    let strip_prefix = t.boolean(d, "strip_prefix");
+    let respond = t.table(d, "respond").and_then(|r| {
+        let out = respond(d, &r);
+        r.finish(d);
+        out
+    });
+    let explicit_body_limit = t.integer(d, "max_body_bytes", 0..=u64::from(u32::MAX));
+    let max_body_bytes = match explicit_body_limit {
+        Some(n) if n > limits.max_body_bytes => {
+            d.error(
+                t.span(),
+                format!(
+                    "route `max_body_bytes` ({n}) is above the global [limits] max_body_bytes ({}); routes may only lower it",
+                    limits.max_body_bytes
+                ),
+            );
+            limits.max_body_bytes
+        }
+        Some(n) => n,
+        None => limits.max_body_bytes,
+    };
+    let request_headers = header_ops(d, t, "request_headers");
+    let response_headers = header_ops(d, t, "response_headers");
+    let authz = super::authz::route_authz(d, t, public);
+    let cidrs = super::authz::cidr_rules(d, t);
+    let rate_limit = super::protect::route_rate_limit(d, t);
+    let json_schema = super::protect::route_schema(d, t);
+    let cors = super::protect::route_cors(d, t);
+    let route_listeners = route_listeners(d, t, listeners);
+    let allow_path_params = t.boolean(d, "allow_path_params").unwrap_or(false);
+    // A schema route's body is read whole before anything goes upstream,
+    // which Pingora can replay only up to 64 KiB.
+    let max_body_bytes = match (&json_schema, explicit_body_limit) {
+        (Some(_), Some(n)) if n > MAX_SCHEMA_BODY_BYTES => {
+            d.error(
+                t.span(),
+                format!("a `json_schema` route reads the body whole before forwarding it, so its `max_body_bytes` ({n}) must be at most {MAX_SCHEMA_BODY_BYTES}"),
+            );
+            max_body_bytes
+        }
+        (Some(_), _) => max_body_bytes.min(MAX_SCHEMA_BODY_BYTES),
+        (None, _) => max_body_bytes,
+    };
+
+    let action = match (upstream, respond) {
+        (Some(u), None) => {
+            let Some(index) = upstreams.iter().position(|x| x.name == *u.get_ref()) else {
+                d.error(u.span(), format!("unknown upstream `{}`", u.get_ref()));
+                return None;
+            };
+            let strip_prefix = strip_prefix.unwrap_or(false);
+            if strip_prefix && !matches!(path, Some(PathMatch::Prefix(_))) {
+                d.error(t.span(), "`strip_prefix` needs a `path_prefix`");
+            }
+            RouteAction::Proxy {
+                upstream: UpstreamId::new(index),
+                strip_prefix,
+            }
+        }
+        (None, Some(respond)) => {
+            if strip_prefix.is_some() {
+                d.error(
+                    t.span(),
+                    "`strip_prefix` only applies to routes with an `upstream`",
+                );
+            }
+            respond
+        }
+        (Some(u), Some(_)) => {
+            d.error(
+                u.span(),
+                "a route has either `upstream` or `respond`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            d.error(t.span(), "a route needs an `upstream` or a `respond`");
+            return None;
+        }
+    };
+    Some(Route {
+        name: name?.into_inner(),
+        hosts,
+        path: path?,
+        methods,
+        auth,
+        action,
+        max_body_bytes,
+        request_headers,
+        response_headers,
+        authz,
+        cidrs,
+        rate_limit,
+        json_schema,
+        cors,
+        listeners: route_listeners,
+        allow_path_params,
+    })
+}
+
+/// `listeners = ["https"]`: the route matches only requests received on
+/// those listeners.
+pub(super) fn route_listeners(
+    d: &mut Diagnostics,
+    t: &Table,
+    listeners: &[Listener],
+) -> Vec<ListenerId> {
+    let Some(names) = t.strings(d, "listeners") else {
+        return Vec::new();
+    };
+    if names.is_empty() {
+        let span = t.raw("listeners").map_or_else(|| t.span(), |v| v.span());
+        d.error(
+            span,
+            "`listeners` must name at least one listener (omit it for all)",
+        );
+    }
+    let mut out = Vec::new();
+    for name in names {
+        match listeners
+            .iter()
+            .position(|l| l.name == *name.get_ref())
+            .map(ListenerId::new)
+        {
+            Some(i) if !out.contains(&i) => out.push(i),
+            Some(_) => d.error(
+                name.span(),
+                format!("listener `{}` is listed twice", name.get_ref()),
+            ),
+            None => d.error(
+                name.span(),
+                format!("unknown listener `{}`", name.get_ref()),
+            ),
+        }
+    }
+    out
+}
+
+/// A route names its providers or says `public = true` — exactly one of
+/// the two, so that no route is open by accident.
+pub(super) fn route_auth(
+    d: &mut Diagnostics,
+    t: &Table,
+    providers: &[AuthProvider],
+    public: bool,
+    name: Option<&Spanned<String>>,
+) -> Vec<ProviderId> {
+    let route_name = name.map_or("?", |n| n.get_ref().as_str());
+    let Some(list) = t.strings(d, "auth") else {
+        if !public {
+            d.error(
+                t.span(),
+                format!(
+                    "route `{route_name}` must name its `auth` providers or say `public = true` (routes are closed by default)"
+                ),
+            );
+        }
+        return Vec::new();
+    };
+    let span = t.raw("auth").map_or_else(|| t.span(), |v| v.span());
+    if public {
+        d.error(
+            span.clone(),
+            format!("route `{route_name}` says both `public = true` and `auth`; choose one"),
+        );
+    }
+    if list.is_empty() {
+        d.error(span, "`auth` must name at least one provider");
+    }
+    let mut out = Vec::new();
+    for p in list {
+        match providers
+            .iter()
+            .position(|x| x.name == *p.get_ref())
+            .map(ProviderId::new)
+        {
+            Some(i) if !out.contains(&i) => out.push(i),
+            Some(_) => d.error(
+                p.span(),
+                format!("provider `{}` is listed twice", p.get_ref()),
+            ),
+            None => d.error(p.span(), format!("unknown auth provider `{}`", p.get_ref())),
+        }
+    }
+    out
+}
+
+pub(super) fn route_host(d: &mut Diagnostics, h: &Spanned<String>) -> Option<String> {
+    let host = h.get_ref().to_ascii_lowercase();
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'))
+        && (host.starts_with('[') || !host.contains(':'));
+    if ok {
+        Some(host)
+    } else {
+        d.error(
+            h.span(),
+            format!(
+                "`{}` is not a host name (give it without port or scheme)",
+                h.get_ref()
+            ),
+        );
+        None
+    }
+}
+
+pub(super) fn route_path(d: &mut Diagnostics, t: &Table) -> Option<PathMatch> {
+    let exact = t.string(d, "path");
+    let prefix = t.string(d, "path_prefix");
+    let (value, make): (Spanned<String>, fn(String) -> PathMatch) = match (exact, prefix) {
+        (Some(p), None) => (p, PathMatch::Exact),
+        (None, Some(p)) => (p, PathMatch::Prefix),
+        (Some(p), Some(_)) => {
+            d.error(
+                p.span(),
+                "a route has either `path` or `path_prefix`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            d.error(t.span(), "a route needs `path` or `path_prefix`");
+            return None;
+        }
+    };
+    match crate::core::normalize::normalize_path(value.get_ref()) {
+        Ok(n) if n == value.get_ref().as_str() => Some(make(value.into_inner())),
+        Ok(n) => {
+            d.error(
+                value.span(),
+                format!("route path is not in normal form; write it as `{n}`"),
+            );
+            None
+        }
+        Err(e) => {
+            d.error(value.span(), format!("invalid route path: {e}"));
+            None
+        }
+    }
+}
+
+pub(super) fn route_methods(d: &mut Diagnostics, t: &Table) -> MethodSet {
+    let Some(list) = t.strings(d, "methods") else {
+        return MethodSet::ANY;
+    };
+    let mut set: Option<MethodSet> = None;
+    for m in list {
+        match MethodSet::parse(m.get_ref()) {
+            Some(one) => set = Some(set.map_or(one, |s| s.union(one))),
+            None => d.error(
+                m.span(),
+                format!(
+                    "unknown method `{}`; use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE or CONNECT",
+                    m.get_ref()
+                ),
+            ),
+        }
+    }
+    // HEAD is GET without the body (RFC 9110 §9.3.2): allowing GET allows it.
+    match set {
+        Some(s) if s.contains(&http::Method::GET) => s.union(MethodSet::HEAD),
+        Some(s) => s,
+        None => {
+            d.error(
+                t.span(),
+                "`methods` must not be empty (omit it to allow any method)",
+            );
+            MethodSet::ANY
+        }
+    }
+}
+
+pub(super) fn respond(d: &mut Diagnostics, r: &Table) -> Option<RouteAction> {
+    let status = r.integer(d, "status", 100..=599).unwrap_or(200) as u16;
+    let body = r
+        .string(d, "body")
+        .map(Spanned::into_inner)
+        .unwrap_or_default();
+    let content_type = match r.string(d, "content_type") {
+        None => HeaderValue::from_static("text/plain"),
+        Some(ct) => match HeaderValue::from_str(ct.get_ref()) {
+            Ok(v) => v,
+            Err(_) => {
+                d.error(ct.span(), "`content_type` is not a valid header value");
+                return None;
+            }
+        },
+    };
+    Some(RouteAction::Respond {
+        status,
+        body: Bytes::from(body),
+        content_type,
+    })
+}
+
+pub(super) fn header_ops(d: &mut Diagnostics, t: &Table, key: &'static str) -> HeaderOps {
+    let mut out = HeaderOps::default();
+    let Some(ops) = t.table(d, key) else {
+        return out;
+    };
+    if let Some(set) = ops.table(d, "set") {
+        for (name, value) in set.entries() {
+            let Some(name) = header_name(d, &name) else {
+                continue;
+            };
+            match value.get_ref().as_str().map(HeaderValue::from_str) {
+                Some(Ok(v)) => out.set.push((name, v)),
+                _ => d.error(
+                    value.span(),
+                    "a header value must be a string of visible characters",
+                ),
+            }
+        }
+    }
+    for name in ops.strings(d, "remove").unwrap_or_default() {
+        let spanned = Spanned::new(name.span(), name.get_ref().as_str());
+        if let Some(n) = header_name(d, &spanned) {
+            out.remove.push(n);
+        }
+    }
+    ops.finish(d);
+    out
+}
