@@ -15,7 +15,7 @@ use crate::runtime::Runtime;
 use crate::upstream::pool::UpstreamPool;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     #[error("the reload task failed")]
@@ -24,7 +24,7 @@ pub enum ReloadError {
 
 impl ReloadError {
     /// Every reason, one per line, as `check` prints them.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         match self {
             ReloadError::Config(errors) => errors.0.iter().map(ConfigError::to_string).collect(),
             other => vec![other.to_string()],
@@ -34,7 +34,7 @@ impl ReloadError {
 
 /// What a successful reload did.
 #[derive(Debug, Clone)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     pub generation: u64,
     pub config_sha256: String,
     /// Sections that changed but only take effect through an upgrade
@@ -87,7 +87,7 @@ impl Fixed {
 }
 
 /// The process's control plane: the live runtime and how to replace it.
-pub struct Control {
+pub(crate) struct Control {
     pub config_path: PathBuf,
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub observer: Arc<Observer>,
@@ -103,7 +103,7 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(config: Config, observer: Arc<Observer>) -> Result<Self, ConfigErrors> {
+    pub(crate) fn new(config: Config, observer: Arc<Observer>) -> Result<Self, ConfigErrors> {
         let fixed = Fixed::of(&config);
         let config_path = config.path.clone();
         let admin_addr = config.admin.as_ref().map(|a| a.addr);
@@ -120,18 +120,18 @@ impl Control {
         })
     }
 
-    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin_addr
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
     /// Re-reads the configuration file and every file it names, and swaps
     /// the new runtime in. On any error nothing changes. Reloads run one at
     /// a time.
-    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+    pub(crate) async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let result = self.build_and_swap().await;
         let metrics = &self.observer.metrics;

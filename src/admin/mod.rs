@@ -12,7 +12,7 @@ use crate::proxy::client::request_id;
 use crate::proxy::reject::{Code, Reject};
 use crate::reload::Control;
 
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     pub control: Arc<Control>,
 }
 

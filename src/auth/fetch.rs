@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// The largest answer accepted from an identity service.
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -35,13 +35,13 @@ impl From<reqwest::Error> for FetchError {
 
 /// A client for one provider; connections are pooled per client.
 #[derive(Debug, Clone)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     client: reqwest::Client,
     timeout: Duration,
 }
 
 impl Fetcher {
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -52,13 +52,13 @@ impl Fetcher {
     }
 
     /// GET `url`, a 2xx answer's body.
-    pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+    pub(crate) async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let request = self.client.get(url).header("accept", "application/json");
         self.send(request).await
     }
 
     /// POST a form with HTTP Basic client credentials; a 2xx answer's body.
-    pub async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         url: &str,
         user: &str,
@@ -77,7 +77,7 @@ impl Fetcher {
     /// GET `url` with `headers`, for a yes/no answer: the status and the
     /// answer's headers, whatever the status. The body is read (bounded) and
     /// dropped, so the connection can be reused.
-    pub async fn ask(
+    pub(crate) async fn ask(
         &self,
         url: &str,
         headers: http::HeaderMap,

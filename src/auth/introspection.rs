@@ -42,7 +42,7 @@ impl Expires for Answer {
     }
 }
 
-pub struct IntrospectionAuthenticator {
+pub(crate) struct IntrospectionAuthenticator {
     name: Arc<str>,
     provider: AuthProvider,
     config: IntrospectionProvider,
@@ -51,7 +51,7 @@ pub struct IntrospectionAuthenticator {
 }
 
 impl IntrospectionAuthenticator {
-    pub fn new(provider: AuthProvider, config: IntrospectionProvider) -> Self {
+    pub(crate) fn new(provider: AuthProvider, config: IntrospectionProvider) -> Self {
         IntrospectionAuthenticator {
             name: provider.name.as_str().into(),
             fetcher: Fetcher::new(config.timeout),

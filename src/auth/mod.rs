@@ -7,13 +7,13 @@
 pub mod api_key;
 pub mod apikey_gen;
 pub mod bearer;
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod identity;
-pub mod introspection;
+pub(crate) mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod jwt_auth;
-pub mod mtls;
+pub(crate) mod mtls;
 
 use std::sync::Arc;
 

@@ -8,14 +8,14 @@ use async_trait::async_trait;
 use super::{AuthError, AuthMethod, Authenticator, Credentials, Identity};
 use crate::config::{AuthProvider, MtlsProvider, SubjectFrom};
 
-pub struct MtlsAuthenticator {
+pub(crate) struct MtlsAuthenticator {
     name: Arc<str>,
     provider: AuthProvider,
     config: MtlsProvider,
 }
 
 impl MtlsAuthenticator {
-    pub fn new(provider: AuthProvider, config: MtlsProvider) -> Self {
+    pub(crate) fn new(provider: AuthProvider, config: MtlsProvider) -> Self {
         MtlsAuthenticator {
             name: provider.name.as_str().into(),
             provider,
@@ -26,7 +26,7 @@ impl MtlsAuthenticator {
 
 /// `*` matches any run of characters (SPIFFE-style patterns such as
 /// `spiffe://corp.example/ns/billing/*`); everything else literally.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     let Some((first, rest)) = parts.split_first() else {
         return false;

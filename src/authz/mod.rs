@@ -4,7 +4,7 @@
 //! policy, then the external service — and the first that refuses decides.
 //! Every refusal names the rule, for the security log.
 
-pub mod external;
+pub(crate) mod external;
 pub mod policy;
 
 use std::sync::Arc;

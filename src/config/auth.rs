@@ -304,21 +304,16 @@ fn api_key(d: &mut Diagnostics, t: &Table) -> Option<ApiKeyProvider> {
 }
 
 fn mtls(d: &mut Diagnostics, t: &Table) -> Option<MtlsProvider> {
-    let subject_from = match t.string(d, "subject_from") {
-        None => SubjectFrom::Cn,
-        Some(s) => match s.get_ref().as_str() {
-            "cn" => SubjectFrom::Cn,
-            "san_uri" => SubjectFrom::SanUri,
-            "san_dns" => SubjectFrom::SanDns,
-            other => {
-                d.error(
-                    s.span(),
-                    format!("unknown subject_from `{other}`; use cn, san_uri or san_dns"),
-                );
-                return None;
-            }
-        },
-    };
+    let subject_from = t.keyword(
+        d,
+        "subject_from",
+        SubjectFrom::Cn,
+        &[
+            ("cn", SubjectFrom::Cn),
+            ("san_uri", SubjectFrom::SanUri),
+            ("san_dns", SubjectFrom::SanDns),
+        ],
+    )?;
     let allowed_subjects = t
         .strings(d, "allowed_subjects")
         .unwrap_or_default()

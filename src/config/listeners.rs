@@ -123,21 +123,15 @@ pub(super) fn client_ca(
     tls: &Table,
 ) -> Option<Option<(Located<PathBuf>, ClientAuth)>> {
     let ca = tls.string(d, "client_ca");
-    let mode = tls.string(d, "client_auth");
-    let mode = match &mode {
-        None => ClientAuth::Required,
-        Some(m) => match m.get_ref().as_str() {
-            "required" => ClientAuth::Required,
-            "optional" => ClientAuth::Optional,
-            other => {
-                d.error(
-                    m.span(),
-                    format!("unknown client_auth `{other}`; use required or optional"),
-                );
-                return None;
-            }
-        },
-    };
+    let mode = tls.keyword(
+        d,
+        "client_auth",
+        ClientAuth::Required,
+        &[
+            ("required", ClientAuth::Required),
+            ("optional", ClientAuth::Optional),
+        ],
+    )?;
     let Some(ca) = ca else {
         if let Some(m) = tls.raw("client_auth") {
             d.error(m.span(), "`client_auth` needs `client_ca`");

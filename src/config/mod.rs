@@ -8,7 +8,7 @@ mod listeners;
 pub mod model;
 mod parse;
 mod protect;
-pub mod reader;
+pub(crate) mod reader;
 mod routes;
 mod upstreams;
 mod values;

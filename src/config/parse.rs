@@ -99,19 +99,17 @@ pub(super) fn server(d: &mut Diagnostics, root: &Table) -> Server {
             ),
         }
     }
-    if let Some(mode) = t.string(d, "underscore_headers") {
-        out.underscore_headers = match mode.get_ref().as_str() {
-            "drop" => UnderscoreHeaders::Drop,
-            "reject" => UnderscoreHeaders::Reject,
-            "allow" => UnderscoreHeaders::Allow,
-            other => {
-                d.error(
-                    mode.span(),
-                    format!("unknown underscore_headers `{other}`; use drop, reject or allow"),
-                );
-                UnderscoreHeaders::Drop
-            }
-        };
+    if let Some(mode) = t.keyword(
+        d,
+        "underscore_headers",
+        out.underscore_headers,
+        &[
+            ("drop", UnderscoreHeaders::Drop),
+            ("reject", UnderscoreHeaders::Reject),
+            ("allow", UnderscoreHeaders::Allow),
+        ],
+    ) {
+        out.underscore_headers = mode;
     }
     t.finish(d);
     out

@@ -15,10 +15,10 @@ use toml::de::{DeTable, DeValue};
 use super::diag::{did_you_mean, Diagnostics};
 
 /// A value with its place in the file.
-pub type Value<'i> = Spanned<DeValue<'i>>;
+pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
 /// One TOML table being read; `section` names it in messages (`routes[2]`).
-pub struct Table<'a, 'i> {
+pub(crate) struct Table<'a, 'i> {
     entries: &'a DeTable<'i>,
     span: Range<usize>,
     section: String,
@@ -26,7 +26,11 @@ pub struct Table<'a, 'i> {
 }
 
 impl<'a, 'i> Table<'a, 'i> {
-    pub fn new(entries: &'a DeTable<'i>, span: Range<usize>, section: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        entries: &'a DeTable<'i>,
+        span: Range<usize>,
+        section: impl Into<String>,
+    ) -> Self {
         Table {
             entries,
             span,
@@ -36,7 +40,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// Reads `value` as a table, or reports that it must be one.
-    pub fn from_value(
+    pub(crate) fn from_value(
         d: &mut Diagnostics,
         value: &'a Value<'i>,
         section: impl Into<String>,
@@ -54,23 +58,23 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn span(&self) -> Range<usize> {
+    pub(crate) fn span(&self) -> Range<usize> {
         self.span.clone()
     }
 
-    pub fn section(&self) -> &str {
+    pub(crate) fn section(&self) -> &str {
         &self.section
     }
 
     /// The value of `key`, marking the key as known.
-    pub fn raw(&self, key: &'static str) -> Option<&'a Value<'i>> {
+    pub(crate) fn raw(&self, key: &'static str) -> Option<&'a Value<'i>> {
         self.asked.borrow_mut().push(key);
         self.entries.get(key)
     }
 
     /// Every entry, for tables whose keys are names chosen by the user
     /// (`[upstreams.NAME]`); such tables have no unknown keys.
-    pub fn entries(&self) -> impl Iterator<Item = (Spanned<&'a str>, &'a Value<'i>)> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (Spanned<&'a str>, &'a Value<'i>)> {
         self.entries
             .iter()
             .map(|(k, v)| (Spanned::new(k.span(), k.get_ref().as_ref()), v))
@@ -87,7 +91,7 @@ impl<'a, 'i> Table<'a, 'i> {
         );
     }
 
-    pub fn string(&self, d: &mut Diagnostics, key: &'static str) -> Option<Spanned<String>> {
+    pub(crate) fn string(&self, d: &mut Diagnostics, key: &'static str) -> Option<Spanned<String>> {
         let value = self.raw(key)?;
         match value.get_ref() {
             DeValue::String(s) => Some(Spanned::new(value.span(), s.to_string())),
@@ -98,7 +102,7 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn boolean(&self, d: &mut Diagnostics, key: &'static str) -> Option<bool> {
+    pub(crate) fn boolean(&self, d: &mut Diagnostics, key: &'static str) -> Option<bool> {
         let value = self.raw(key)?;
         match value.get_ref() {
             DeValue::Boolean(b) => Some(*b),
@@ -110,7 +114,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An integer within `range` (inclusive).
-    pub fn integer(
+    pub(crate) fn integer(
         &self,
         d: &mut Diagnostics,
         key: &'static str,
@@ -138,8 +142,36 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
+    /// One of `choices` by name (`default` when the key is absent); `None`
+    /// after the error "unknown KEY `x`; use a, b or c".
+    pub(crate) fn keyword<T: Copy>(
+        &self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        default: T,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let Some(value) = self.string(d, key) else {
+            return Some(default);
+        };
+        if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == value.get_ref()) {
+            return Some(*choice);
+        }
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let list = match names.split_last() {
+            Some((last, [])) => (*last).to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        d.error(
+            value.span(),
+            format!("unknown {key} `{}`; use {list}", value.get_ref()),
+        );
+        None
+    }
+
     /// A duration given in milliseconds (a `_ms` key), within `range`.
-    pub fn millis(
+    pub(crate) fn millis(
         &self,
         d: &mut Diagnostics,
         key: &'static str,
@@ -150,7 +182,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// A duration given in seconds (a `_seconds` key), within `range`.
-    pub fn seconds(
+    pub(crate) fn seconds(
         &self,
         d: &mut Diagnostics,
         key: &'static str,
@@ -161,7 +193,11 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An array of strings.
-    pub fn strings(&self, d: &mut Diagnostics, key: &'static str) -> Option<Vec<Spanned<String>>> {
+    pub(crate) fn strings(
+        &self,
+        d: &mut Diagnostics,
+        key: &'static str,
+    ) -> Option<Vec<Spanned<String>>> {
         let value = self.raw(key)?;
         let DeValue::Array(items) = value.get_ref() else {
             self.type_error(d, key, value, "an array of strings");
@@ -178,7 +214,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An array, each element given to the caller with its span.
-    pub fn array(&self, d: &mut Diagnostics, key: &'static str) -> Option<&'a [Value<'i>]> {
+    pub(crate) fn array(&self, d: &mut Diagnostics, key: &'static str) -> Option<&'a [Value<'i>]> {
         let value = self.raw(key)?;
         match value.get_ref() {
             DeValue::Array(items) => Some(items),
@@ -189,7 +225,7 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn table(&self, d: &mut Diagnostics, key: &'static str) -> Option<Table<'a, 'i>> {
+    pub(crate) fn table(&self, d: &mut Diagnostics, key: &'static str) -> Option<Table<'a, 'i>> {
         let value = self.raw(key)?;
         let section = if self.section.is_empty() {
             key.to_string()
@@ -200,7 +236,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An array of tables (`[[routes]]`), each named `key[index]`.
-    pub fn tables(&self, d: &mut Diagnostics, key: &'static str) -> Vec<Table<'a, 'i>> {
+    pub(crate) fn tables(&self, d: &mut Diagnostics, key: &'static str) -> Vec<Table<'a, 'i>> {
         let Some(items) = self.array(d, key) else {
             return Vec::new();
         };
@@ -212,7 +248,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// Reports every key of this table that no reader asked for.
-    pub fn finish(self, d: &mut Diagnostics) {
+    pub(crate) fn finish(self, d: &mut Diagnostics) {
         let asked = self.asked.into_inner();
         for (key, _) in self.entries.iter() {
             let name: &str = key.get_ref().as_ref();

@@ -37,23 +37,18 @@ pub(super) fn upstreams(d: &mut Diagnostics, root: &Table) -> Vec<Upstream> {
 
 pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Upstream> {
     let targets = targets(d, t);
-    let balance = match t.string(d, "balance") {
-        None => Balance::RoundRobin,
-        Some(b) => match b.get_ref().as_str() {
-            "round_robin" => Balance::RoundRobin,
-            "random" => Balance::Random,
-            "consistent_hash" => Balance::ConsistentHash,
-            other => {
-                d.error(
-                    b.span(),
-                    format!(
-                        "unknown balance `{other}`; use round_robin, random or consistent_hash"
-                    ),
-                );
-                Balance::RoundRobin
-            }
-        },
-    };
+    let balance = t
+        .keyword(
+            d,
+            "balance",
+            Balance::RoundRobin,
+            &[
+                ("round_robin", Balance::RoundRobin),
+                ("random", Balance::Random),
+                ("consistent_hash", Balance::ConsistentHash),
+            ],
+        )
+        .unwrap_or(Balance::RoundRobin);
     let hash_key = match t.string(d, "hash_key") {
         None => HashKey::ClientIp,
         Some(k) => {

@@ -11,5 +11,5 @@ pub mod net;
 pub mod normalize;
 pub mod secret;
 pub(crate) mod tasks;
-pub mod text;
+pub(crate) mod text;
 pub(crate) mod ttl;

@@ -4,7 +4,7 @@ use http::HeaderValue;
 
 /// `visible ASCII` of CONTRACT §8: printable characters, with spaces and
 /// tabs inside.
-pub fn is_visible_ascii(value: &HeaderValue) -> bool {
+pub(crate) fn is_visible_ascii(value: &HeaderValue) -> bool {
     value
         .as_bytes()
         .iter()

@@ -15,7 +15,7 @@ use crate::core::net::canonical_ip;
 use crate::observe::Observer;
 use crate::runtime::Runtime;
 
-pub struct AdminFront {
+pub(crate) struct AdminFront {
     pub app: Arc<AdminApp>,
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub observer: Arc<Observer>,

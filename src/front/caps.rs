@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use crate::config::Limits;
 
 /// Open client connections, counted as they are accepted and closed.
-pub struct Connections {
+pub(crate) struct Connections {
     inner: Arc<Counts>,
 }
 
@@ -20,13 +20,13 @@ struct Counts {
 }
 
 /// One admitted connection; dropping it gives its place back.
-pub struct Slot {
+pub(crate) struct Slot {
     counts: Arc<Counts>,
     ip: Option<IpAddr>,
 }
 
 impl Connections {
-    pub fn new(gauge: prometheus::IntGauge) -> Self {
+    pub(crate) fn new(gauge: prometheus::IntGauge) -> Self {
         Connections {
             inner: Arc::new(Counts {
                 total: AtomicUsize::new(0),
@@ -38,7 +38,7 @@ impl Connections {
 
     /// A place for a new connection from `ip`, or the name of the cap it
     /// is over (`max_connections`, `max_connections_per_ip`).
-    pub fn admit(&self, ip: Option<IpAddr>, limits: &Limits) -> Result<Slot, &'static str> {
+    pub(crate) fn admit(&self, ip: Option<IpAddr>, limits: &Limits) -> Result<Slot, &'static str> {
         let counts = &self.inner;
         if counts.total.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
             counts.total.fetch_sub(1, Ordering::AcqRel);
@@ -60,7 +60,8 @@ impl Connections {
         })
     }
 
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.inner.total.load(Ordering::Acquire)
     }
 }

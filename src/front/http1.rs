@@ -24,7 +24,7 @@ use crate::proxy::reject::Reject;
 use crate::runtime::Runtime;
 
 /// Serves the connection until it closes or is not to be kept.
-pub async fn serve<A>(
+pub(crate) async fn serve<A>(
     app: &Arc<A>,
     stream: Stream,
     peer: Option<IpAddr>,
@@ -74,7 +74,7 @@ pub async fn serve<A>(
     }
 }
 
-pub fn count_refused(observer: &Observer, reason: &str) {
+pub(crate) fn count_refused(observer: &Observer, reason: &str) {
     observer
         .metrics
         .connections_refused

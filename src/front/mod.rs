@@ -9,11 +9,11 @@
 //! Pingora's `ServerApp` for `HttpServerApp`), so each request's head is
 //! read the same way; HTTP/2 connections are handed to Pingora whole.
 
-pub mod admin;
-pub mod caps;
+pub(crate) mod admin;
+pub(crate) mod caps;
 pub mod head;
-pub mod http1;
-pub mod stream;
+pub(crate) mod http1;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Protecting the backends: client network rules, rate limits and
 //! lockouts, request body validation and CORS.
 
-pub mod cors;
+pub(crate) mod cors;
 pub mod ratelimit;
-pub mod schema;
+pub(crate) mod schema;

@@ -263,7 +263,7 @@ fn keyword(kind: &ValidationErrorKind) -> &'static str {
 /// Whether a `Content-Type` announces JSON: `application/json` or any
 /// `application/*+json`, parameters allowed. A missing header is not JSON,
 /// so a body cannot dodge the schema by leaving the type out.
-pub fn is_json_content_type(value: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_json_content_type(value: Option<&HeaderValue>) -> bool {
     let Some(value) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };
