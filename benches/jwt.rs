@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use portcullis::auth::jwks::{Alg, KeySet};
 use portcullis::auth::jwt::{verify, JwtRules};
 use serde_json::json;
@@ -53,6 +53,14 @@ zw2rOXrfO+piiSoSZIpZ5FgEnVqhRANCAATpKN6V3R82ikzZf8j65Bd4BO6JlOFt
 -----END PRIVATE KEY-----
 ";
 
+const P384_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBqfmmKHBY8KL+WSWRI
+Vmum4EPnKDBhuo5CytqSHCmfqc/L7SNZg/RM65BakJ83t0ShZANiAARwDRrOWJ+C
+I6YHDfZm62dOPA4HaXbtM9vgezC640daa7LhvFdknFWsWfTSm2r36fNDTB/0m4PY
+wa+dzZ86i27yd3KBMXSGxK59XWmD4obK1GWkihVnQ6UVRVu6H5cBLHg=
+-----END PRIVATE KEY-----
+";
+
 const ED25519_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEIFTRZn7wcmLc50mMVfnkNaTcaPQoWJaGLP3XV6QmnOMF
 -----END PRIVATE KEY-----
@@ -78,6 +86,16 @@ fn signers() -> Vec<Signer> {
             alg: Algorithm::ES256,
             kid: "ec-2025",
             key: key(EncodingKey::from_ec_pem(P256_PRIVATE.as_bytes())),
+        },
+        Signer {
+            alg: Algorithm::PS256,
+            kid: "rsa-pss-2025",
+            key: key(EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes())),
+        },
+        Signer {
+            alg: Algorithm::ES384,
+            kid: "ec384-2025",
+            key: key(EncodingKey::from_ec_pem(P384_PRIVATE.as_bytes())),
         },
         Signer {
             alg: Algorithm::EdDSA,
@@ -124,7 +142,7 @@ fn token(signer: &Signer) -> String {
 }
 
 fn verify_uncached(c: &mut Criterion) {
-    let allowed = [Alg::RS256, Alg::ES256, Alg::EdDSA];
+    let allowed = [Alg::RS256, Alg::ES256, Alg::PS256, Alg::ES384, Alg::EdDSA];
     let signers = signers();
     let keys = key_set(&signers, &allowed);
     let rules = JwtRules {
@@ -136,14 +154,39 @@ fn verify_uncached(c: &mut Criterion) {
         roles_claim: Some("realm_access.roles".to_owned()),
         scopes_claim: "scope".to_owned(),
     };
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&jwks_document(&signers)).expect("JWKS parses");
     let mut group = c.benchmark_group("jwt_verify");
-    for (name, signer) in [("rs256", &signers[0]), ("es256", &signers[1])] {
+    for signer in &signers {
+        let name = format!("{:?}", signer.alg).to_lowercase();
         let token = token(signer);
         // A bench that measured a refusal would prove nothing.
         let verified = verify(&token, &keys, &rules, NOW).expect("bench token verifies");
         assert_eq!(verified.roles, ["customer", "beta"]);
-        group.bench_function(name, |b| {
+        group.bench_function(&name, |b| {
             b.iter(|| verify(black_box(&token), &keys, &rules, black_box(NOW)))
+        });
+        // The same signature check on jsonwebtoken's pure-Rust backend,
+        // for comparison: the key object is built once, as ours is.
+        let jwk: Jwk = serde_json::from_value(
+            jwks["keys"]
+                .as_array()
+                .and_then(|keys| keys.iter().find(|k| k["kid"] == signer.kid))
+                .cloned()
+                .expect("the signer's JWK"),
+        )
+        .expect("JWK parses");
+        let key = DecodingKey::from_jwk(&jwk).expect("decoding key");
+        let mut validation = Validation::new(signer.alg);
+        validation.validate_aud = false;
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation)
+            .expect("the reference backend verifies it too");
+        group.bench_function(format!("{name} (rust_crypto reference)"), |b| {
+            b.iter(|| {
+                jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &key, &validation)
+            })
         });
     }
     group.finish();

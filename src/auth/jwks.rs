@@ -17,7 +17,9 @@
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::Deserialize;
 
+use super::signature::VerifyKey;
 pub use crate::core::alg::Alg;
+use pingora::tls::nid::Nid;
 
 impl From<Alg> for Algorithm {
     fn from(alg: Alg) -> Algorithm {
@@ -102,9 +104,9 @@ impl KeyFamily {
 #[derive(Debug)]
 pub(crate) struct Key {
     kid: Option<String>,
-    /// Built once here; `jsonwebtoken` keeps the key's family inside it and
-    /// refuses to use it for an algorithm of another family.
-    key: DecodingKey,
+    /// Built once here, as an OpenSSL key of the key's family, which refuses
+    /// an algorithm of another family.
+    key: VerifyKey,
     family: KeyFamily,
     /// The JWK's own `alg`, when it pins one.
     alg: Option<Alg>,
@@ -121,7 +123,7 @@ impl Key {
         self.family.supports(alg) && self.alg.is_none_or(|own| own == alg)
     }
 
-    pub(crate) fn decoding_key(&self) -> &DecodingKey {
+    pub(crate) fn verifier(&self) -> &VerifyKey {
         &self.key
     }
 
@@ -215,6 +217,7 @@ impl RawJwk {
         if !backend_accepts(&key, usable_alg) {
             return None;
         }
+        let key = openssl_key(family, &key)?;
         Some(Key {
             kid: self.kid,
             key,
@@ -283,6 +286,26 @@ fn backend_accepts(key: &DecodingKey, alg: Alg) -> bool {
     jsonwebtoken::crypto::verify("", b"", key, alg.into()).is_ok()
 }
 
+/// The OpenSSL key for a JWK's material, which the checks above accepted.
+fn openssl_key(family: KeyFamily, key: &DecodingKey) -> Option<VerifyKey> {
+    match (family, key.kind()) {
+        (KeyFamily::Rsa, DecodingKeyKind::RsaModulusExponent { n, e }) => VerifyKey::rsa(n, e),
+        (KeyFamily::P256 | KeyFamily::P384, _) => {
+            let (curve, len) = if family == KeyFamily::P256 {
+                (Nid::X9_62_PRIME256V1, 32)
+            } else {
+                (Nid::SECP384R1, 48)
+            };
+            // The uncompressed SEC1 point: 0x04 || x || y.
+            let point = key.try_get_as_bytes().ok()?;
+            let (x, y) = point.get(1..)?.split_at_checked(len)?;
+            VerifyKey::ec(curve, x, y)
+        }
+        (KeyFamily::Ed25519, _) => VerifyKey::ed25519(key.try_get_as_bytes().ok()?),
+        _ => None,
+    }
+}
+
 impl KeySet {
     /// Parse a JWKS document (`{"keys":[...]}`), keeping only the keys that
     /// can verify a token under `allowed`.
@@ -317,7 +340,7 @@ impl KeySet {
         if !allowed.iter().any(|alg| alg.is_hmac()) {
             return Err(JwksError::NoHmacAlgorithm);
         }
-        let key = DecodingKey::from_secret(secret).map_err(|_| JwksError::EmptySecret)?;
+        let key = VerifyKey::hmac(secret).ok_or(JwksError::EmptySecret)?;
         Ok(KeySet {
             keys: vec![Key {
                 kid: None,

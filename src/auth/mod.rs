@@ -14,6 +14,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod jwt_auth;
 pub(crate) mod mtls;
+pub(crate) mod signature;
 
 use std::sync::Arc;
 
