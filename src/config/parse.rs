@@ -201,13 +201,28 @@ pub(super) fn limits(d: &mut Diagnostics, root: &Table) -> Limits {
     let Some(t) = root.table(d, "limits") else {
         return out;
     };
-    if let Some(timeout) = t.millis(d, "header_timeout_ms", 100..=ONE_HOUR_MS) {
+    if let Some(timeout) = t.duration(
+        d,
+        "header_timeout_ms",
+        100..=ONE_HOUR_MS,
+        Duration::from_millis,
+    ) {
         out.header_timeout = timeout;
     }
-    if let Some(timeout) = t.millis(d, "idle_timeout_ms", 100..=ONE_HOUR_MS) {
+    if let Some(timeout) = t.duration(
+        d,
+        "idle_timeout_ms",
+        100..=ONE_HOUR_MS,
+        Duration::from_millis,
+    ) {
         out.idle_timeout = timeout;
     }
-    if let Some(timeout) = t.millis(d, "tls_handshake_timeout_ms", 100..=ONE_HOUR_MS) {
+    if let Some(timeout) = t.duration(
+        d,
+        "tls_handshake_timeout_ms",
+        100..=ONE_HOUR_MS,
+        Duration::from_millis,
+    ) {
         out.tls_handshake_timeout = timeout;
     }
     if let Some(n) = t.integer(d, "max_connections", 1..=10_000_000) {

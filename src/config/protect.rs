@@ -30,10 +30,15 @@ pub(super) fn protection(d: &mut Diagnostics, root: &Table) -> Protection {
         out.failed_auth = Some(Lockout {
             threshold: f.integer(d, "threshold", 1..=1_000_000).unwrap_or(20),
             window: f
-                .seconds(d, "window_seconds", 1..=ONE_DAY_SECONDS)
+                .duration(
+                    d,
+                    "window_seconds",
+                    1..=ONE_DAY_SECONDS,
+                    Duration::from_secs,
+                )
                 .unwrap_or(Duration::from_secs(60)),
             block: f
-                .seconds(d, "block_seconds", 1..=ONE_DAY_SECONDS)
+                .duration(d, "block_seconds", 1..=ONE_DAY_SECONDS, Duration::from_secs)
                 .unwrap_or(Duration::from_secs(300)),
         });
         f.finish(d);
@@ -90,7 +95,7 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
             }
         };
     }
-    if let Some(timeout) = t.millis(d, "timeout_ms", 1..=10_000) {
+    if let Some(timeout) = t.duration(d, "timeout_ms", 1..=10_000, Duration::from_millis) {
         out.timeout = timeout;
     }
     if let Some(n) = t.integer(d, "max_local_keys", 1_000..=100_000_000) {

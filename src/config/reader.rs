@@ -170,26 +170,16 @@ impl<'a, 'i> Table<'a, 'i> {
         None
     }
 
-    /// A duration given in milliseconds (a `_ms` key), within `range`.
-    pub(crate) fn millis(
+    /// A duration within `range`, in the key's unit (`Duration::from_millis`
+    /// for a `_ms` key, `Duration::from_secs` for `_seconds`).
+    pub(crate) fn duration(
         &self,
         d: &mut Diagnostics,
         key: &'static str,
         range: std::ops::RangeInclusive<u64>,
+        unit: fn(u64) -> std::time::Duration,
     ) -> Option<std::time::Duration> {
-        self.integer(d, key, range)
-            .map(std::time::Duration::from_millis)
-    }
-
-    /// A duration given in seconds (a `_seconds` key), within `range`.
-    pub(crate) fn seconds(
-        &self,
-        d: &mut Diagnostics,
-        key: &'static str,
-        range: std::ops::RangeInclusive<u64>,
-    ) -> Option<std::time::Duration> {
-        self.integer(d, key, range)
-            .map(std::time::Duration::from_secs)
+        self.integer(d, key, range).map(unit)
     }
 
     /// An array of strings.

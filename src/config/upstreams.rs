@@ -64,10 +64,15 @@ pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Ups
     let tls = t.boolean(d, "tls").unwrap_or(false);
     let sni = t.string(d, "sni").map(Spanned::into_inner);
     let connect_timeout = t
-        .millis(d, "connect_timeout_ms", 1..=ONE_HOUR_MS)
+        .duration(
+            d,
+            "connect_timeout_ms",
+            1..=ONE_HOUR_MS,
+            Duration::from_millis,
+        )
         .unwrap_or(Duration::from_secs(1));
     let read_timeout = t
-        .millis(d, "read_timeout_ms", 1..=ONE_HOUR_MS)
+        .duration(d, "read_timeout_ms", 1..=ONE_HOUR_MS, Duration::from_millis)
         .unwrap_or(Duration::from_secs(30));
     let retries = t.integer(d, "retries", 0..=10).unwrap_or(1) as usize;
     let health_check = t.table(d, "health_check").and_then(|h| {
@@ -176,10 +181,10 @@ pub(super) fn health_check(d: &mut Diagnostics, h: &Table) -> Option<HealthCheck
     let path = h.string(d, "path");
     let host = h.string(d, "host");
     let interval = h
-        .millis(d, "interval_ms", 10..=ONE_HOUR_MS)
+        .duration(d, "interval_ms", 10..=ONE_HOUR_MS, Duration::from_millis)
         .unwrap_or(Duration::from_secs(1));
     let timeout = h
-        .millis(d, "timeout_ms", 1..=ONE_HOUR_MS)
+        .duration(d, "timeout_ms", 1..=ONE_HOUR_MS, Duration::from_millis)
         .unwrap_or(Duration::from_millis(500));
     let unhealthy = h.integer(d, "unhealthy_threshold", 1..=100).unwrap_or(2) as usize;
     let healthy = h.integer(d, "healthy_threshold", 1..=100).unwrap_or(1) as usize;

@@ -48,6 +48,10 @@ pub enum PathError {
     /// `admin` there).
     #[error("request path contains an ambiguous dot segment")]
     AmbiguousSegment,
+    /// A `?` or `#` in the path itself. A request's path ends at them, so
+    /// only a configured path can hold one, and no request would match it.
+    #[error("path contains `?` or `#`")]
+    Delimiter,
     /// `%3F` or `%23`: a backend that decodes the path before splitting off
     /// the query would end the path there.
     #[error("request path contains an encoded `?` or `#`")]
@@ -314,8 +318,12 @@ fn push_decoded(out: &mut String, segment: &str) -> Result<(), PathError> {
 }
 
 fn push_literal(out: &mut String, text: &str) -> Result<(), PathError> {
-    match text.bytes().find(|&b| b == b'\\' || is_control(b)) {
+    match text
+        .bytes()
+        .find(|&b| matches!(b, b'\\' | b'?' | b'#') || is_control(b))
+    {
         Some(b'\\') => Err(PathError::Backslash),
+        Some(b'?' | b'#') => Err(PathError::Delimiter),
         Some(_) => Err(PathError::ControlCharacter),
         None if text.bytes().any(needs_escape) => {
             for byte in text.bytes() {
@@ -416,6 +424,10 @@ mod tests {
             assert_eq!(err(raw), PathError::LookAlike, "{raw:?}");
         }
         assert_eq!(err("/admin%3Fx"), PathError::EncodedDelimiter);
+        // Found by fuzzing: a raw `?` was encoded to `%3F`, which then
+        // refused itself; the normal form must be its own normal form.
+        assert_eq!(err("/?"), PathError::Delimiter);
+        assert_eq!(err("/a#b"), PathError::Delimiter);
         assert_eq!(err("/admin%23"), PathError::EncodedDelimiter);
         assert_eq!(ok("/caf%C3%A9"), "/caf%C3%A9");
     }
