@@ -97,30 +97,35 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
 /// the single place where the rules are enforced.
 fn is_already_normal(rest: &str) -> bool {
     let bytes = rest.as_bytes();
-    if bytes.last() == Some(&b'.') {
-        return false;
-    }
     // `rest` follows the leading '/', so it opens a segment.
     let mut at_segment_start = true;
+    // Past the segment's first `;`: a dot there ends no segment name.
+    let mut in_params = false;
     let mut previous = b'/';
     for (index, &byte) in bytes.iter().enumerate() {
+        let name_ends_in_dot = previous == b'.' && !in_params;
         let needs_work = match byte {
             b'%' | b'\\' => true,
             // A '/' that opens a segment closes an empty one: "//"; one
-            // after a '.' ends a segment in a dot.
-            b'/' => at_segment_start || previous == b'.',
+            // after a '.' ends a segment name in a dot.
+            b'/' => at_segment_start || name_ends_in_dot,
             // `a.;x` ends in a dot once its parameters are stripped.
-            b';' => previous == b'.',
+            b';' => name_ends_in_dot,
             b'.' => at_segment_start && bytes.get(index..).is_some_and(opens_dot_segment),
             _ => is_control(byte) || needs_escape(byte),
         };
         if needs_work {
             return false;
         }
+        match byte {
+            b'/' => in_params = false,
+            b';' => in_params = true,
+            _ => {}
+        }
         at_segment_start = byte == b'/';
         previous = byte;
     }
-    true
+    previous != b'.' || in_params
 }
 
 /// Whether a segment starting with `tail` is `.` or `..`, bare or with `;`
@@ -383,6 +388,9 @@ mod tests {
             "/.well-known/x",
             "/a;b/c",
             "/a:b@c!$&'()*+,=",
+            // Found by fuzzing: a dot inside `;` parameters ends no name.
+            "/o;Z.mZZ./ad,m4/",
+            "/a;v=1.",
         ] {
             assert!(
                 matches!(normalize_path(raw), Ok(Cow::Borrowed(p)) if p == raw),
