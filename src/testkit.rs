@@ -13,11 +13,9 @@ use crate::config::{self, ConfigErrors};
 use crate::core::ids::ListenerId;
 use crate::observe::outcome::Event;
 use crate::observe::Observer;
-use crate::proxy::client::RequestId;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::pipeline::{self, LocalReply, Verdict};
-use crate::proxy::request::{self, Conn};
-use crate::proxy::respond::X_REQUEST_ID;
+use crate::proxy::request::Conn;
 use crate::runtime::Runtime;
 
 /// A compiled configuration whose pipeline runs on requests given as bytes.
@@ -70,17 +68,13 @@ impl Pipeline {
         if !session.read_request().await.ok()? {
             return None;
         }
-        let rt = &self.runtime;
-        let mut ctx = Ctx::new(rt.clone());
-        let headers = &session.req_header().headers;
-        ctx.request_id = RequestId::of(headers.get(X_REQUEST_ID));
-        let peer = crate::core::net::canonical_ip(peer);
-        ctx.client.conn = Conn {
-            peer: Some(peer),
+        let mut ctx = Ctx::new(self.runtime.clone());
+        let conn = Conn {
+            peer: Some(crate::core::net::canonical_ip(peer)),
             listener: Some(ListenerId::new(0)),
             https: false,
         };
-        ctx.client.ip = request::client_ip(headers, Some(peer), &rt.trusted_proxies);
+        ctx.begin(&session.req_header().headers, conn);
         let verdict = pipeline::run(&mut session, &mut ctx).await;
         let mut decided = Decided {
             status: None,

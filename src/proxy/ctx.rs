@@ -114,6 +114,16 @@ impl Ctx {
         }
     }
 
+    /// What the request's connection and head say before any stage runs:
+    /// the request id, the connection, the client address (every
+    /// `x-forwarded-for` line, when the peer is a trusted proxy).
+    pub(crate) fn begin(&mut self, headers: &http::HeaderMap, conn: Conn) {
+        self.request_id = RequestId::of(headers.get(super::respond::X_REQUEST_ID));
+        self.client.ip =
+            super::request::client_ip(headers, conn.peer, &self.runtime.trusted_proxies);
+        self.client.conn = conn;
+    }
+
     pub fn route(&self) -> Option<&Route> {
         self.route.and_then(|id| self.runtime.route(id))
     }

@@ -30,7 +30,6 @@ use ctx::Ctx;
 use pipeline::Verdict;
 use reject::{Code, Reject};
 use request::Conn;
-use respond::X_REQUEST_ID;
 
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
@@ -53,14 +52,11 @@ impl ProxyHttp for Gateway {
             // process that took the listening sockets over.
             session.set_keepalive(None);
         }
-        let req = session.req_header();
-        ctx.request_id = client::RequestId::of(req.headers.get(X_REQUEST_ID));
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| crate::core::net::canonical_ip(a.ip()));
-        ctx.client.conn = Conn {
-            peer,
+        let conn = Conn {
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| crate::core::net::canonical_ip(a.ip())),
             listener: session
                 .server_addr()
                 .and_then(|a| a.as_inet())
@@ -70,7 +66,7 @@ impl ProxyHttp for Gateway {
                 .and_then(|d| d.ssl_digest.as_ref())
                 .is_some(),
         };
-        ctx.client.ip = request::client_ip(&req.headers, peer, &ctx.runtime.trusted_proxies);
+        ctx.begin(&session.req_header().headers, conn);
         Ok(())
     }
 
