@@ -2,8 +2,12 @@
 # Installs the system packages Portcullis needs to build and test on Debian:
 # Pingora builds zlib-ng with cmake and vendors OpenSSL with perl; the
 # tests start their own redis-server for the shared rate-limit store.
+# `--bench` adds what scripts/bench.sh runs against and measures with.
 set -euo pipefail
 packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server)
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(nginx wrk util-linux haproxy caddy valgrind gnuplot-nox)
+fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 missing=()

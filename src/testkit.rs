@@ -84,9 +84,9 @@ impl Pipeline {
             target: ctx.canon.target().to_string(),
             events: Vec::new(),
         };
-        let text = |(n, v): &(http::HeaderName, http::HeaderValue)| {
+        let text = |n: &str, v: &http::HeaderValue| {
             (
-                n.as_str().to_string(),
+                n.to_string(),
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         };
@@ -95,11 +95,13 @@ impl Pipeline {
             Verdict::Reply(LocalReply::Refuse(reject)) => {
                 decided.status = Some(reject.status());
                 decided.error = Some(reject.code.as_str());
-                decided.headers = reject.headers.iter().map(text).collect();
+                decided.headers = reject.headers.iter().map(|(n, v)| text(n, v)).collect();
             }
             Verdict::Reply(LocalReply::Preflight) => {
                 decided.status = Some(204);
-                decided.headers = ctx.decoration.cors_headers.iter().map(text).collect();
+                decided.headers = (ctx.decoration.cors_headers.iter())
+                    .map(|(n, v)| text(n.as_str(), v))
+                    .collect();
             }
             Verdict::Reply(LocalReply::Direct { status, .. }) => decided.status = Some(status),
         }

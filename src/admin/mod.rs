@@ -63,7 +63,7 @@ impl ServeHttp for AdminApp {
         if !self.authorized(authorization.as_ref()) {
             let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
                 .with_header(
-                    http::header::WWW_AUTHENTICATE,
+                    "www-authenticate",
                     http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
                 );
             return refusal(&reject, &id);
@@ -100,12 +100,12 @@ impl ServeHttp for AdminApp {
             },
             ("/status" | "/metrics" | "/healthz" | "/readyz", _) => refusal(
                 &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
-                    .with_header(http::header::ALLOW, http::HeaderValue::from_static("GET")),
+                    .with_header("allow", http::HeaderValue::from_static("GET")),
                 &id,
             ),
             ("/reload", _) => refusal(
                 &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
-                    .with_header(http::header::ALLOW, http::HeaderValue::from_static("POST")),
+                    .with_header("allow", http::HeaderValue::from_static("POST")),
                 &id,
             ),
             _ => refusal(&Reject::new(Code::NoRoute, "no such admin endpoint"), &id),

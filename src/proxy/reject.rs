@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::Result;
 
@@ -115,7 +115,8 @@ pub struct Reject {
     pub code: Code,
     /// Shown to the client: must never contain client input or secrets.
     pub message: Cow<'static, str>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Names are static: Pingora's case-preserving maps copy any other.
+    pub headers: Vec<(&'static str, HeaderValue)>,
     /// Itemized reasons, rendered as `errors` (e.g. every configuration
     /// error of a failed reload).
     pub details: Vec<String>,
@@ -131,7 +132,7 @@ impl Reject {
         }
     }
 
-    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+    pub fn with_header(mut self, name: &'static str, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
     }
@@ -147,24 +148,47 @@ impl Reject {
 
     /// The response header and JSON body of CONTRACT §4.
     pub fn render(&self, request_id: &str) -> Result<(ResponseHeader, Bytes)> {
-        let mut body = serde_json::json!({
-            "error": self.code.as_str(),
-            "message": self.message,
-            "request_id": request_id,
-        });
-        if !self.details.is_empty() {
-            body["errors"] = serde_json::json!(self.details);
-        }
-        let body = Bytes::from(body.to_string());
-        let mut h = ResponseHeader::build(self.status(), Some(4 + self.headers.len()))?;
-        h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        let body = self.body(request_id);
+        let mut h = ResponseHeader::build(self.status(), Some(5 + self.headers.len()))?;
+        h.insert_header("content-type", APPLICATION_JSON)?;
+        h.insert_header("content-length", HeaderValue::from(body.len()))?;
+        h.insert_header("cache-control", NO_STORE)?;
         for (name, value) in &self.headers {
-            h.insert_header(name.clone(), value.clone())?;
+            h.insert_header(*name, value.clone())?;
         }
         Ok((h, body))
     }
+
+    /// `{"error":…,("errors":[…],)"message":…,"request_id":…}` in one
+    /// buffer: the keys in the order serde_json's sorted maps gave them.
+    fn body(&self, request_id: &str) -> Bytes {
+        let code = self.code.as_str();
+        let details: usize = self.details.iter().map(|d| d.len() + 3).sum();
+        let mut out =
+            Vec::with_capacity(48 + code.len() + details + self.message.len() + request_id.len());
+        out.extend_from_slice(br#"{"error":""#);
+        out.extend_from_slice(code.as_bytes());
+        out.push(b'"');
+        if !self.details.is_empty() {
+            out.extend_from_slice(br#","errors":"#);
+            json_into(&mut out, &self.details);
+        }
+        out.extend_from_slice(br#","message":"#);
+        json_into(&mut out, self.message.as_ref());
+        out.extend_from_slice(br#","request_id":"#);
+        json_into(&mut out, request_id);
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const CHALLENGE: HeaderValue = HeaderValue::from_static(r#"Bearer realm="portcullis""#);
+
+/// Appends `value` as JSON; writing into a `Vec` cannot fail.
+fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
 }
 
 impl Reject {
@@ -178,18 +202,22 @@ impl Reject {
                     "a verified, allowed client certificate is required",
                 );
             }
-            AuthError::Missing => (
-                Reject::new(Code::MissingCredentials, "credentials are required"),
-                Cow::Borrowed(r#"Bearer realm="portcullis""#),
-            ),
+            AuthError::Missing => {
+                let reject = Reject::new(Code::MissingCredentials, "credentials are required");
+                return if bearer {
+                    reject.with_header("www-authenticate", CHALLENGE)
+                } else {
+                    reject
+                };
+            }
             AuthError::Invalid { description, .. } if method == AuthMethod::ApiKey => {
                 return Reject::new(Code::InvalidApiKey, *description);
             }
             AuthError::Invalid { description, .. } => (
                 Reject::new(Code::InvalidToken, *description),
-                Cow::Owned(format!(
+                format!(
                     r#"Bearer realm="portcullis", error="invalid_token", error_description="{description}""#
-                )),
+                ),
             ),
             AuthError::Unavailable { .. } => {
                 return Reject::new(
@@ -222,7 +250,7 @@ impl Reject {
 
     fn with_challenge(self, bearer: bool, challenge: &str) -> Reject {
         match HeaderValue::from_str(challenge) {
-            Ok(value) if bearer => self.with_header(http::header::WWW_AUTHENTICATE, value),
+            Ok(value) if bearer => self.with_header("www-authenticate", value),
             _ => self,
         }
     }
@@ -262,7 +290,7 @@ mod tests {
     #[test]
     fn renders_contract_json() {
         let r = Reject::new(Code::MethodNotAllowed, "method not allowed")
-            .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .with_header("allow", HeaderValue::from_static("GET, HEAD"));
         let (h, body) = r.render("abc").unwrap();
         assert_eq!(h.status.as_u16(), 405);
         assert_eq!(h.headers.get("allow").unwrap(), "GET, HEAD");
@@ -271,6 +299,27 @@ mod tests {
         assert_eq!(v["error"], "method_not_allowed");
         assert_eq!(v["request_id"], "abc");
         assert_eq!(v["message"], "method not allowed");
+    }
+
+    /// The hand-built body is byte for byte what serde_json makes of the
+    /// same object, escapes included.
+    #[test]
+    fn body_matches_serde_json() {
+        let cases = [
+            Reject::new(Code::Forbidden, "access denied"),
+            Reject::new(Code::InvalidConfig, "quote \" back\\slash \u{1} tab\t é")
+                .with_details(vec!["a.toml:1:2: \"x\"\n".into(), String::new()]),
+        ];
+        for r in cases {
+            let id = "id\"\u{7f}";
+            let mut want = serde_json::json!({
+                "error": r.code.as_str(), "message": r.message, "request_id": id,
+            });
+            if !r.details.is_empty() {
+                want["errors"] = serde_json::json!(r.details);
+            }
+            assert_eq!(r.body(id), want.to_string().into_bytes());
+        }
     }
 
     #[test]

@@ -56,8 +56,8 @@ async fn send_direct(
     content_type: HeaderValue,
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4))?;
-    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header("content-type", content_type)?;
+    header.insert_header("content-length", HeaderValue::from(body.len()))?;
     decorate(&mut header, ctx)?;
     route_headers(&mut header, ctx)?;
     write(session, header, body).await
@@ -103,7 +103,7 @@ pub(crate) fn route_headers(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()
 /// `Access-Control-*` headers, without authentication.
 async fn send_preflight(session: &mut Session, ctx: &Ctx) -> Result<()> {
     let mut header = ResponseHeader::build(204, Some(8))?;
-    header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    header.insert_header("content-length", "0")?;
     decorate(&mut header, ctx)?;
     session.write_response_header(Box::new(header), true).await
 }

@@ -5,9 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{
-    ACCESS_CONTROL_REQUEST_METHOD, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, EXPECT, RETRY_AFTER,
-};
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_ENCODING, CONTENT_TYPE, EXPECT};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::proxy::Session;
 use sha2::{Digest, Sha256};
@@ -108,7 +106,7 @@ pub(crate) fn route(
                 .unwrap_or_else(|_| HeaderValue::from_static(""));
             Err(
                 Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
-                    .with_header(ALLOW, allow),
+                    .with_header("allow", allow),
             )
         }
         Lookup::NotFound => Err(no_route()),
@@ -159,7 +157,7 @@ pub(crate) async fn lockout(rt: &Runtime, client_ip: Option<IpAddr>) -> Result<(
             Code::TemporarilyBlocked,
             "too many failed authentication attempts; try again later",
         )
-        .with_header(RETRY_AFTER, HeaderValue::from(retry_after))),
+        .with_header("retry-after", HeaderValue::from(retry_after))),
         None => Ok(()),
     }
 }
@@ -285,8 +283,10 @@ pub(crate) async fn rate_limit(
     }
     events.push(Event::RateLimited);
     Err(
-        Reject::new(Code::RateLimited, "rate limit exceeded; retry later")
-            .with_header(RETRY_AFTER, HeaderValue::from(decision.retry_after_seconds)),
+        Reject::new(Code::RateLimited, "rate limit exceeded; retry later").with_header(
+            "retry-after",
+            HeaderValue::from(decision.retry_after_seconds),
+        ),
     )
 }
 

@@ -130,6 +130,9 @@ pub struct Gateway {
     config_path: PathBuf,
     /// What `start` prepended (empty for `start_full`).
     header: String,
+    /// A command the binary runs under (e.g. valgrind), empty for none.
+    wrapper: Vec<String>,
+    start_timeout: Duration,
     child: Option<Child>,
 }
 
@@ -187,7 +190,20 @@ impl Gateway {
         addr: SocketAddr,
         dir: TempDir,
     ) -> Result<Gateway, String> {
-        Self::launch(full_toml, String::new(), addr, dir)
+        Self::try_start_wrapped(full_toml, addr, dir, &[], START_TIMEOUT)
+    }
+
+    /// Like [`Gateway::try_start_full`], with the binary run under
+    /// `wrapper` (the benchmark's `valgrind --tool=callgrind ...`), which
+    /// may need longer than [`START_TIMEOUT`] to come up.
+    pub fn try_start_wrapped(
+        full_toml: String,
+        addr: SocketAddr,
+        dir: TempDir,
+        wrapper: &[String],
+        start_timeout: Duration,
+    ) -> Result<Gateway, String> {
+        Self::launch_with(full_toml, String::new(), addr, dir, wrapper, start_timeout)
     }
 
     fn launch(
@@ -195,6 +211,17 @@ impl Gateway {
         header: String,
         addr: SocketAddr,
         dir: TempDir,
+    ) -> Result<Self, String> {
+        Self::launch_with(full, header, addr, dir, &[], START_TIMEOUT)
+    }
+
+    fn launch_with(
+        full: String,
+        header: String,
+        addr: SocketAddr,
+        dir: TempDir,
+        wrapper: &[String],
+        start_timeout: Duration,
     ) -> Result<Self, String> {
         let config_path = dir.path().join("portcullis.toml");
         fs::write(&config_path, &full).expect("write portcullis.toml");
@@ -206,6 +233,8 @@ impl Gateway {
             addr,
             config_path,
             header,
+            wrapper: wrapper.to_vec(),
+            start_timeout,
             child: None,
         };
         gw.child = Some(gw.spawn_run(&[]));
@@ -220,8 +249,15 @@ impl Gateway {
                 .open(self.dir.path().join(name))
                 .unwrap_or_else(|e| panic!("open {name}: {e}"))
         };
-        Command::new(BIN)
-            .arg("run")
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
+        cmd.arg("run")
             .arg("-c")
             .arg(&self.config_path)
             .args(extra_args)
@@ -234,8 +270,9 @@ impl Gateway {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let max_polls = START_TIMEOUT.as_millis() / START_POLL.as_millis() + 1;
+        let timeout = self.start_timeout;
+        let deadline = Instant::now() + timeout;
+        let max_polls = timeout.as_millis() / START_POLL.as_millis() + 1;
         for _ in 0..max_polls {
             if let Some(status) = self.try_wait() {
                 return Err(format!(
@@ -253,7 +290,7 @@ impl Gateway {
             std::thread::sleep(START_POLL);
         }
         Err(format!(
-            "portcullis did not accept on {} within {START_TIMEOUT:?}; config:\n{}\nstderr:\n{}",
+            "portcullis did not accept on {} within {timeout:?}; config:\n{}\nstderr:\n{}",
             self.addr,
             self.config(),
             self.stderr()
@@ -534,7 +571,7 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 
 /// SIGTERM, wait up to 5 s, then SIGKILL. The child is not reaped before
 /// it is signalled, so its pid cannot have been reused.
-fn terminate(mut child: Child) -> Option<ExitStatus> {
+pub fn terminate(mut child: Child) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }

@@ -1,0 +1,413 @@
+//! Throughput, latency and instructions per request of Portcullis against
+//! the proxies a user would pick instead, all in one run on loopback.
+//!
+//! `scripts/bench.sh [--quick | --instructions | --only jwt,401 ...]`
+//! (a wrapper around `cargo bench --bench peers -- ...`); `--help` lists
+//! every option. README "Benchmarks" says how to read the output. Without
+//! `--bench` (as `cargo test` runs it) it only checks that every
+//! configuration it would write is accepted.
+
+// The test harness: the test binary uses all of it, and panics are how
+// it reports a broken setup.
+#[allow(
+    dead_code,
+    unreachable_pub,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+#[path = "../../tests/it/common/mod.rs"]
+mod common;
+mod count;
+mod load;
+mod report;
+mod rows;
+mod servers;
+mod tokens;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Parser;
+
+use load::{Load, Run, Wrk};
+use rows::{Credential, Peer, Row, ROWS};
+use servers::{Instance, Server, Setup};
+use tokens::Credentials;
+
+#[derive(Parser)]
+#[command(about = "Portcullis against nginx, HAProxy, Caddy, pingap and bare Pingora")]
+struct Args {
+    /// Rounds; rows are interleaved within a round, the first row rotating.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of discarded warm-up before each run.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// The CPU of every server (origin and proxy share it).
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    /// The CPU of wrk.
+    #[arg(long, default_value_t = 1)]
+    wrk_cpu: usize,
+    /// Only rows whose name contains one of these (comma-separated);
+    /// `direct` and `nginx` always run.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// A smoke run: 2 s, one round.
+    #[arg(long)]
+    quick: bool,
+    /// Count instructions per request under callgrind instead of timing.
+    #[arg(long)]
+    instructions: bool,
+    /// Counted requests per row with `--instructions`.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Distinct tokens of the uncached JWT rows.
+    #[arg(long, default_value_t = 10_000)]
+    distinct: usize,
+    /// Where the plot of throughput and p99 per row goes (needs gnuplot).
+    #[arg(long, default_value = "target/bench/peers.png")]
+    plot: PathBuf,
+    /// Keep the run's directory (configurations, logs).
+    #[arg(long)]
+    keep: bool,
+    /// Passed by `cargo bench`; without it, only the configurations are checked.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() {
+    let mut args = Args::parse();
+    let result = if args.bench {
+        if args.quick {
+            args.duration = 2;
+            args.rounds = 1;
+        }
+        bench(&args)
+    } else {
+        check_configs()
+    };
+    if let Err(e) = result {
+        eprintln!("peers: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A smoke test for `cargo test`: the gateway accepts what the bench writes.
+fn check_configs() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let creds = Credentials::create(dir.path(), 2)?;
+    let setup = Setup {
+        dir: dir.path(),
+        origin: common::free_addr(),
+        connections: 64,
+        creds: &creds,
+        callgrind: false,
+    };
+    for instance in [Instance::Plain, Instance::Logged, Instance::Redis] {
+        let text = servers::portcullis_config(
+            &setup,
+            dir.path(),
+            common::free_addr(),
+            instance,
+            Some("redis://127.0.0.1:1"),
+        );
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("keys.toml"), "").map_err(|e| e.to_string())?;
+        let out = common::gateway::check(&path);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    load::parse("    50%  1.00ms\n    99%  2.00s\n  1 requests in 1s\nRequests/sec: 1.0\n")
+        .ok_or_else(|| "wrk output parser".to_string())?;
+    println!(
+        "peers: the gateway accepts every benchmark configuration (measure with scripts/bench.sh)"
+    );
+    Ok(())
+}
+
+/// The running servers, by peer.
+struct Fleet {
+    servers: Vec<(Peer, Server)>,
+    addrs: HashMap<Peer, SocketAddr>,
+    /// The shared store of the Redis instance.
+    redis: Option<common::redis::RedisServer>,
+    skipped: Vec<String>,
+}
+
+impl Fleet {
+    fn add(&mut self, peer: Peer, started: Result<Server, String>) {
+        match started {
+            Ok(server) => {
+                self.addrs.insert(peer, server.addr());
+                self.servers.push((peer, server));
+            }
+            Err(e) => self.skipped.push(format!("{peer:?}: {e}")),
+        }
+    }
+
+    fn server(&self, peer: Peer) -> Option<&Server> {
+        let peer = if peer == Peer::HaproxyTcp {
+            Peer::Haproxy
+        } else {
+            peer
+        };
+        self.servers
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .map(|(_, s)| s)
+    }
+}
+
+fn wanted(args: &Args, row: &Row) -> bool {
+    args.only.is_empty()
+        || row.name == "direct"
+        || row.name == "nginx"
+        || args.only.iter().any(|o| row.name.contains(o.as_str()))
+}
+
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn bench(args: &Args) -> Result<(), String> {
+    // Every server inherits the bench's CPU; wrk gets its own.
+    let pid = std::process::id().to_string();
+    let pinned = Command::new("taskset")
+        .args(["-a", "-cp", &args.server_cpu.to_string(), &pid])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if !pinned.status.success() {
+        return Err(format!("cannot pin to CPU {}", args.server_cpu));
+    }
+    let run_dir = tempfile::Builder::new()
+        .prefix("portcullis-peers-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let dir = run_dir.path();
+    let rows: Vec<&Row> = ROWS.iter().filter(|r| wanted(args, r)).collect();
+    let needs = |peer: Peer| rows.iter().any(|r| r.peer == peer);
+    let distinct = if rows.iter().any(|r| r.credential == Credential::Tokens) {
+        args.distinct
+    } else {
+        1
+    };
+    let creds = Credentials::create(dir, distinct)?;
+    let setup = Setup {
+        dir,
+        origin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        connections: args.connections,
+        creds: &creds,
+        callgrind: args.instructions,
+    };
+    let origin = servers::origin(dir, args.connections, &creds)?;
+    let setup = Setup {
+        origin: origin.addr(),
+        ..setup
+    };
+    let mut fleet = Fleet {
+        servers: Vec::new(),
+        addrs: HashMap::from([(Peer::Direct, origin.addr())]),
+        redis: None,
+        skipped: Vec::new(),
+    };
+    let (api_key, keys_entry) = servers::api_key()?;
+    start_fleet(args, &setup, &mut fleet, &needs, &keys_entry)?;
+    let script = load::tokens_script(dir, &creds.tokens_file)?;
+    let bearer = format!("Authorization: Bearer {}", creds.token);
+    let key_header = format!("x-api-key: {api_key}");
+    let mut present = Vec::new();
+    for row in rows {
+        let Some(&addr) = fleet.addrs.get(&row.peer) else {
+            continue;
+        };
+        let header = match row.credential {
+            Credential::Token => Some(bearer.as_str()),
+            Credential::ApiKey => Some(key_header.as_str()),
+            Credential::None | Credential::Tokens => None,
+        };
+        let first_token = format!("Authorization: Bearer {}", creds.tokens[0]);
+        let probe_header = match row.credential {
+            Credential::Tokens => Some(first_token.as_str()),
+            _ => header,
+        };
+        probe(row, addr, probe_header)?;
+        present.push(Target {
+            row,
+            addr,
+            header: header.map(str::to_string),
+            tokens: (row.credential == Credential::Tokens).then(|| script.clone()),
+        });
+    }
+    report::header(args, &fleet.skipped);
+    if args.instructions {
+        let counts = count::instructions(args, &fleet, &present, &creds.tokens)?;
+        report::instructions(&present, &counts);
+    } else {
+        let runs = measure(args, &present)?;
+        report::throughput(&present, &runs);
+        report::plot(&present, &runs, &args.plot);
+    }
+    if args.keep {
+        println!("kept {}", run_dir.keep().display());
+    }
+    Ok(())
+}
+
+fn start_fleet(
+    args: &Args,
+    setup: &Setup,
+    fleet: &mut Fleet,
+    needs: &dyn Fn(Peer) -> bool,
+    keys_entry: &str,
+) -> Result<(), String> {
+    if needs(Peer::Nginx) {
+        fleet.add(Peer::Nginx, servers::nginx(setup));
+    }
+    if (needs(Peer::Haproxy) || needs(Peer::HaproxyTcp)) && installed("haproxy") {
+        match servers::haproxy(setup) {
+            Ok((server, tcp)) => {
+                fleet.addrs.insert(Peer::HaproxyTcp, tcp);
+                fleet.add(Peer::Haproxy, Ok(server));
+            }
+            Err(e) => fleet.add(Peer::Haproxy, Err(e)),
+        }
+    }
+    // Go under valgrind counts its runtime more than its proxying.
+    if needs(Peer::Caddy) && installed("caddy") && !args.instructions {
+        fleet.add(Peer::Caddy, servers::caddy(setup));
+    }
+    let pingap = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/pingap/bin/pingap");
+    if needs(Peer::Pingap) {
+        if pingap.exists() {
+            fleet.add(Peer::Pingap, servers::pingap(setup, &pingap));
+        } else {
+            fleet.skipped.push(
+                "pingap: not built (cargo install pingap@0.13.1 --locked --root target/peers/pingap)"
+                    .into(),
+            );
+        }
+    }
+    let baseline = Path::new(common::gateway::BIN).with_file_name("examples/pingora_baseline");
+    if needs(Peer::Pingora) {
+        if baseline.exists() {
+            fleet.add(Peer::Pingora, servers::pingora(setup, &baseline));
+        } else {
+            fleet.skipped.push(
+                "pingora bare: not built (cargo build --release --example pingora_baseline)".into(),
+            );
+        }
+    }
+    for instance in [Instance::Plain, Instance::Logged] {
+        if needs(Peer::Portcullis(instance)) {
+            let started = servers::portcullis(setup, instance, keys_entry, None);
+            fleet.add(Peer::Portcullis(instance), started);
+        }
+    }
+    if needs(Peer::Portcullis(Instance::Redis)) && installed("redis-server") {
+        let redis = common::redis::RedisServer::start();
+        let url = redis.url();
+        fleet.redis = Some(redis);
+        let started = servers::portcullis(setup, Instance::Redis, keys_entry, Some(&url));
+        fleet.add(Peer::Portcullis(Instance::Redis), started);
+    }
+    Ok(())
+}
+
+/// A row with the address and credentials it runs with.
+pub(crate) struct Target<'a> {
+    pub(crate) row: &'a Row,
+    pub(crate) addr: SocketAddr,
+    pub(crate) header: Option<String>,
+    pub(crate) tokens: Option<PathBuf>,
+}
+
+impl Target<'_> {
+    fn load(&self) -> Load<'_> {
+        Load {
+            url: format!("http://{}{}", self.addr, self.row.path),
+            header: self.header.as_deref(),
+            tokens_script: self.tokens.as_deref(),
+        }
+    }
+}
+
+/// One request before measuring: a row that answers wrongly is a broken
+/// configuration, not a result.
+fn probe(row: &Row, addr: SocketAddr, header: Option<&str>) -> Result<(), String> {
+    let headers: Vec<(&str, &str)> = header
+        .and_then(|h| h.split_once(": "))
+        .into_iter()
+        .collect();
+    let resp = common::client::Conn::try_open(addr)
+        .and_then(|mut c| c.request("GET", row.path, &headers, None))
+        .map_err(|e| format!("{}: {e}", row.name))?;
+    if resp.status != row.status {
+        return Err(format!(
+            "{} answered {} (expected {}): {}",
+            row.name,
+            resp.status,
+            row.status,
+            resp.body_str()
+        ));
+    }
+    Ok(())
+}
+
+/// Rounds of wrk runs, rows interleaved and rotated: `runs[row][round]`.
+fn measure(args: &Args, targets: &[Target]) -> Result<Vec<Vec<Run>>, String> {
+    let wrk = Wrk {
+        connections: args.connections,
+        cpu: args.wrk_cpu,
+    };
+    let mut runs = vec![Vec::new(); targets.len()];
+    for round in 0..args.rounds {
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let target = &targets[i];
+            let load = target.load();
+            if args.warmup > 0 {
+                let warm = wrk.run(&load, args.warmup)?;
+                if !answered_as_expected(target.row, &warm) {
+                    return Err(format!(
+                        "{} answered {} unexpected statuses of {} in its warm-up",
+                        target.row.name,
+                        unexpected(target.row, &warm),
+                        warm.requests
+                    ));
+                }
+            }
+            let run = wrk.run(&load, args.duration)?;
+            report::progress(round, args.rounds, target.row, &run);
+            runs[i].push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// wrk counts every non-2xx: a 401 row must have only those.
+pub(crate) fn unexpected(row: &Row, run: &Run) -> u64 {
+    let wrong = if row.status == 200 {
+        run.non_2xx
+    } else {
+        run.requests.saturating_sub(run.non_2xx)
+    };
+    wrong + run.socket_errors
+}
+
+fn answered_as_expected(row: &Row, run: &Run) -> bool {
+    run.requests > 0 && unexpected(row, run) == 0
+}

@@ -1,0 +1,116 @@
+//! THE list of rows, in table order, and the pairs read against each other.
+
+use crate::servers::Instance;
+
+/// Which server a row talks to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Peer {
+    Direct,
+    Nginx,
+    Haproxy,
+    HaproxyTcp,
+    Caddy,
+    Pingap,
+    Pingora,
+    Portcullis(Instance),
+}
+
+/// What credential a row's requests carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential {
+    None,
+    /// The same token on every request.
+    Token,
+    /// A different token on every request, round robin over the set.
+    Tokens,
+    ApiKey,
+}
+
+pub(crate) struct Row {
+    pub(crate) name: &'static str,
+    pub(crate) peer: Peer,
+    pub(crate) path: &'static str,
+    pub(crate) credential: Credential,
+    /// The status every response must have (wrk counts non-2xx).
+    pub(crate) status: u16,
+}
+
+const fn row(name: &'static str, peer: Peer, path: &'static str) -> Row {
+    Row {
+        name,
+        peer,
+        path,
+        credential: Credential::None,
+        status: 200,
+    }
+}
+
+const fn with(mut r: Row, credential: Credential) -> Row {
+    r.credential = credential;
+    r
+}
+
+const fn refused(mut r: Row) -> Row {
+    r.status = 401;
+    r
+}
+
+const P: Peer = Peer::Portcullis(Instance::Plain);
+const LOGGED: Peer = Peer::Portcullis(Instance::Logged);
+const REDIS: Peer = Peer::Portcullis(Instance::Redis);
+
+pub(crate) const ROWS: &[Row] = &[
+    row("direct", Peer::Direct, "/"),
+    row("nginx", Peer::Nginx, "/"),
+    row("nginx +headers", Peer::Nginx, "/headers/"),
+    row("haproxy", Peer::Haproxy, "/"),
+    row("haproxy tcp", Peer::HaproxyTcp, "/"),
+    with(
+        row("haproxy jwt", Peer::Haproxy, "/jwt/"),
+        Credential::Token,
+    ),
+    with(
+        row("haproxy jwt 10k", Peer::Haproxy, "/jwt/"),
+        Credential::Tokens,
+    ),
+    refused(row("haproxy 401", Peer::Haproxy, "/jwt/")),
+    row("caddy", Peer::Caddy, "/"),
+    row("pingap", Peer::Pingap, "/"),
+    row("pingora bare", Peer::Pingora, "/"),
+    row("portcullis public", P, "/"),
+    row("portcullis access log", LOGGED, "/"),
+    with(row("portcullis jwt", P, "/jwt/"), Credential::Token),
+    with(
+        row("portcullis jwt 10k uncached", P, "/jwt-uncached/"),
+        Credential::Tokens,
+    ),
+    refused(row("portcullis 401", P, "/jwt/")),
+    with(
+        row("portcullis jwt+scopes+cel", P, "/authz/"),
+        Credential::Token,
+    ),
+    row("portcullis no limit", P, "/norl/"),
+    row("portcullis rate limit", P, "/rl/"),
+    row("portcullis rate limit redis", REDIS, "/rl/"),
+    with(row("portcullis api key", P, "/key/"), Credential::ApiKey),
+    with(row("portcullis all-on", LOGGED, "/all/"), Credential::Token),
+];
+
+/// (row, baseline): a comparison with a peer, or the cost of one feature
+/// read against the same route without it.
+pub(crate) const PAIRS: &[(&str, &str)] = &[
+    ("portcullis public", "pingora bare"),
+    ("portcullis public", "pingap"),
+    ("portcullis public", "nginx +headers"),
+    ("portcullis public", "caddy"),
+    ("portcullis jwt", "haproxy jwt"),
+    ("portcullis jwt 10k uncached", "haproxy jwt 10k"),
+    ("portcullis 401", "haproxy 401"),
+    ("portcullis access log", "portcullis public"),
+    ("portcullis jwt", "portcullis public"),
+    ("portcullis jwt+scopes+cel", "portcullis jwt"),
+    ("portcullis rate limit", "portcullis no limit"),
+    ("portcullis rate limit redis", "portcullis no limit"),
+    ("portcullis api key", "portcullis public"),
+    ("portcullis all-on", "portcullis jwt"),
+];
