@@ -26,6 +26,7 @@ fn identity() -> Identity {
         scopes: vec!["bench".into(), "orders:read".into()],
         roles: vec!["demo".into()],
         claims: claims.as_object().cloned().unwrap_or_default(),
+        forwarded: Default::default(),
     }
 }
 

@@ -10,7 +10,8 @@
 #
 # Needs wrk, nginx and taskset; the rows of HAProxy, Caddy, redis-server
 # and pingap, and the plot (gnuplot), are skipped with a note when absent.
-# `scripts/setup.sh --bench` installs the Debian packages; pingap is built
+# `scripts/setup.sh --bench` installs the Debian packages (protoc among them,
+# for pingap's etcd client); pingap is built
 # once into target/peers/pingap (PINGAP=off skips that).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -100,3 +100,115 @@ fn take_newest(out: &Path, dump: &Path) -> Result<u64, String> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("no instruction total in {}", newest.display()))
 }
+
+/// Where a Portcullis request's instructions go: (label, pattern of the
+/// function, nested in the hook above). Async hooks are `{{closure}}`s.
+const STAGES: &[(&str, &str, bool)] = &[
+    ("head check", "portcullis::front::head::check", false),
+    (
+        "early_request_filter",
+        "ProxyHttp>::early_request_filter::{{closure}}",
+        false,
+    ),
+    (
+        "request_filter",
+        "ProxyHttp>::request_filter::{{closure}}",
+        false,
+    ),
+    (
+        "canonical",
+        "portcullis::proxy::request::Canonical::build",
+        true,
+    ),
+    ("route", "portcullis::proxy::stages::route", true),
+    (
+        "authenticate",
+        "as portcullis::auth::Authenticator>::authenticate::{{closure}}",
+        true,
+    ),
+    (
+        "authorize",
+        "portcullis::proxy::stages::authorize::{{closure}}",
+        true,
+    ),
+    (
+        "rate_limit",
+        "portcullis::proxy::stages::rate_limit::{{closure}}",
+        true,
+    ),
+    (
+        "refusal",
+        "portcullis::proxy::respond::send_reject::{{closure}}",
+        true,
+    ),
+    (
+        "upstream_peer",
+        "ProxyHttp>::upstream_peer::{{closure}}",
+        false,
+    ),
+    (
+        "upstream_request_filter",
+        "ProxyHttp>::upstream_request_filter::{{closure}}",
+        false,
+    ),
+    (
+        "response_filter",
+        "ProxyHttp>::response_filter::{{closure}}",
+        false,
+    ),
+    ("logging", "ProxyHttp>::logging::{{closure}}", false),
+];
+
+/// Instructions per request of each stage of [`STAGES`] found in `dump`
+/// (inclusive, through `callgrind_annotate`), then what is left: Pingora,
+/// tokio and the socket calls.
+pub(crate) fn stages(dump: &Path, requests: usize) -> Vec<(&'static str, bool, u64)> {
+    let Ok(out) = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100", "--auto=no"])
+        .arg(dump)
+        .output()
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut total = 0u64;
+    let mut found = vec![0u64; STAGES.len()];
+    for line in text.lines() {
+        let Some((count, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(count) = count.replace(',', "").parse::<u64>() else {
+            continue;
+        };
+        if rest.ends_with("PROGRAM TOTALS") {
+            total = count;
+        }
+        // A function inlined from several files has an entry per file:
+        // the largest is the function's own.
+        let name = rest.rsplit_once(" [").map_or(rest, |(n, _)| n);
+        for (i, (_, pattern, _)) in STAGES.iter().enumerate() {
+            if name.ends_with(pattern) {
+                found[i] = found[i].max(count);
+            }
+        }
+    }
+    let per = |n: u64| n / requests as u64;
+    let top: u64 = STAGES
+        .iter()
+        .zip(&found)
+        .filter(|((_, _, nested), _)| !nested)
+        .map(|(_, n)| n)
+        .sum();
+    let mut rows: Vec<_> = STAGES
+        .iter()
+        .zip(&found)
+        .filter(|(_, n)| **n > 0)
+        .map(|((label, _, nested), n)| (*label, *nested, per(*n)))
+        .collect();
+    rows.push((
+        "Pingora, tokio, sockets",
+        false,
+        per(total.saturating_sub(top)),
+    ));
+    rows
+}

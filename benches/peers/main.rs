@@ -256,6 +256,7 @@ fn bench(args: &Args) -> Result<(), String> {
     if args.instructions {
         let counts = count::instructions(args, &fleet, &present, &creds.tokens)?;
         report::instructions(&present, &counts);
+        report::stages(&present, dir, args.requests);
     } else {
         let runs = measure(args, &present)?;
         report::throughput(&present, &runs);

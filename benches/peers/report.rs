@@ -187,6 +187,27 @@ pub(crate) fn instructions(targets: &[Target], counts: &[Option<u64>]) {
     }
 }
 
+/// Each Portcullis row's instructions by stage (from the dumps that
+/// `--instructions` kept in `dir`).
+pub(crate) fn stages(targets: &[Target], dir: &Path, requests: usize) {
+    println!("\nper stage (callgrind, inclusive instructions per request; indented: inside the hook above):");
+    for t in targets
+        .iter()
+        .filter(|t| t.row.name.starts_with("portcullis"))
+    {
+        let dump = dir.join(format!("{}.callgrind", t.row.name.replace(' ', "_")));
+        let stages = crate::count::stages(&dump, requests);
+        if stages.is_empty() {
+            continue;
+        }
+        println!("  {}", t.row.name);
+        for (label, nested, n) in stages {
+            let indent = if nested { "      " } else { "    " };
+            println!("{indent}{label:<28} {n:>8}");
+        }
+    }
+}
+
 /// Throughput and p99 per row as a PNG, through gnuplot when installed.
 pub(crate) fn plot(targets: &[Target], runs: &[Vec<Run>], out: &Path) {
     let mut data = String::new();

@@ -45,6 +45,7 @@ impl ApiKeyAuthenticator {
                     scopes: k.scopes.clone(),
                     roles: k.roles.clone(),
                     claims: serde_json::Map::new(),
+                    forwarded: Default::default(),
                 });
                 (
                     k.id.clone(),

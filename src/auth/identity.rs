@@ -1,6 +1,8 @@
 //! Who the caller is, as every authentication provider reports it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use http::HeaderValue;
 
 /// How the caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,20 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// The token's claims (JWT, introspection); empty otherwise.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Made from the fields above on first use.
+    pub forwarded: ForwardedHeaders,
+}
+
+/// The identity's header values for the upstream, made once and then
+/// shared by every request a cached identity serves.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardedHeaders(OnceLock<Vec<(&'static str, HeaderValue)>>);
+
+impl PartialEq for ForwardedHeaders {
+    /// Derived from the identity's other fields, so never a difference.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// The headers that carry an identity to the upstream (CONTRACT §5); a
@@ -76,21 +92,23 @@ impl Identity {
     /// The values of [`IDENTITY_HEADERS`], in that order. A value that
     /// cannot be a header (control characters in a claim) or is empty is
     /// left out rather than mangled.
-    pub fn header_values(&self) -> impl Iterator<Item = (&'static str, http::HeaderValue)> {
-        let values = [
-            Some(self.method.as_str().to_string()),
-            Some(self.subject.clone()),
-            self.consumer.clone(),
-            Some(self.scopes.join(" ")),
-            Some(self.roles.join(",")),
-        ];
-        IDENTITY_HEADERS
-            .into_iter()
-            .zip(values)
-            .filter_map(|(name, value)| {
-                let v = http::HeaderValue::from_str(&value?).ok()?;
-                (!v.is_empty()).then_some((name, v))
-            })
+    pub fn header_values(&self) -> &[(&'static str, HeaderValue)] {
+        self.forwarded.0.get_or_init(|| {
+            let values = [
+                Some(HeaderValue::from_static(self.method.as_str())),
+                HeaderValue::from_str(&self.subject).ok(),
+                self.consumer
+                    .as_deref()
+                    .and_then(|c| HeaderValue::from_str(c).ok()),
+                HeaderValue::from_str(&self.scopes.join(" ")).ok(),
+                HeaderValue::from_str(&self.roles.join(",")).ok(),
+            ];
+            IDENTITY_HEADERS
+                .into_iter()
+                .zip(values)
+                .filter_map(|(name, value)| Some((name, value?)).filter(|(_, v)| !v.is_empty()))
+                .collect()
+        })
     }
 }
 

@@ -105,6 +105,7 @@ impl IntrospectionAuthenticator {
             scopes: string_list(&claims, &self.config.scopes_claim),
             roles: string_list(&claims, &self.config.roles_claim),
             claims,
+            forwarded: Default::default(),
         };
         let until = now + self.config.cache_seconds;
         Ok(Arc::new(Answer {

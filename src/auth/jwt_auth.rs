@@ -244,6 +244,7 @@ impl JwtAuthenticator {
             scopes: v.scopes,
             roles: v.roles,
             claims: v.claims,
+            forwarded: Default::default(),
         })
     }
 }

@@ -89,6 +89,7 @@ impl Authenticator for MtlsAuthenticator {
             scopes: Vec::new(),
             roles: Vec::new(),
             claims: serde_json::Map::new(),
+            forwarded: Default::default(),
         }))
     }
 

@@ -105,7 +105,7 @@ impl ExternalAuthz {
         }
         if let Some(identity) = q.identity {
             for (name, value) in identity.header_values() {
-                headers.insert(name, value);
+                headers.insert(*name, value.clone());
             }
         }
         // Not part of the cache key: a correlation aid only.

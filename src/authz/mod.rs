@@ -136,6 +136,7 @@ mod tests {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             claims: Default::default(),
+            forwarded: Default::default(),
         }
     }
 

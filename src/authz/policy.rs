@@ -512,6 +512,7 @@ mod tests {
             scopes: vec!["orders:read".into()],
             roles: vec!["admin".into()],
             claims: claims.as_object().cloned().unwrap_or_default(),
+            forwarded: Default::default(),
         }
     }
 

@@ -74,6 +74,10 @@ pub struct Server {
     pub graceful_shutdown_timeout_seconds: u64,
     pub trusted_proxies: Vec<IpNet>,
     pub underscore_headers: UnderscoreHeaders,
+    /// Idle upstream connections kept for reuse, across all upstreams.
+    pub upstream_keepalive_pool_size: usize,
+    /// Whether the worker threads share one work-stealing runtime.
+    pub work_stealing: bool,
 }
 
 /// What happens to request header names containing `_`: many stacks read

@@ -71,6 +71,8 @@ pub(super) fn server(d: &mut Diagnostics, root: &Table) -> Server {
         graceful_shutdown_timeout_seconds: 5,
         trusted_proxies: Vec::new(),
         underscore_headers: UnderscoreHeaders::Drop,
+        upstream_keepalive_pool_size: 1024,
+        work_stealing: true,
     };
     let Some(t) = root.table(d, "server") else {
         return out;
@@ -110,6 +112,12 @@ pub(super) fn server(d: &mut Diagnostics, root: &Table) -> Server {
         ],
     ) {
         out.underscore_headers = mode;
+    }
+    if let Some(n) = t.integer(d, "upstream_keepalive_pool_size", 1..=1_000_000) {
+        out.upstream_keepalive_pool_size = n as usize;
+    }
+    if let Some(b) = t.boolean(d, "work_stealing") {
+        out.work_stealing = b;
     }
     t.finish(d);
     out

@@ -89,6 +89,30 @@ upstream = "missing"
 }
 
 #[test]
+fn runtime_settings_of_server() {
+    let c = parse_str(Path::new("gw.toml"), BASE).unwrap();
+    assert_eq!(c.server.upstream_keepalive_pool_size, 1024);
+    assert!(c.server.work_stealing);
+    let text =
+        format!("[server]\nupstream_keepalive_pool_size = 64\nwork_stealing = false\n{BASE}");
+    let c = parse_str(Path::new("gw.toml"), &text).unwrap();
+    assert_eq!(c.server.upstream_keepalive_pool_size, 64);
+    assert!(!c.server.work_stealing);
+    let errs = errors(&format!(
+        "[server]\nupstream_keepalive_pool_size = 0\nwork_stealing = \"no\"\n{BASE}"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("gw.toml:2:32: `upstream_keepalive_pool_size`"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("gw.toml:3:17: `work_stealing`"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
 fn syntax_error_has_position() {
     let errs = errors("[server\nthreads = 1\n");
     assert_eq!(errs.len(), 1, "{errs:?}");

@@ -175,7 +175,7 @@ fn identity_headers(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<(
         }
     }
     for (name, value) in identity.header_values() {
-        upstream_request.insert_header(name, value)?;
+        upstream_request.insert_header(*name, value.clone())?;
     }
     Ok(())
 }
