@@ -54,6 +54,8 @@ pub struct Runtime {
     /// TLS of each listener, by listener index (`None`: plain): read per
     /// handshake, so a reload changes certificates for the next connection.
     pub tls: Vec<Option<Arc<TlsListener>>>,
+    /// Per listener: plaintext with HTTP/2 by prior knowledge.
+    h2c: Vec<bool>,
     /// `[protection]` network rules, checked before routing.
     pub cidrs: CidrRules,
     /// Rate-limit buckets and lockouts; kept across reloads while
@@ -124,6 +126,11 @@ pub struct Route {
 impl Runtime {
     /// The listener bound to `local` (exactly, or on a wildcard address
     /// with the same port).
+    /// Whether the plaintext listener also speaks h2c by prior knowledge.
+    pub fn h2c(&self, listener: ListenerId) -> bool {
+        self.h2c.get(listener.index()).copied().unwrap_or(false)
+    }
+
     pub fn listener_of(&self, local: SocketAddr) -> Option<ListenerId> {
         let local_ip = canonical_ip(local.ip());
         self.listener_addrs
@@ -186,7 +193,7 @@ impl Runtime {
                         })
                     })
                     .ok()?;
-                TlsListener::new(l.name.clone(), store, previous.map(|p| &**p))
+                TlsListener::new(l.name.clone(), store, l.http2, previous.map(|p| &**p))
                     .map(Arc::new)
                     .map_err(|e| {
                         fail(ConfigError::in_file(
@@ -293,6 +300,9 @@ impl Runtime {
             trusted_proxies: config.server.trusted_proxies,
             underscore_headers: config.server.underscore_headers,
             listener_addrs: config.listeners.iter().map(|l| l.addr).collect(),
+            h2c: (config.listeners.iter())
+                .map(|l| l.tls.is_none() && l.http2)
+                .collect(),
             routes,
             table: RouteTable::new(specs),
             upstreams,

@@ -90,6 +90,9 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
     // header-list cap carry the `[limits]` of the start configuration.
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(limits.idle_timeout);
+    // Only connections the front found opening with the HTTP/2 preface
+    // reach Pingora in plaintext (`[[listeners]] http2`).
+    options.h2c = true;
     proxy.server_options = Some(options);
     let mut h2 = default_h2_options();
     h2.max_header_list_size(

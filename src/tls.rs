@@ -238,39 +238,51 @@ pub struct TlsListener {
     pub name: String,
     pub acceptor: Arc<SslAcceptor>,
     store: CertStore,
+    http2: bool,
 }
 
 impl TlsListener {
     /// Takes the acceptor over from `previous` when the trusted client CAs
-    /// are the same, so that sessions stay resumable across a reload that
-    /// did not change them.
+    /// (and the ALPN offer) are the same, so that sessions stay resumable
+    /// across a reload that did not change them. `http2` offers h2 by ALPN
+    /// beside http/1.1.
     pub fn new(
         name: String,
         store: CertStore,
+        http2: bool,
         previous: Option<&TlsListener>,
     ) -> Result<Self, TlsError> {
         let acceptor = match previous {
-            Some(p) if p.store.client_ca_fingerprint == store.client_ca_fingerprint => {
+            Some(p)
+                if p.store.client_ca_fingerprint == store.client_ca_fingerprint
+                    && p.http2 == http2 =>
+            {
                 p.acceptor.clone()
             }
-            _ => Arc::new(acceptor(&store.client_ca_fingerprint)?),
+            _ => Arc::new(acceptor(&store.client_ca_fingerprint, http2)?),
         };
         Ok(TlsListener {
             name,
             acceptor,
             store,
+            http2,
         })
     }
 }
 
-/// Mozilla's intermediate settings, HTTP/2 preferred by ALPN, and a
-/// session id context tied to the trusted client CAs: a session from
-/// another acceptor (an earlier set of CAs) is never resumed.
-fn acceptor(session_context: &[u8; 32]) -> Result<SslAcceptor, TlsError> {
+/// Mozilla's intermediate settings, HTTP/2 (when offered) preferred by
+/// ALPN, and a session id context tied to the trusted client CAs: a
+/// session from another acceptor (an earlier set of CAs) is never resumed.
+fn acceptor(session_context: &[u8; 32], http2: bool) -> Result<SslAcceptor, TlsError> {
     let setup = |e: pingora::tls::error::ErrorStack| TlsError::Setup(e.to_string());
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(setup)?;
-    builder.set_alpn_select_callback(|_, offered| {
-        select_next_proto(b"\x02h2\x08http/1.1", offered).ok_or(AlpnError::NOACK)
+    let protocols: &'static [u8] = if http2 {
+        b"\x02h2\x08http/1.1"
+    } else {
+        b"\x08http/1.1"
+    };
+    builder.set_alpn_select_callback(move |_, offered| {
+        select_next_proto(protocols, offered).ok_or(AlpnError::NOACK)
     });
     builder
         .set_session_id_context(session_context)

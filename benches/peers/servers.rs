@@ -309,14 +309,15 @@ pub(crate) fn caddy(setup: &Setup) -> Result<Server, String> {
 /// pingap, the strongest gateway on Pingora, as a plain proxy.
 pub(crate) fn pingap(setup: &Setup, program: &Path) -> Result<Server, String> {
     let addr = free_addr();
+    let dir = setup.dir.join("pingap");
     let text = format!(
-        "[basic]\nthreads = 1\nlog_level = \"WARN\"\n\n\
+        "[basic]\nthreads = 1\nlog_level = \"warn\"\npid_file = \"{}/pingap.pid\"\n\n\
          [upstreams.origin]\naddrs = [\"{}\"]\n\n\
          [locations.all]\nupstream = \"origin\"\n\n\
          [servers.bench]\naddr = \"{addr}\"\nlocations = [\"all\"]\n",
+        dir.display(),
         setup.origin
     );
-    let dir = setup.dir.join("pingap");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let file = write(&dir, "pingap.toml", &text)?;
     let file = file.display().to_string();

@@ -15,11 +15,13 @@ pub(super) fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {
     for t in root.tables(d, "listeners") {
         let name = required_string(d, &t, "name");
         let listen = required_string(d, &t, "listen");
+        let has_tls = t.raw("tls").is_some();
         let tls = t.table(d, "tls").and_then(|tls| {
             let out = listener_tls(d, &tls);
             tls.finish(d);
             out
         });
+        let http2 = t.boolean(d, "http2").unwrap_or(has_tls);
         t.finish(d);
         let (Some(name), Some(listen)) = (name, listen) else {
             continue;
@@ -60,6 +62,7 @@ pub(super) fn listeners(d: &mut Diagnostics, root: &Table) -> Vec<Listener> {
             listen: listen.into_inner(),
             addr,
             tls,
+            http2,
         });
     }
     out

@@ -123,6 +123,9 @@ pub struct Listener {
     pub listen: String,
     pub addr: SocketAddr,
     pub tls: Option<ListenerTls>,
+    /// TLS: h2 offered by ALPN beside http/1.1; plain: h2c by prior
+    /// knowledge beside HTTP/1.1.
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,11 +165,29 @@ pub struct Upstream {
     pub balance: Balance,
     pub hash_key: HashKey,
     pub tls: bool,
+    pub protocol: UpstreamProtocol,
     pub sni: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retries: usize,
     pub health_check: Option<HealthCheck>,
+}
+
+/// What the gateway speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// TLS with ALPN h2, falling back to HTTP/1.1.
+    Http2,
+    /// Plaintext HTTP/2 by prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// gRPC needs trailers, which only HTTP/2 carries end to end.
+    pub fn carries_trailers(self) -> bool {
+        !matches!(self, UpstreamProtocol::Http1)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

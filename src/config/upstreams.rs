@@ -62,6 +62,35 @@ pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Ups
         }
     };
     let tls = t.boolean(d, "tls").unwrap_or(false);
+    let protocol = t
+        .keyword(
+            d,
+            "protocol",
+            UpstreamProtocol::Http1,
+            &[
+                ("http1", UpstreamProtocol::Http1),
+                ("http2", UpstreamProtocol::Http2),
+                ("h2c", UpstreamProtocol::H2c),
+            ],
+        )
+        .unwrap_or(UpstreamProtocol::Http1);
+    match (protocol, tls) {
+        (UpstreamProtocol::Http2, false) => d.error(
+            t.span(),
+            format!(
+                "[{}] protocol = \"http2\" negotiates h2 by TLS ALPN: set `tls = true`, or use \"h2c\" for plaintext HTTP/2",
+                t.section()
+            ),
+        ),
+        (UpstreamProtocol::H2c, true) => d.error(
+            t.span(),
+            format!(
+                "[{}] protocol = \"h2c\" is plaintext HTTP/2: use \"http2\" with `tls = true`",
+                t.section()
+            ),
+        ),
+        _ => {}
+    }
     let sni = t.string(d, "sni").map(Spanned::into_inner);
     let connect_timeout = t
         .duration(
@@ -87,6 +116,7 @@ pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Ups
         balance,
         hash_key,
         tls,
+        protocol,
         sni: sni.unwrap_or_default(),
         connect_timeout,
         read_timeout,

@@ -41,6 +41,7 @@ impl ServerApp for AdminFront {
             shutdown,
             &self.runtime,
             &self.observer,
+            false,
         )
         .await;
         None

@@ -17,6 +17,19 @@ const REQUEST_LINE_SLACK: usize = 1024;
 const MAX_HEADERS: usize = 256;
 
 /// Why no head came.
+/// What the start of a connection turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// An HTTP/1 request head, checked and marked in the buffer.
+    Http1,
+    /// The HTTP/2 connection preface (h2c by prior knowledge), still
+    /// buffered for Pingora's HTTP/2 server.
+    H2Preface,
+}
+
+/// The client preface of RFC 9113 §3.4.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 #[derive(Debug)]
 pub enum HeadError {
     /// The client closed the connection between requests, stayed idle too
@@ -111,12 +124,16 @@ impl Default for HeadTimer {
 /// Waits up to `idle_timeout` for the first byte (the connection is idle
 /// until then), then up to `header_timeout` from that byte for the whole
 /// head, holding at most `max_bytes` of it. `shutdown` ends an idle wait.
+/// With `h2c`, the connection may instead open with the HTTP/2 preface,
+/// which is read whole before anything is decided: it contains a blank
+/// line, so a head scanner would take its first 18 bytes for a request.
 pub async fn read(
     conn: &mut Replay,
     limits: HeadLimits,
     timer: &mut HeadTimer,
     shutdown: &mut pingora::server::ShutdownWatch,
-) -> Result<(), HeadError> {
+    h2c: bool,
+) -> Result<Head, HeadError> {
     let mut scanner = HeadScanner::default();
     // Bytes already here (pipelined): the head's clock is running.
     let mut started = !conn.buffered().is_empty();
@@ -126,11 +143,17 @@ pub async fn read(
         timer.arm(limits.idle_timeout);
     }
     loop {
-        if let Some(end) = scanner.find_end(conn.buffered()) {
-            let body = check(conn.buffered().get(..end).unwrap_or_default())
-                .map_err(HeadError::Refused)?;
+        let buffered = conn.buffered();
+        let preface =
+            h2c && H2_PREFACE.starts_with(&buffered[..buffered.len().min(H2_PREFACE.len())]);
+        if preface && buffered.len() >= H2_PREFACE.len() {
+            return Ok(Head::H2Preface);
+        }
+        if let Some(end) = scanner.find_end(buffered).filter(|_| !preface) {
+            let body =
+                check(buffered.get(..end).unwrap_or_default()).map_err(HeadError::Refused)?;
             conn.set_head(end, body);
-            return Ok(());
+            return Ok(Head::Http1);
         }
         if conn.buffered().len() > limits.max_bytes {
             return Err(HeadError::Refused(too_large()));

@@ -8,14 +8,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
-use super::head::{self, HeadError, HeadLimits, HeadTimer};
-use super::stream::Replay;
+use super::head::{self, Head, HeadError, HeadLimits, HeadTimer};
+use super::stream::{Framing, Replay};
 use crate::observe::access::AccessRecord;
 use crate::observe::metrics::{status_label, UNMATCHED};
 use crate::observe::security::SecurityEvent;
@@ -23,7 +23,9 @@ use crate::observe::Observer;
 use crate::proxy::reject::Reject;
 use crate::runtime::Runtime;
 
-/// Serves the connection until it closes or is not to be kept.
+/// Serves the connection until it closes or is not to be kept. With
+/// `h2c`, a connection that opens with the HTTP/2 preface goes to the
+/// app's HTTP/2 server instead.
 pub(crate) async fn serve<A>(
     app: &Arc<A>,
     stream: Stream,
@@ -31,6 +33,7 @@ pub(crate) async fn serve<A>(
     shutdown: &ShutdownWatch,
     runtime: &ArcSwap<Runtime>,
     observer: &Observer,
+    h2c: bool,
 ) where
     A: HttpServerApp + Send + Sync + 'static,
 {
@@ -38,10 +41,19 @@ pub(crate) async fn serve<A>(
     let mut watch = shutdown.clone();
     let mut settings: Option<HttpPersistentSettings> = None;
     let mut timer = HeadTimer::new();
+    let mut first = true;
     loop {
         let limits = HeadLimits::new(&runtime.load().limits);
-        match head::read(&mut conn, limits, &mut timer, &mut watch).await {
-            Ok(()) => {}
+        let read = head::read(&mut conn, limits, &mut timer, &mut watch, h2c && first).await;
+        first = false;
+        match read {
+            Ok(Head::Http1) => {}
+            Ok(Head::H2Preface) => {
+                drop(timer);
+                conn.set_head(0, Framing::Unbounded);
+                ServerApp::process_new(app, Box::new(conn), shutdown).await;
+                return;
+            }
             Err(HeadError::Gone) => return,
             Err(HeadError::Timeout) => {
                 count_refused(observer, "header_timeout");

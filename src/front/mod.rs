@@ -120,6 +120,7 @@ impl ServerApp for Front {
             }
         };
         let listener = local.and_then(|l| runtime.listener_of(l));
+        let h2c = listener.is_some_and(|l| runtime.h2c(l));
         let stream = match listener {
             Some(l) => self.handshake(stream, &runtime, l).await?,
             None => stream,
@@ -135,6 +136,7 @@ impl ServerApp for Front {
             shutdown,
             &self.runtime,
             &self.observer,
+            h2c,
         )
         .await;
         None

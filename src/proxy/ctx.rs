@@ -31,6 +31,9 @@ pub struct Ctx {
     pub upstream: UpstreamState,
     pub decoration: Decoration,
     pub outcome: Outcome,
+    /// A gRPC call (`content-type: application/grpc*`): refusals and
+    /// upstream failures are answered with a gRPC status (CONTRACT §9).
+    pub grpc: bool,
 }
 
 /// Where the request came from.
@@ -111,6 +114,7 @@ impl Ctx {
             upstream: UpstreamState::default(),
             decoration: Decoration::default(),
             outcome: Outcome::default(),
+            grpc: false,
         }
     }
 
@@ -122,6 +126,9 @@ impl Ctx {
         self.client.ip =
             super::request::client_ip(headers, conn.peer, &self.runtime.trusted_proxies);
         self.client.conn = conn;
+        self.grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     }
 
     pub fn route(&self) -> Option<&Route> {

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue};
@@ -15,13 +15,35 @@ use super::ctx::Ctx;
 use super::reject::{Code, Reject};
 use super::request;
 use super::respond::X_REQUEST_ID;
-use crate::config::{Balance, HashKey, RouteAction};
+use crate::config::{Balance, HashKey, RouteAction, UpstreamProtocol};
 use crate::core::matching::PathMatch;
 use crate::runtime::Route;
 use crate::upstream::pool::UpstreamPool;
 
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// gRPC's `grpc-timeout`: at most 8 digits and a unit (`H`, `M`, `S`,
+/// `m`illi-, `u` micro-, `n`anoseconds); anything else is no deadline.
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
 
 /// The next target for this request (a retry never picks one it tried), or
 /// the refusal when there is none.
@@ -47,8 +69,20 @@ pub(crate) fn peer(
     let mut peer = HttpPeer::new(addr, cfg.tls, cfg.sni.clone());
     peer.options.connection_timeout = Some(cfg.connect_timeout);
     peer.options.total_connection_timeout = Some(cfg.connect_timeout);
-    peer.options.read_timeout = Some(cfg.read_timeout);
-    peer.options.write_timeout = Some(cfg.read_timeout);
+    // A gRPC call's own deadline, never beyond the upstream's limit.
+    let read_timeout = match ctx.grpc.then(|| headers.get(GRPC_TIMEOUT)).flatten() {
+        Some(v) => grpc_timeout(v.as_bytes()).map_or(cfg.read_timeout, |d| d.min(cfg.read_timeout)),
+        None => cfg.read_timeout,
+    };
+    peer.options.read_timeout = Some(read_timeout);
+    peer.options.write_timeout = Some(read_timeout);
+    match cfg.protocol {
+        UpstreamProtocol::Http1 => {}
+        // h2 by ALPN, HTTP/1.1 when the upstream does not offer it.
+        UpstreamProtocol::Http2 => peer.options.set_http_version(2, 1),
+        // Plaintext: only prior knowledge is possible.
+        UpstreamProtocol::H2c => peer.options.set_http_version(2, 2),
+    }
     ctx.upstream.started.get_or_insert_with(Instant::now);
     Ok(peer)
 }
@@ -202,7 +236,30 @@ fn strip<'a>(path: &'a str, prefix: &str) -> &'a str {
 
 #[cfg(test)]
 mod tests {
-    use super::strip;
+    use super::{grpc_timeout, strip};
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in [
+            &b""[..],
+            b"m",
+            b"123456789S",
+            b"-1S",
+            b"1s",
+            b"1.5S",
+            b"1 S",
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn strips_at_segment() {

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
-use super::reject::Reject;
+use super::reject::{Code, Reject};
 use super::request::{Canonical, Request, Rules};
 use super::stages::{self, Routed};
 use crate::config::RouteAction;
@@ -143,7 +143,15 @@ async fn stages_in_order(
             content_type: content_type.clone(),
         }),
         RouteAction::Proxy { upstream, .. } => {
-            ctx.upstream.retries_left = rt.upstream(*upstream).map_or(0, |u| u.config.retries);
+            let pool = rt.upstream(*upstream);
+            // An HTTP/1 upstream would lose the call's trailers.
+            if ctx.grpc && pool.is_some_and(|u| !u.config.protocol.carries_trailers()) {
+                return Err(Reject::new(
+                    Code::BadGateway,
+                    "gRPC needs an HTTP/2 upstream (protocol = \"h2c\" or \"http2\")",
+                ));
+            }
+            ctx.upstream.retries_left = pool.map_or(0, |u| u.config.retries);
             Verdict::Continue
         }
     })

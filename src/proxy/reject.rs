@@ -99,6 +99,20 @@ impl Code {
         }
     }
 
+    /// The gRPC status of CONTRACT §9 for this refusal.
+    pub fn grpc_status(self) -> &'static str {
+        match self.status() {
+            400 | 413 | 414 | 415 | 431 => "3", // INVALID_ARGUMENT
+            401 => "16",                        // UNAUTHENTICATED
+            403 => "7",                         // PERMISSION_DENIED
+            404 | 405 => "12",                  // UNIMPLEMENTED
+            429 => "8",                         // RESOURCE_EXHAUSTED
+            502 | 503 => "14",                  // UNAVAILABLE
+            504 => "4",                         // DEADLINE_EXCEEDED
+            _ => "13",                          // INTERNAL
+        }
+    }
+
     /// Refusals that point at a hostile or broken client are security
     /// events; upstream trouble is not.
     pub fn is_security_relevant(self) -> bool {
@@ -159,6 +173,20 @@ impl Reject {
         Ok((h, body))
     }
 
+    /// A gRPC Trailers-Only response: HTTP 200 whose headers end the
+    /// stream, `grpc-status` by [`Code::grpc_status`] and `grpc-message`
+    /// the error code (a token, so no percent-encoding is needed).
+    pub fn render_grpc(&self) -> Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(200, Some(5 + self.headers.len()))?;
+        h.insert_header("content-type", APPLICATION_GRPC)?;
+        h.insert_header("grpc-status", self.code.grpc_status())?;
+        h.insert_header("grpc-message", self.code.as_str())?;
+        for (name, value) in &self.headers {
+            h.insert_header(*name, value.clone())?;
+        }
+        Ok(h)
+    }
+
     /// `{"error":…,("errors":[…],)"message":…,"request_id":…}` in one
     /// buffer: the keys in the order serde_json's sorted maps gave them.
     fn body(&self, request_id: &str) -> Bytes {
@@ -184,6 +212,7 @@ impl Reject {
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const CHALLENGE: HeaderValue = HeaderValue::from_static(r#"Bearer realm="portcullis""#);
 
 /// Appends `value` as JSON; writing into a `Vec` cannot fail.

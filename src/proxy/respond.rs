@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
@@ -33,10 +34,31 @@ pub(crate) async fn send_reject(
     ctx: &mut Ctx,
     reject: Reject,
 ) -> Result<()> {
+    if ctx.grpc {
+        let mut header = reject.render_grpc()?;
+        decorate(&mut header, ctx)?;
+        if session.req_header().version < http::Version::HTTP_2 {
+            header.insert_header("content-length", "0")?;
+        }
+        ctx.outcome.refused(reject);
+        return write_trailers_only(session, header).await;
+    }
     let (mut header, body) = reject.render(ctx.request_id.as_str())?;
     decorate(&mut header, ctx)?;
     ctx.outcome.refused(reject);
     write(session, header, body).await
+}
+
+/// A headers-only answer that ends the stream. Over HTTP/2 the HEADERS
+/// frame itself must carry END_STREAM, which is what makes a gRPC
+/// Trailers-Only response (an end sent later, in an empty DATA frame,
+/// would leave the call without trailers); Pingora's session API only
+/// ends an HTTP/2 stream with a later frame, so the frame is written here.
+async fn write_trailers_only(session: &mut Session, header: ResponseHeader) -> Result<()> {
+    if let ServerSession::H2(h2) = session.as_downstream_mut() {
+        return h2.write_response_header(Box::new(header), true);
+    }
+    session.write_response_header(Box::new(header), true).await
 }
 
 /// A refusal decided in a hook that can only stop the request by failing:

@@ -19,6 +19,7 @@ mod mtls;
 mod operations;
 mod pipeline;
 mod protection;
+mod protocols;
 mod ratelimit_store;
 mod routing;
 mod tls;

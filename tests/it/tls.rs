@@ -370,3 +370,64 @@ respond = {{ status = 200, body = "pong" }}
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("pong"), "{response}");
 }
+
+/// The protocol a TLS listener picks when the client offers h2 and
+/// http/1.1 by ALPN.
+fn negotiated_alpn(addr: std::net::SocketAddr, ca_pem: &str) -> Option<Vec<u8>> {
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder
+        .cert_store_mut()
+        .add_cert(X509::from_pem(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    builder.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+    let connector = builder.build();
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tls = connector.connect("localhost", tcp).unwrap();
+    tls.ssl().selected_alpn_protocol().map(<[u8]>::to_vec)
+}
+
+#[test]
+fn http2_is_offered_by_alpn_unless_turned_off() {
+    let pki = pki();
+    let (on, off) = (common::gateway::free_addr(), common::gateway::free_addr());
+    let _gw = Gateway::start_with_files(
+        &format!(
+            r#"
+[[listeners]]
+name = "h2"
+listen = "{on}"
+tls = {{ cert = "{{dir}}/server.crt", key = "{{dir}}/server.key" }}
+
+[[listeners]]
+name = "h1"
+listen = "{off}"
+tls = {{ cert = "{{dir}}/server.crt", key = "{{dir}}/server.key" }}
+http2 = false
+
+[[routes]]
+name = "ok"
+path_prefix = "/"
+public = true
+respond = {{ status = 200, body = "ok" }}
+"#
+        ),
+        &[("server.crt", &pki.cert_pem), ("server.key", &pki.key_pem)],
+    );
+    for addr in [on, off] {
+        assert!(common::gateway::wait_for_port(
+            addr,
+            Duration::from_secs(10)
+        ));
+    }
+    assert_eq!(
+        negotiated_alpn(on, &pki.ca_pem).as_deref(),
+        Some(&b"h2"[..])
+    );
+    assert_eq!(
+        negotiated_alpn(off, &pki.ca_pem).as_deref(),
+        Some(&b"http/1.1"[..])
+    );
+    let response = https_get(off, &pki.ca_pem, "/");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}

@@ -1,0 +1,407 @@
+//! HTTP/2 and gRPC through the real binary (CONTRACT §9): h2c by prior
+//! knowledge on a plaintext listener that asks for it, gRPC refusals as
+//! Trailers-Only responses with the §9 status mapping, a gRPC call to an
+//! HTTP/1 upstream refused as UNAVAILABLE, and a gRPC call through an h2c
+//! upstream with its trailers intact. The client and the gRPC upstream are
+//! the `h2` crate, the HTTP/2 implementation under hyper and tonic.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+
+use crate::common;
+use common::client::request;
+use common::gateway::{free_addr, Gateway};
+use common::upstream::Upstream;
+
+/// Bound for one HTTP/2 exchange.
+const H2_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an HTTP/2 exchange returned.
+struct H2Response {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    trailers: Option<HeaderMap>,
+    /// The HEADERS frame carried END_STREAM (a Trailers-Only response).
+    ended_with_headers: bool,
+}
+
+impl H2Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One request over a fresh h2c (prior knowledge) connection.
+fn h2c(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> H2Response {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (method, path) = (method.to_string(), path.to_string());
+    runtime().block_on(async move {
+        tokio::time::timeout(H2_TIMEOUT, async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut client = client.ready().await.unwrap();
+            let mut req = Request::builder()
+                .method(method.as_str())
+                .uri(format!("http://api.example.com{path}"));
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+            read(resp.await.unwrap()).await
+        })
+        .await
+        .expect("HTTP/2 exchange timed out")
+    })
+}
+
+async fn read(resp: Response<h2::RecvStream>) -> H2Response {
+    let (parts, mut body) = resp.into_parts();
+    let ended_with_headers = body.is_end_stream();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap_or_else(|e| panic!("{e} after {:?}", parts.headers));
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap();
+    H2Response {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: data,
+        trailers,
+        ended_with_headers,
+    }
+}
+
+/// A second, plaintext listener with `http2 = true`, and the routes.
+fn config(h2c_listener: SocketAddr, routes: &str) -> String {
+    format!("[[listeners]]\nname = \"h2c\"\nlisten = \"{h2c_listener}\"\nhttp2 = true\n\n{routes}")
+}
+
+fn public_route(up: &Upstream) -> String {
+    format!(
+        "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\npublic = true\nupstream = \"app\"\n",
+        up.addr()
+    )
+}
+
+#[test]
+fn h2c_by_prior_knowledge_where_asked_for() {
+    let up = Upstream::start("app");
+    let listener = free_addr();
+    let gw = Gateway::start(&config(listener, &public_route(&up)));
+    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+
+    let r = h2c(listener, "GET", "/app/orders?id=7", &[("x-test", "1")]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("x-request-id").is_some());
+    let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    // `:authority` is the host, and the request goes upstream as HTTP/1.1.
+    assert_eq!(seen["uri"], "/app/orders?id=7");
+    assert_eq!(seen["headers"]["host"], "api.example.com");
+    assert_eq!(seen["headers"]["x-forwarded-host"], "api.example.com");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-test"], "1");
+
+    // HTTP/1.1 still works on the same listener.
+    let r = request(listener, "GET", "/app/x", &[], None);
+    assert_eq!(r.status, 200);
+    // Auth, routing and refusals apply the same over HTTP/2.
+    let r = h2c(listener, "GET", "/nowhere", &[]);
+    assert_eq!(r.status, 404);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"], "no_route");
+
+    // The default listener does not speak h2c: the preface is refused.
+    let refused = runtime().block_on(async {
+        tokio::time::timeout(H2_TIMEOUT, async {
+            let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+            let (client, conn) = h2::client::handshake(tcp).await.ok()?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut client = client.ready().await.ok()?;
+            let req = Request::get("http://api.example.com/app/x")
+                .body(())
+                .unwrap();
+            let (resp, _) = client.send_request(req, true).ok()?;
+            resp.await.ok().map(|r| r.status())
+        })
+        .await
+        .expect("timed out")
+    });
+    assert_eq!(refused, None, "h2c must not be spoken where http2 is off");
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn grpc_refusals_are_trailers_only_with_grpc_status() {
+    let up = Upstream::start("app");
+    let listener = free_addr();
+    let routes = format!(
+        "[auth.keys]\nkind = \"api_key\"\nkeys_file = \"{{dir}}/keys.toml\"\n\n\
+         [upstreams.app]\ntargets = [\"{}\"]\n\n\
+         [[routes]]\nname = \"svc\"\npath_prefix = \"/pkg.Service/\"\nmethods = [\"POST\"]\nauth = [\"keys\"]\nupstream = \"app\"\n",
+        up.addr()
+    );
+    let _gw = Gateway::start_with_files(&config(listener, &routes), &[("keys.toml", "")]);
+    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+
+    let cases = [
+        ("POST", "/pkg.Service/Call", "16", "missing_credentials"),
+        ("POST", "/other.Service/Call", "12", "no_route"),
+        ("GET", "/pkg.Service/Call", "12", "method_not_allowed"),
+    ];
+    for (method, path, status, code) in cases {
+        let r = h2c(listener, method, path, &grpc);
+        assert_eq!(r.status, 200, "{path}: HTTP status of a gRPC refusal");
+        assert_eq!(r.header("content-type"), Some("application/grpc"));
+        assert_eq!(r.header("grpc-status"), Some(status), "{path}");
+        assert_eq!(r.header("grpc-message"), Some(code), "{path}");
+        assert!(r.header("x-request-id").is_some());
+        assert!(r.body.is_empty(), "Trailers-Only: no body");
+        assert!(
+            r.trailers.is_none(),
+            "Trailers-Only: the headers end the stream"
+        );
+        assert!(
+            r.ended_with_headers,
+            "{path}: END_STREAM on the HEADERS frame"
+        );
+    }
+    // The same refusal to a plain client is still the §4 JSON.
+    let r = h2c(listener, "POST", "/pkg.Service/Call", &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn grpc_to_an_http1_upstream_is_unavailable() {
+    let up = Upstream::start("app");
+    let listener = free_addr();
+    let routes = public_route(&up);
+    let _gw = Gateway::start(&config(listener, &routes));
+    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let r = h2c(
+        listener,
+        "POST",
+        "/app/pkg.Service/Call",
+        &[("content-type", "application/grpc+proto")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("14"));
+    assert_eq!(r.header("grpc-message"), Some("bad_gateway"));
+    assert_eq!(up.hits(), 0, "an HTTP/1 upstream would lose the trailers");
+}
+
+/// An h2c gRPC server answering every call with one message and the
+/// trailers `grpc-status: 0` and `x-trailer: kept` (`.../Slow` after 3 s);
+/// it records the request headers it saw.
+struct GrpcUpstream {
+    addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<HeaderMap>>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl GrpcUpstream {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let thread = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let record = record.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                            return;
+                        };
+                        while let Some(Ok((req, mut respond))) = conn.accept().await {
+                            record.lock().unwrap().push(req.headers().clone());
+                            if req.uri().path().ends_with("/Slow") {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                            }
+                            let resp = Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let Ok(mut send) = respond.send_response(resp, false) else {
+                                continue;
+                            };
+                            let _ = send.send_data(Bytes::from_static(b"\0\0\0\0\x02hi"), false);
+                            let mut trailers = HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            trailers.insert("x-trailer", "kept".parse().unwrap());
+                            let _ = send.send_trailers(trailers);
+                        }
+                    });
+                }
+            });
+        });
+        GrpcUpstream {
+            addr,
+            seen,
+            _thread: thread,
+        }
+    }
+}
+
+#[test]
+fn grpc_through_an_h2c_upstream_keeps_trailers() {
+    let grpc_up = GrpcUpstream::start();
+    let listener = free_addr();
+    let routes = format!(
+        "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n\
+         [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n",
+        grpc_up.addr
+    );
+    let _gw = Gateway::start(&config(listener, &routes));
+    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let r = h2c(
+        listener,
+        "POST",
+        "/pkg.Service/Call",
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"\0\0\0\0\x02hi");
+    let trailers = r.trailers.expect("the upstream's trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(trailers.get("x-trailer").unwrap(), "kept");
+    let seen = grpc_up.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].get("x-request-id").is_some());
+    assert_eq!(seen[0].get("content-type").unwrap(), "application/grpc");
+}
+
+#[test]
+fn grpc_timeout_is_the_deadline_upstream() {
+    let grpc_up = GrpcUpstream::start();
+    let listener = free_addr();
+    let routes = format!(
+        "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\nread_timeout_ms = 10000\n\n\
+         [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n",
+        grpc_up.addr
+    );
+    let _gw = Gateway::start(&config(listener, &routes));
+    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let grpc = |timeout: &'static str| {
+        [
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("grpc-timeout", timeout),
+        ]
+    };
+    let started = std::time::Instant::now();
+    let r = h2c(listener, "POST", "/pkg.Service/Slow", &grpc("300m"));
+    assert_eq!(r.header("grpc-status"), Some("4"), "{:?}", r.headers);
+    assert_eq!(r.header("grpc-message"), Some("upstream_timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the call's deadline, not the upstream's"
+    );
+    // A deadline that is not one is ignored: the upstream's limit applies.
+    let r = h2c(listener, "POST", "/pkg.Service/Call", &grpc("soon"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.trailers.unwrap().get("grpc-status").unwrap(), "0");
+}
+
+#[test]
+fn http2_is_checked_at_load() {
+    let listener = free_addr();
+    for (upstream, message) in [
+        (
+            "protocol = \"http2\"",
+            "protocol = \"http2\" negotiates h2 by TLS ALPN",
+        ),
+        (
+            "protocol = \"h2c\"\ntls = true",
+            "protocol = \"h2c\" is plaintext HTTP/2",
+        ),
+        ("protocol = \"spdy\"", "unknown protocol `spdy`"),
+    ] {
+        let routes = format!(
+            "[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n{upstream}\n\n[[routes]]\nname = \"app\"\npath_prefix = \"/\"\npublic = true\nupstream = \"app\"\n"
+        );
+        let err = Gateway::try_start(&config(listener, &routes))
+            .err()
+            .expect("refused");
+        assert!(err.contains(message), "{message}: {err}");
+    }
+}
+
+#[test]
+fn http2_requests_get_the_same_canonical_checks() {
+    let up = Upstream::start("app");
+    let listener = free_addr();
+    let _gw = Gateway::start(&config(listener, &public_route(&up)));
+    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    // A Host header that disagrees with `:authority`.
+    let r = h2c(listener, "GET", "/app/x", &[("host", "admin.internal")]);
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    // Dot segments and encoded slashes are judged on the canonical path.
+    let r = h2c(listener, "GET", "/app/../secret", &[]);
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    let r = h2c(listener, "GET", "/app/%2e%2e/secret", &[]);
+    assert_ne!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The gateway's own identity headers cannot be sent by the client.
+    let r = h2c(
+        listener,
+        "GET",
+        "/app/x",
+        &[("x-auth-subject", "admin"), ("x-forwarded-for", "10.0.0.1")],
+    );
+    assert_eq!(r.status, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(seen["headers"].get("x-auth-subject").is_none(), "{seen}");
+    // As over HTTP/1: an untrusted peer's list is extended, and the client
+    // address is the peer.
+    assert_eq!(seen["headers"]["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(seen["headers"]["x-real-ip"], "127.0.0.1", "{seen}");
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn grpc_upstream_failures_are_grpc_statuses() {
+    let dead = free_addr();
+    let listener = free_addr();
+    let routes = format!(
+        "[upstreams.grpc]\ntargets = [\"{dead}\"]\nprotocol = \"h2c\"\nretries = 0\n\n\
+         [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n"
+    );
+    let _gw = Gateway::start(&config(listener, &routes));
+    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let r = h2c(
+        listener,
+        "POST",
+        "/pkg.Service/Call",
+        &[("content-type", "application/grpc")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("14"), "{:?}", r.headers);
+    assert_eq!(r.header("grpc-message"), Some("bad_gateway"));
+    assert!(r.header("x-request-id").is_some());
+    assert!(r.ended_with_headers);
+}
