@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 
@@ -118,6 +118,8 @@ pub struct Route {
     pub json_schema: Option<Arc<JsonSchema>>,
     pub cors: Option<Cors>,
     pub allow_path_params: bool,
+    /// WebSocket upgrades allowed, with the idle timeout of an open socket.
+    pub websocket: Option<Duration>,
     /// Query parameters of the route's API-key providers: taken out of the
     /// forwarded query, the logs and authorization questions.
     pub credential_params: Vec<String>,
@@ -284,6 +286,7 @@ impl Runtime {
                 json_schema,
                 cors,
                 allow_path_params: r.allow_path_params,
+                websocket: r.websocket,
                 credential_params,
             });
         }
@@ -416,7 +419,6 @@ fn compile_policy(p: &PolicySource) -> Result<Arc<Policy>, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 

@@ -250,6 +250,9 @@ pub struct Route {
     pub listeners: Vec<ListenerId>,
     /// `;` path parameters are accepted (and kept upstream) on this route.
     pub allow_path_params: bool,
+    /// `Upgrade: websocket` is allowed, and an open socket is closed after
+    /// this long without a frame.
+    pub websocket: Option<Duration>,
 }
 
 /// A route's `cors`, as configured.

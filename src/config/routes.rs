@@ -1,6 +1,7 @@
 //! `[[routes]]`: what a route matches, who may use it, what it does.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -96,6 +97,20 @@ pub(super) fn route(
     let cors = super::protect::route_cors(d, t);
     let route_listeners = route_listeners(d, t, listeners);
     let allow_path_params = t.boolean(d, "allow_path_params").unwrap_or(false);
+    let websocket = t.boolean(d, "websocket").unwrap_or(false);
+    let idle = t.duration(
+        d,
+        "websocket_idle_timeout_seconds",
+        1..=86_400,
+        Duration::from_secs,
+    );
+    if idle.is_some() && !websocket {
+        d.error(
+            t.span(),
+            "`websocket_idle_timeout_seconds` only applies with `websocket = true`",
+        );
+    }
+    let websocket = websocket.then(|| idle.unwrap_or(Duration::from_secs(300)));
     // A schema route's body is read whole before anything goes upstream,
     // which Pingora can replay only up to 64 KiB.
     let max_body_bytes = match (&json_schema, explicit_body_limit) {
@@ -163,6 +178,7 @@ pub(super) fn route(
         cors,
         listeners: route_listeners,
         allow_path_params,
+        websocket,
     })
 }
 

@@ -76,12 +76,22 @@ pub(crate) fn peer(
     };
     peer.options.read_timeout = Some(read_timeout);
     peer.options.write_timeout = Some(read_timeout);
-    match cfg.protocol {
-        UpstreamProtocol::Http1 => {}
+    let websocket = ctx
+        .route()
+        .and_then(|r| r.websocket)
+        .filter(|_| ctx.canon.wants_websocket());
+    match (websocket, cfg.protocol) {
+        // The upgrade is HTTP/1.1's; the open socket waits as long as the
+        // route allows between frames.
+        (Some(idle), _) => {
+            peer.options.read_timeout = Some(idle);
+            peer.options.write_timeout = Some(idle);
+        }
+        (None, UpstreamProtocol::Http1) => {}
         // h2 by ALPN, HTTP/1.1 when the upstream does not offer it.
-        UpstreamProtocol::Http2 => peer.options.set_http_version(2, 1),
+        (None, UpstreamProtocol::Http2) => peer.options.set_http_version(2, 1),
         // Plaintext: only prior knowledge is possible.
-        UpstreamProtocol::H2c => peer.options.set_http_version(2, 2),
+        (None, UpstreamProtocol::H2c) => peer.options.set_http_version(2, 2),
     }
     ctx.upstream.started.get_or_insert_with(Instant::now);
     Ok(peer)

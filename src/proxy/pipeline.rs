@@ -89,6 +89,13 @@ async fn stages_in_order(
         headers,
         client_cert,
     };
+    // A WebSocket tunnel only where the route opens one.
+    if ctx.canon.wants_websocket() && route.websocket.is_none() {
+        return Err(Reject::new(
+            Code::BadRequest,
+            "WebSocket upgrades are not enabled on this route",
+        ));
+    }
     // The route's network rules.
     stages::network(&route.cidrs, ctx.client.ip, &mut ctx.outcome.events)?;
     // CORS: a preflight is answered here, without credentials.
@@ -152,6 +159,12 @@ async fn stages_in_order(
                 ));
             }
             ctx.upstream.retries_left = pool.map_or(0, |u| u.config.retries);
+            if let Some(idle) = route.websocket.filter(|_| ctx.canon.wants_websocket()) {
+                // An open socket is closed only after this long without a
+                // frame, not at Pingora's per-read default.
+                session.set_read_timeout(Some(idle));
+                session.set_write_timeout(Some(idle));
+            }
             Verdict::Continue
         }
     })

@@ -86,6 +86,8 @@ pub struct Canonical {
     /// `OPTIONS *`.
     asterisk: bool,
     close: bool,
+    /// `Upgrade: websocket`.
+    websocket: bool,
 }
 
 /// What a stage sees of a request: the canonical view, the request's
@@ -262,9 +264,7 @@ impl Canonical {
         if seen.connection {
             hop_by_hop(req)?;
         }
-        if seen.upgrade {
-            refuse_websocket(&req.headers)?;
-        }
+        let websocket = seen.upgrade && asks_websocket(&req.headers);
         if seen.framing {
             check_framing(&req.headers, rules.max_body_bytes)?;
         }
@@ -316,6 +316,7 @@ impl Canonical {
             conn,
             peer_trusted,
             asterisk: target.asterisk,
+            websocket,
         })
     }
 
@@ -387,6 +388,11 @@ impl Canonical {
     /// request (on any of its `Connection` lines).
     pub fn wants_close(&self) -> bool {
         self.close
+    }
+
+    /// The request asks to upgrade to WebSocket.
+    pub fn wants_websocket(&self) -> bool {
+        self.websocket
     }
 
     /// Takes the route's credential query parameters out of the forwarded
@@ -539,18 +545,14 @@ fn hop_by_hop(req: &mut RequestHeader) -> Result<(), Reject> {
     Ok(())
 }
 
-/// No route enables WebSocket yet (CONTRACT §9): an upgrade to it would
-/// open a tunnel nothing checks, so it is refused.
-fn refuse_websocket(headers: &HeaderMap) -> Result<(), Reject> {
-    let websocket = headers.get_all(http::header::UPGRADE).iter().any(|v| {
+/// Whether the request asks to upgrade to WebSocket: only routes with
+/// `websocket = true` may open that tunnel (CONTRACT §9).
+fn asks_websocket(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::UPGRADE).iter().any(|v| {
         v.as_bytes()
             .split(|b| *b == b',')
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-    });
-    if websocket {
-        return Err(bad("WebSocket upgrades are not enabled on this route"));
-    }
-    Ok(())
+    })
 }
 
 /// 400 for ambiguous framing — `Content-Length` with `Transfer-Encoding`,
@@ -824,7 +826,11 @@ mod tests {
                 ("Connection", "upgrade"),
             ],
         );
-        assert!(build(&mut r).is_err());
+        // Whether the route opens WebSocket tunnels is the pipeline's
+        // decision, after routing: the canonical step marks the request.
+        assert!(build(&mut r).unwrap().wants_websocket());
+        let mut r = req("GET", b"/", &[("Host", "a"), ("Upgrade", "h2c")]);
+        assert!(!build(&mut r).unwrap().wants_websocket());
 
         let mut r = req("GET", b"/", &[("Host", "a"), ("X_Y", "1")]);
         let strict = Rules {

@@ -25,3 +25,4 @@ mod routing;
 mod tls;
 mod upstreams;
 mod validation;
+mod websocket;

@@ -95,6 +95,18 @@ fn config(h2c_listener: SocketAddr, routes: &str) -> String {
     format!("[[listeners]]\nname = \"h2c\"\nlisten = \"{h2c_listener}\"\nhttp2 = true\n\n{routes}")
 }
 
+/// A gateway with `routes` and the h2c listener of [`config`], which it
+/// returns once it accepts.
+fn start(routes: &str, files: &[(&str, &str)]) -> (Gateway, SocketAddr) {
+    let listener = free_addr();
+    let gw = Gateway::start_with_files(&config(listener, routes), files);
+    assert!(common::gateway::wait_for_port(
+        listener,
+        Duration::from_secs(10)
+    ));
+    (gw, listener)
+}
+
 fn public_route(up: &Upstream) -> String {
     format!(
         "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\npublic = true\nupstream = \"app\"\n",
@@ -105,9 +117,7 @@ fn public_route(up: &Upstream) -> String {
 #[test]
 fn h2c_by_prior_knowledge_where_asked_for() {
     let up = Upstream::start("app");
-    let listener = free_addr();
-    let gw = Gateway::start(&config(listener, &public_route(&up)));
-    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let (gw, listener) = start(&public_route(&up), &[]);
 
     let r = h2c(listener, "GET", "/app/orders?id=7", &[("x-test", "1")]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -154,15 +164,13 @@ fn h2c_by_prior_knowledge_where_asked_for() {
 #[test]
 fn grpc_refusals_are_trailers_only_with_grpc_status() {
     let up = Upstream::start("app");
-    let listener = free_addr();
     let routes = format!(
         "[auth.keys]\nkind = \"api_key\"\nkeys_file = \"{{dir}}/keys.toml\"\n\n\
          [upstreams.app]\ntargets = [\"{}\"]\n\n\
          [[routes]]\nname = \"svc\"\npath_prefix = \"/pkg.Service/\"\nmethods = [\"POST\"]\nauth = [\"keys\"]\nupstream = \"app\"\n",
         up.addr()
     );
-    let _gw = Gateway::start_with_files(&config(listener, &routes), &[("keys.toml", "")]);
-    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let (_gw, listener) = start(&routes, &[("keys.toml", "")]);
     let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
 
     let cases = [
@@ -196,10 +204,8 @@ fn grpc_refusals_are_trailers_only_with_grpc_status() {
 #[test]
 fn grpc_to_an_http1_upstream_is_unavailable() {
     let up = Upstream::start("app");
-    let listener = free_addr();
     let routes = public_route(&up);
-    let _gw = Gateway::start(&config(listener, &routes));
-    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let (_gw, listener) = start(&routes, &[]);
     let r = h2c(
         listener,
         "POST",
@@ -271,14 +277,12 @@ impl GrpcUpstream {
 #[test]
 fn grpc_through_an_h2c_upstream_keeps_trailers() {
     let grpc_up = GrpcUpstream::start();
-    let listener = free_addr();
     let routes = format!(
         "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n",
         grpc_up.addr
     );
-    let _gw = Gateway::start(&config(listener, &routes));
-    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let (_gw, listener) = start(&routes, &[]);
     let r = h2c(
         listener,
         "POST",
@@ -299,14 +303,12 @@ fn grpc_through_an_h2c_upstream_keeps_trailers() {
 #[test]
 fn grpc_timeout_is_the_deadline_upstream() {
     let grpc_up = GrpcUpstream::start();
-    let listener = free_addr();
     let routes = format!(
         "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\nread_timeout_ms = 10000\n\n\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n",
         grpc_up.addr
     );
-    let _gw = Gateway::start(&config(listener, &routes));
-    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let (_gw, listener) = start(&routes, &[]);
     let grpc = |timeout: &'static str| {
         [
             ("content-type", "application/grpc"),
@@ -355,9 +357,7 @@ fn http2_is_checked_at_load() {
 #[test]
 fn http2_requests_get_the_same_canonical_checks() {
     let up = Upstream::start("app");
-    let listener = free_addr();
-    let _gw = Gateway::start(&config(listener, &public_route(&up)));
-    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let (_gw, listener) = start(&public_route(&up), &[]);
     // A Host header that disagrees with `:authority`.
     let r = h2c(listener, "GET", "/app/x", &[("host", "admin.internal")]);
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
@@ -386,13 +386,11 @@ fn http2_requests_get_the_same_canonical_checks() {
 #[test]
 fn grpc_upstream_failures_are_grpc_statuses() {
     let dead = free_addr();
-    let listener = free_addr();
     let routes = format!(
         "[upstreams.grpc]\ntargets = [\"{dead}\"]\nprotocol = \"h2c\"\nretries = 0\n\n\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n"
     );
-    let _gw = Gateway::start(&config(listener, &routes));
-    common::gateway::wait_for_port(listener, Duration::from_secs(10));
+    let (_gw, listener) = start(&routes, &[]);
     let r = h2c(
         listener,
         "POST",
