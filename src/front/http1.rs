@@ -126,6 +126,7 @@ async fn refuse(conn: &mut Replay, reject: &Reject, peer: Option<IpAddr>, observ
             target: None,
             status,
             bytes_sent: bytes.len(),
+            bytes_received: 0,
             duration_ms: 0.0,
             upstream_ms: None,
             auth_method: None,

@@ -17,6 +17,9 @@ pub struct AccessRecord<'a> {
     pub target: Option<String>,
     pub status: u16,
     pub bytes_sent: usize,
+    /// Request body bytes read from the client (an upgraded connection's
+    /// whole stream from the client).
+    pub bytes_received: usize,
     pub duration_ms: f64,
     pub upstream_ms: Option<f64>,
     pub auth_method: Option<&'a str>,

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub target_healthy: IntGaugeVec,
     pub jwks_refresh: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// gRPC calls by route and `grpc-status`.
+    pub grpc_requests: IntCounterVec,
     /// Client connections open now.
     pub connections: prometheus::IntGauge,
     /// Connections closed at once or early, by reason.
@@ -120,6 +122,12 @@ impl Metrics {
                 &["route"],
             )?,
             target_healthy,
+            grpc_requests: counter(
+                r,
+                "portcullis_grpc_requests_total",
+                "gRPC calls by route and grpc-status (the gateway's refusal or the upstream's)",
+                &["route", "grpc_status"],
+            )?,
             jwks_refresh: counter(
                 r,
                 "portcullis_jwks_refresh_total",
@@ -182,9 +190,33 @@ pub fn status_label(status: u16) -> &'static str {
         .map_or("other", String::as_str)
 }
 
+/// The label of a `grpc-status` value: the codes of the gRPC spec (0 to
+/// 16) as they are, anything else `other`, so a client or upstream cannot
+/// grow the label set.
+pub fn grpc_status_label(value: &http::HeaderValue) -> &'static str {
+    const CODES: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    CODES
+        .iter()
+        .find(|c| c.as_bytes() == value.as_bytes())
+        .copied()
+        .unwrap_or("other")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_status_labels_are_bounded() {
+        let label = |v: &'static str| grpc_status_label(&http::HeaderValue::from_static(v));
+        assert_eq!(label("0"), "0");
+        assert_eq!(label("16"), "16");
+        for other in ["17", "00", "-1", " 1", "OK", ""] {
+            assert_eq!(label(other), "other", "{other:?}");
+        }
+    }
 
     #[test]
     fn renders_every_family_with_bounded_labels() {

@@ -42,11 +42,14 @@ pub struct Finished<'a> {
     pub target: Option<SocketAddr>,
     pub status: u16,
     pub bytes_sent: usize,
+    pub bytes_received: usize,
     pub elapsed: Duration,
     pub upstream_elapsed: Option<Duration>,
     pub auth_method: Option<&'a str>,
     pub subject: Option<&'a str>,
     pub events: &'a [Event],
+    /// A gRPC call's `grpc-status`.
+    pub grpc_status: Option<&'static str>,
 }
 
 impl Observer {
@@ -65,6 +68,12 @@ impl Observer {
                 status_label(done.status),
             ])
             .inc();
+        if let Some(grpc_status) = done.grpc_status {
+            metrics
+                .grpc_requests
+                .with_label_values(&[route_label, grpc_status])
+                .inc();
+        }
         metrics
             .request_duration
             .with_label_values(&[route_label])
@@ -89,6 +98,7 @@ impl Observer {
             target: done.target.map(|t| t.to_string()),
             status: done.status,
             bytes_sent: done.bytes_sent,
+            bytes_received: done.bytes_received,
             duration_ms: ms(done.elapsed),
             upstream_ms: done.upstream_elapsed.map(ms),
             auth_method: done.auth_method,

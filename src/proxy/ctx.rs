@@ -86,6 +86,9 @@ pub struct Outcome {
     /// Pingora's error path; `fail_to_proxy` sends it.
     pub pending: Option<Reject>,
     pub events: Vec<Event>,
+    /// A gRPC call's status: the gateway's refusal, or the upstream's
+    /// (Trailers-Only header or trailer).
+    pub grpc_status: Option<&'static str>,
 }
 
 impl Outcome {

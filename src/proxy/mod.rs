@@ -23,6 +23,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::RouteAction;
+use crate::observe::metrics::grpc_status_label;
 use crate::observe::outcome::Finished;
 use crate::observe::Observer;
 use crate::runtime::Runtime;
@@ -30,6 +31,8 @@ use ctx::Ctx;
 use pipeline::Verdict;
 use reject::{Code, Reject};
 use request::Conn;
+
+const GRPC_STATUS: &str = "grpc-status";
 
 pub struct Gateway {
     pub runtime: Arc<ArcSwap<Runtime>>,
@@ -160,8 +163,26 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.grpc {
+            ctx.outcome.grpc_status = response.headers.get(GRPC_STATUS).map(grpc_status_label);
+        }
         respond::decorate(response, ctx)?;
         respond::route_headers(response, ctx)
+    }
+
+    /// A gRPC call's status usually comes last, in the trailers.
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        if ctx.grpc {
+            if let Some(status) = trailers.get(GRPC_STATUS) {
+                ctx.outcome.grpc_status = Some(grpc_status_label(status));
+            }
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -231,11 +252,13 @@ impl ProxyHttp for Gateway {
             target: ctx.target(),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             bytes_sent: session.body_bytes_sent(),
+            bytes_received: session.body_bytes_read(),
             elapsed: ctx.started.elapsed(),
             upstream_elapsed: ctx.upstream.elapsed,
             auth_method: identity.map(|i| i.method.as_str()),
             subject: identity.map(|i| i.subject.as_str()),
             events: &ctx.outcome.events,
+            grpc_status: ctx.outcome.grpc_status,
         });
     }
 }

@@ -40,6 +40,7 @@ pub(crate) async fn send_reject(
         if session.req_header().version < http::Version::HTTP_2 {
             header.insert_header("content-length", "0")?;
         }
+        ctx.outcome.grpc_status = Some(reject.code.grpc_status());
         ctx.outcome.refused(reject);
         return write_trailers_only(session, header).await;
     }

@@ -277,9 +277,12 @@ impl GrpcUpstream {
 #[test]
 fn grpc_through_an_h2c_upstream_keeps_trailers() {
     let grpc_up = GrpcUpstream::start();
+    let admin = free_addr();
     let routes = format!(
-        "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n\
-         [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n",
+        "[admin]\nlisten = \"{admin}\"\n\n\
+         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n\
+         [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n\n\
+         [[routes]]\nname = \"closed\"\npath_prefix = \"/pkg.Closed/\"\npublic = true\nupstream = \"grpc\"\nallow_cidrs = [\"10.0.0.0/8\"]\n",
         grpc_up.addr
     );
     let (_gw, listener) = start(&routes, &[]);
@@ -294,6 +297,26 @@ fn grpc_through_an_h2c_upstream_keeps_trailers() {
     let trailers = r.trailers.expect("the upstream's trailers");
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
     assert_eq!(trailers.get("x-trailer").unwrap(), "kept");
+    // A refusal of the gateway's own, for the metric below.
+    let r = h2c(
+        listener,
+        "POST",
+        "/pkg.Closed/Call",
+        &[("content-type", "application/grpc")],
+    );
+    assert_eq!(r.header("grpc-status"), Some("7"));
+    // Calls are counted by their grpc-status, the upstream's from its
+    // trailers, the gateway's from its refusal.
+    let wanted = [
+        "portcullis_grpc_requests_total{grpc_status=\"0\",route=\"grpc\"} 1",
+        "portcullis_grpc_requests_total{grpc_status=\"7\",route=\"closed\"} 1",
+    ];
+    let mut metrics = String::new();
+    let counted = common::wait_until(Duration::from_secs(5), || {
+        metrics = request(admin, "GET", "/metrics", &[], None).body_str();
+        wanted.iter().all(|w| metrics.contains(w))
+    });
+    assert!(counted, "{metrics}");
     let seen = grpc_up.seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
     assert!(seen[0].get("x-request-id").is_some());

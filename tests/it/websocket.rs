@@ -235,14 +235,16 @@ fn idle_websocket_is_closed_after_its_timeout() {
         ),
     };
     assert!(closed, "an idle WebSocket must be closed");
-    // The access log records the upgrade when the socket is closed.
+    // The access log records the upgrade when the socket is closed, with
+    // the bytes of the frames both ways: the client's masked 10-byte
+    // "ping" frame, the upstream's 12-byte "echo: ping".
     let lines = gw.wait_access_log(1);
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["status"] == 101 && l["route"] == "chat"),
-        "{lines:?}"
-    );
+    let line = lines
+        .iter()
+        .find(|l| l["status"] == 101 && l["route"] == "chat")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(line["bytes_received"], 10, "{line}");
+    assert_eq!(line["bytes_sent"], 12, "{line}");
 }
 
 #[test]
