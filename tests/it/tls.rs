@@ -430,4 +430,57 @@ respond = {{ status = 200, body = "ok" }}
     );
     let response = https_get(off, &pki.ca_pem, "/");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(
+        h2_over_tls(on, &pki.ca_pem, "/anything"),
+        (200, b"ok".to_vec())
+    );
+}
+
+/// One HTTP/2 GET over TLS (ALPN h2), verifying the server: status, body.
+fn h2_over_tls(addr: std::net::SocketAddr, ca_pem: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder
+        .cert_store_mut()
+        .add_cert(X509::from_pem(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    builder.set_alpn_protos(b"\x02h2").unwrap();
+    let ssl = builder
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+            std::pin::Pin::new(&mut tls).connect().await.unwrap();
+            assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+            let (client, conn) = h2::client::handshake(tls).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut client = client.ready().await.unwrap();
+            let req = http::Request::get(format!("https://localhost{path}"))
+                .body(())
+                .unwrap();
+            let (resp, _) = client.send_request(req, true).unwrap();
+            let resp = resp.await.unwrap();
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            let mut data = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+                data.extend_from_slice(&chunk);
+            }
+            (status, data)
+        })
+        .await
+        .expect("HTTP/2 over TLS timed out")
+    })
 }
