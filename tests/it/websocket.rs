@@ -282,3 +282,34 @@ fn a_reload_leaves_open_websockets_alone() {
         .unwrap();
     assert_eq!(read_frame(&mut conn).unwrap(), "echo: still here");
 }
+
+#[test]
+fn a_graceful_upgrade_drains_open_websockets() {
+    let up = EchoServer::start();
+    let mut gw =
+        Gateway::start_with_files(&config(&up, "websocket = true"), &[("keys.toml", &keys())]);
+    let (head, mut conn) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
+    assert!(head[0].starts_with("HTTP/1.1 101"), "{head:?}");
+    // The old process hands its sockets over and drains; the open socket
+    // stays with it until it exits.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let upgrader = std::thread::spawn(move || {
+        let status = gw.upgrade();
+        let _ = tx.send(());
+        (gw, status)
+    });
+    conn.get_mut().write_all(&frame("during", true)).unwrap();
+    assert_eq!(read_frame(&mut conn).unwrap(), "echo: during");
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the old process exits");
+    let (gw, status) = upgrader.join().unwrap();
+    assert!(status.success(), "old process: {status}");
+    // With the old process gone, so is its socket...
+    let mut buf = [0u8; 16];
+    assert!(matches!(conn.read(&mut buf), Ok(0) | Err(_)));
+    // ...and the new process serves new upgrades.
+    let (head, mut conn) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
+    assert!(head[0].starts_with("HTTP/1.1 101"), "{head:?}");
+    conn.get_mut().write_all(&frame("after", true)).unwrap();
+    assert_eq!(read_frame(&mut conn).unwrap(), "echo: after");
+}
