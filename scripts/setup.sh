@@ -6,7 +6,7 @@
 set -euo pipefail
 packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server)
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(nginx wrk util-linux haproxy caddy valgrind gnuplot-nox protobuf-compiler)
+  packages+=(nginx wrk util-linux haproxy caddy valgrind gnuplot-nox protobuf-compiler nghttp2-client)
 fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -22,6 +22,11 @@ pub(crate) fn instructions(
     let warmup = (args.requests / 10).max(1);
     let mut counts = Vec::with_capacity(targets.len());
     for target in targets {
+        // The counting client speaks HTTP/1.1 only.
+        if target.row.h2 {
+            counts.push(None);
+            continue;
+        }
         let server = fleet.server(target.row.peer);
         let (Some(pid), Some(out)) = (
             server.and_then(|s| s.pid()),

@@ -58,6 +58,64 @@ impl Wrk {
     }
 }
 
+impl Wrk {
+    /// The same load over h2c by prior knowledge: h2load with one stream
+    /// per connection, so `connections` requests are in flight as with
+    /// wrk. h2load reports no percentiles: p50 and p99 are left out.
+    pub(crate) fn run_h2load(&self, load: &Load, seconds: u64) -> Result<Run, String> {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &self.cpu.to_string(), "h2load", "-t", "1", "-m", "1"])
+            .args(["-c", &self.connections.to_string()])
+            .args(["-D", &seconds.to_string()]);
+        if let Some(header) = load.header {
+            cmd.args(["-H", header]);
+        }
+        let out = cmd
+            .arg(&load.url)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!("cannot run h2load: {e} (Debian: apt-get install nghttp2-client)")
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_h2load(&text)
+            .ok_or_else(|| format!("cannot read h2load's output for {}:\n{text}", load.url))
+    }
+}
+
+/// `finished in 10.00s, 12345.60 req/s, ...`, `requests: N total, ...
+/// S succeeded, F failed, E errored, T timeout`, `status codes: A 2xx, ...`.
+pub(crate) fn parse_h2load(text: &str) -> Option<Run> {
+    let mut run = Run {
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        ..Run::default()
+    };
+    let mut rps = None;
+    let count = |words: &[&str], what: &str| {
+        words
+            .windows(2)
+            .find(|w| w[1].trim_end_matches(',') == what)
+            .and_then(|w| w[0].parse::<u64>().ok())
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["finished", "in", _, r, "req/s,", ..] => rps = r.parse().ok(),
+            ["requests:", ..] => {
+                run.requests = count(&words, "done")?;
+                run.socket_errors = count(&words, "errored")? + count(&words, "timeout")?;
+            }
+            ["status", "codes:", ..] => {
+                run.non_2xx = count(&words, "3xx")? + count(&words, "4xx")? + count(&words, "5xx")?;
+            }
+            _ => {}
+        }
+    }
+    run.rps = rps?;
+    Some(run)
+}
+
 /// A Lua script for wrk that sends the tokens of `tokens_file` as bearer
 /// tokens, a different one on each request.
 pub(crate) fn tokens_script(dir: &Path, tokens_file: &Path) -> Result<PathBuf, String> {

@@ -117,6 +117,7 @@ fn check_configs() -> Result<(), String> {
             &setup,
             dir.path(),
             common::free_addr(),
+            common::free_addr(),
             instance,
             Some("redis://127.0.0.1:1"),
         );
@@ -130,6 +131,15 @@ fn check_configs() -> Result<(), String> {
     }
     load::parse("    50%  1.00ms\n    99%  2.00s\n  1 requests in 1s\nRequests/sec: 1.0\n")
         .ok_or_else(|| "wrk output parser".to_string())?;
+    let h2 = load::parse_h2load(
+        "finished in 1.00s, 10.00 req/s, 1KB/s\n\
+         requests: 10 total, 10 started, 10 done, 9 succeeded, 1 failed, 0 errored, 0 timeout\n\
+         status codes: 9 2xx, 0 3xx, 1 4xx, 0 5xx\n",
+    )
+    .ok_or_else(|| "h2load output parser".to_string())?;
+    if (h2.requests, h2.non_2xx, h2.rps) != (10, 1, 10.0) {
+        return Err("h2load output parser".into());
+    }
     println!(
         "peers: the gateway accepts every benchmark configuration (measure with scripts/bench.sh)"
     );
@@ -157,10 +167,11 @@ impl Fleet {
     }
 
     fn server(&self, peer: Peer) -> Option<&Server> {
-        let peer = if peer == Peer::HaproxyTcp {
-            Peer::Haproxy
-        } else {
-            peer
+        let peer = match peer {
+            Peer::HaproxyTcp | Peer::HaproxyH2c => Peer::Haproxy,
+            Peer::NginxH2c => Peer::Nginx,
+            Peer::PortcullisH2c => Peer::Portcullis(Instance::Plain),
+            other => other,
         };
         self.servers
             .iter()
@@ -244,7 +255,10 @@ fn bench(args: &Args) -> Result<(), String> {
             Credential::Tokens => Some(first_token.as_str()),
             _ => header,
         };
-        probe(row, addr, probe_header)?;
+        // h2c rows: the warm-up checks them (the probe speaks HTTP/1.1).
+        if !row.h2 {
+            probe(row, addr, probe_header)?;
+        }
         present.push(Target {
             row,
             addr,
@@ -275,13 +289,21 @@ fn start_fleet(
     needs: &dyn Fn(Peer) -> bool,
     keys_entry: &str,
 ) -> Result<(), String> {
-    if needs(Peer::Nginx) {
-        fleet.add(Peer::Nginx, servers::nginx(setup));
+    if needs(Peer::Nginx) || needs(Peer::NginxH2c) {
+        match servers::nginx(setup) {
+            Ok((server, h2)) => {
+                fleet.addrs.insert(Peer::NginxH2c, h2);
+                fleet.add(Peer::Nginx, Ok(server));
+            }
+            Err(e) => fleet.add(Peer::Nginx, Err(e)),
+        }
     }
-    if (needs(Peer::Haproxy) || needs(Peer::HaproxyTcp)) && installed("haproxy") {
+    let haproxy = [Peer::Haproxy, Peer::HaproxyTcp, Peer::HaproxyH2c];
+    if haproxy.into_iter().any(needs) && installed("haproxy") {
         match servers::haproxy(setup) {
-            Ok((server, tcp)) => {
+            Ok((server, tcp, h2)) => {
                 fleet.addrs.insert(Peer::HaproxyTcp, tcp);
+                fleet.addrs.insert(Peer::HaproxyH2c, h2);
                 fleet.add(Peer::Haproxy, Ok(server));
             }
             Err(e) => fleet.add(Peer::Haproxy, Err(e)),
@@ -313,9 +335,13 @@ fn start_fleet(
         }
     }
     for instance in [Instance::Plain, Instance::Logged] {
-        if needs(Peer::Portcullis(instance)) {
+        let h2 = instance == Instance::Plain && needs(Peer::PortcullisH2c);
+        if needs(Peer::Portcullis(instance)) || h2 {
             let started = servers::portcullis(setup, instance, keys_entry, None);
-            fleet.add(Peer::Portcullis(instance), started);
+            if let Ok((_, h2)) = &started {
+                fleet.addrs.insert(Peer::PortcullisH2c, *h2);
+            }
+            fleet.add(Peer::Portcullis(instance), started.map(|(s, _)| s));
         }
     }
     if needs(Peer::Portcullis(Instance::Redis)) && installed("redis-server") {
@@ -323,7 +349,7 @@ fn start_fleet(
         let url = redis.url();
         fleet.redis = Some(redis);
         let started = servers::portcullis(setup, Instance::Redis, keys_entry, Some(&url));
-        fleet.add(Peer::Portcullis(Instance::Redis), started);
+        fleet.add(Peer::Portcullis(Instance::Redis), started.map(|(s, _)| s));
     }
     Ok(())
 }
@@ -374,14 +400,21 @@ fn measure(args: &Args, targets: &[Target]) -> Result<Vec<Vec<Run>>, String> {
         connections: args.connections,
         cpu: args.wrk_cpu,
     };
+    let run = |target: &Target, seconds: u64| {
+        let load = target.load();
+        if target.row.h2 {
+            wrk.run_h2load(&load, seconds)
+        } else {
+            wrk.run(&load, seconds)
+        }
+    };
     let mut runs = vec![Vec::new(); targets.len()];
     for round in 0..args.rounds {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
             let target = &targets[i];
-            let load = target.load();
             if args.warmup > 0 {
-                let warm = wrk.run(&load, args.warmup)?;
+                let warm = run(target, args.warmup)?;
                 if !answered_as_expected(target.row, &warm) {
                     return Err(format!(
                         "{} answered {} unexpected statuses of {} in its warm-up",
@@ -391,9 +424,9 @@ fn measure(args: &Args, targets: &[Target]) -> Result<Vec<Vec<Run>>, String> {
                     ));
                 }
             }
-            let run = wrk.run(&load, args.duration)?;
-            report::progress(round, args.rounds, target.row, &run);
-            runs[i].push(run);
+            let measured = run(target, args.duration)?;
+            report::progress(round, args.rounds, target.row, &measured);
+            runs[i].push(measured);
         }
     }
     Ok(runs)

@@ -7,12 +7,18 @@ use crate::servers::Instance;
 pub(crate) enum Peer {
     Direct,
     Nginx,
+    /// nginx's h2c listener (the same process).
+    NginxH2c,
     Haproxy,
     HaproxyTcp,
+    /// HAProxy's h2c frontend (the same process).
+    HaproxyH2c,
     Caddy,
     Pingap,
     Pingora,
     Portcullis(Instance),
+    /// The plain instance's h2c listener.
+    PortcullisH2c,
 }
 
 /// What credential a row's requests carry.
@@ -33,6 +39,8 @@ pub(crate) struct Row {
     pub(crate) credential: Credential,
     /// The status every response must have (wrk counts non-2xx).
     pub(crate) status: u16,
+    /// Driven over h2c by h2load instead of HTTP/1.1 by wrk.
+    pub(crate) h2: bool,
 }
 
 const fn row(name: &'static str, peer: Peer, path: &'static str) -> Row {
@@ -42,7 +50,13 @@ const fn row(name: &'static str, peer: Peer, path: &'static str) -> Row {
         path,
         credential: Credential::None,
         status: 200,
+        h2: false,
     }
+}
+
+const fn h2c(mut r: Row) -> Row {
+    r.h2 = true;
+    r
 }
 
 const fn with(mut r: Row, credential: Credential) -> Row {
@@ -77,6 +91,9 @@ pub(crate) const ROWS: &[Row] = &[
     row("caddy", Peer::Caddy, "/"),
     row("pingap", Peer::Pingap, "/"),
     row("pingora bare", Peer::Pingora, "/"),
+    h2c(row("nginx h2c", Peer::NginxH2c, "/")),
+    h2c(row("haproxy h2c", Peer::HaproxyH2c, "/")),
+    h2c(row("portcullis public h2c", Peer::PortcullisH2c, "/")),
     row("portcullis public", P, "/"),
     row("portcullis access log", LOGGED, "/"),
     with(row("portcullis jwt", P, "/jwt/"), Credential::Token),
@@ -103,6 +120,9 @@ pub(crate) const PAIRS: &[(&str, &str)] = &[
     ("portcullis public", "pingap"),
     ("portcullis public", "nginx +headers"),
     ("portcullis public", "caddy"),
+    ("portcullis public h2c", "portcullis public"),
+    ("portcullis public h2c", "nginx h2c"),
+    ("portcullis public h2c", "haproxy h2c"),
     ("portcullis jwt", "haproxy jwt"),
     ("portcullis jwt 10k uncached", "haproxy jwt 10k"),
     ("portcullis 401", "haproxy 401"),

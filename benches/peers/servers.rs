@@ -214,8 +214,10 @@ pub(crate) fn origin(
 /// nginx as a proxy; `/headers/` also sets what Portcullis sets upstream
 /// and answers (request id both ways, X-Forwarded-*), so that row compares
 /// like with like.
-pub(crate) fn nginx(setup: &Setup) -> Result<Server, String> {
+/// Also returns the address of its h2c (prior knowledge) server.
+pub(crate) fn nginx(setup: &Setup) -> Result<(Server, SocketAddr), String> {
     let addr = free_addr();
+    let h2 = free_addr();
     let keepalive = setup.connections.max(64);
     let origin = setup.origin;
     let http = format!(
@@ -229,17 +231,21 @@ pub(crate) fn nginx(setup: &Setup) -> Result<Server, String> {
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
          proxy_set_header X-Forwarded-Proto $scheme;\n\
          proxy_set_header X-Forwarded-Host $host;\n\
-         add_header X-Request-Id $request_id always;\n    }}\n  }}"
+         add_header X-Request-Id $request_id always;\n    }}\n  }}\n\
+         server {{\n    listen {h2} http2;\n    proxy_http_version 1.1;\n\
+         proxy_set_header Connection \"\";\n    location / {{ proxy_pass http://origin; }}\n  }}"
     );
-    start_nginx(setup, "nginx", addr, &http)
+    Ok((start_nginx(setup, "nginx", addr, &http)?, h2))
 }
 
 /// HAProxy in HTTP mode (plain, and `jwt_verify` under `/jwt` with the
 /// same claim checks as Portcullis' provider) and a second frontend in TCP
-/// mode, the ceiling of any proxy. Returns (http, tcp) as one process.
-pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, SocketAddr), String> {
+/// mode, the ceiling of any proxy, and an h2c frontend. Returns the process
+/// and the TCP and h2c addresses.
+pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, SocketAddr, SocketAddr), String> {
     let http = free_addr();
     let tcp = free_addr();
+    let h2 = free_addr();
     let origin = setup.origin;
     let pem = setup.creds.public_pem.display();
     let nofile = setup.nofile();
@@ -259,6 +265,7 @@ pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, SocketAddr), String> {
          http-request return status 401 if jwt {{ var(txn.exp),sub(txn.now) -m int lt 0 }}\n\
          default_backend origin\n\n\
          backend origin\n    server origin {origin}\n\n\
+         frontend h2c\n    bind {h2} proto h2\n    default_backend origin\n\n\
          frontend tcp\n    mode tcp\n    bind {tcp}\n    default_backend tcp_origin\n\n\
          backend tcp_origin\n    mode tcp\n    server origin {origin}\n"
     );
@@ -277,6 +284,7 @@ pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, SocketAddr), String> {
     Ok((
         spawn(setup, "haproxy", http, "haproxy", &["-db", "-f", &cfg], &[])?,
         tcp,
+        h2,
     ))
 }
 
@@ -381,6 +389,7 @@ pub(crate) fn portcullis_config(
     setup: &Setup,
     dir: &Path,
     addr: SocketAddr,
+    h2: SocketAddr,
     instance: Instance,
     redis_url: Option<&str>,
 ) -> String {
@@ -414,6 +423,7 @@ pub(crate) fn portcullis_config(
          grace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\n\
          [log]\nlevel = \"warn\"\naccess_log = {access_log}\nsecurity_log = {}\n\n\
          [[listeners]]\nname = \"http\"\nlisten = \"{addr}\"\n\n\
+         [[listeners]]\nname = \"h2c\"\nlisten = \"{h2}\"\nhttp2 = true\n\n\
          [upstreams.origin]\ntargets = [\"{}\"]\n\n{store}\n{}{}\
          [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}",
         p("portcullis.pid"),
@@ -439,13 +449,14 @@ pub(crate) fn portcullis_config(
     )
 }
 
-/// Starts one Portcullis instance with every benchmark route.
+/// Starts one Portcullis instance with every benchmark route; also returns
+/// the address of its h2c listener.
 pub(crate) fn portcullis(
     setup: &Setup,
     instance: Instance,
     keys_entry: &str,
     redis_url: Option<&str>,
-) -> Result<Server, String> {
+) -> Result<(Server, SocketAddr), String> {
     let name = match instance {
         Instance::Plain => "portcullis",
         Instance::Logged => "portcullis-logged",
@@ -456,16 +467,17 @@ pub(crate) fn portcullis(
         .tempdir_in(setup.dir)
         .map_err(|e| e.to_string())?;
     write(dir.path(), "keys.toml", keys_entry)?;
-    let addr = free_addr();
-    let full = portcullis_config(setup, dir.path(), addr, instance, redis_url);
+    let (addr, h2) = (free_addr(), free_addr());
+    let full = portcullis_config(setup, dir.path(), addr, h2, instance, redis_url);
     let callgrind_out = setup
         .callgrind
         .then(|| setup.dir.join(format!("{name}.callgrind")));
     let gateway = start_gateway(setup, name, full, addr, dir)?;
-    Ok(Server::Gateway {
+    let server = Server::Gateway {
         gateway: Box::new(gateway),
         callgrind_out,
-    })
+    };
+    Ok((server, h2))
 }
 
 fn start_gateway(
