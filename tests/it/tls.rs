@@ -41,15 +41,23 @@ fn pki_for(names: &[&str], cn: &str) -> Pki {
     }
 }
 
-/// One HTTPS GET, verifying the server against `ca_pem`.
-fn https_get(addr: std::net::SocketAddr, ca_pem: &str, path: &str) -> String {
+/// A client trusting `ca_pem` (and verifying the server), offering `alpn`.
+fn connector(ca_pem: &str, alpn: Option<&[u8]>) -> SslConnector {
     let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
     builder
         .cert_store_mut()
         .add_cert(X509::from_pem(ca_pem.as_bytes()).unwrap())
         .unwrap();
     builder.set_verify(SslVerifyMode::PEER);
-    let connector = builder.build();
+    if let Some(protocols) = alpn {
+        builder.set_alpn_protos(protocols).unwrap();
+    }
+    builder.build()
+}
+
+/// One HTTPS GET, verifying the server against `ca_pem`.
+fn https_get(addr: std::net::SocketAddr, ca_pem: &str, path: &str) -> String {
+    let connector = connector(ca_pem, None);
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut tls = connector.connect("localhost", tcp).unwrap();
@@ -374,13 +382,7 @@ respond = {{ status = 200, body = "pong" }}
 /// The protocol a TLS listener picks when the client offers h2 and
 /// http/1.1 by ALPN.
 fn negotiated_alpn(addr: std::net::SocketAddr, ca_pem: &str) -> Option<Vec<u8>> {
-    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
-    builder
-        .cert_store_mut()
-        .add_cert(X509::from_pem(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    builder.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
-    let connector = builder.build();
+    let connector = connector(ca_pem, Some(b"\x02h2\x08http/1.1"));
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let tls = connector.connect("localhost", tcp).unwrap();
@@ -438,14 +440,7 @@ respond = {{ status = 200, body = "ok" }}
 
 /// One HTTP/2 GET over TLS (ALPN h2), verifying the server: status, body.
 fn h2_over_tls(addr: std::net::SocketAddr, ca_pem: &str, path: &str) -> (u16, Vec<u8>) {
-    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
-    builder
-        .cert_store_mut()
-        .add_cert(X509::from_pem(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    builder.set_alpn_protos(b"\x02h2").unwrap();
-    let ssl = builder
-        .build()
+    let ssl = connector(ca_pem, Some(b"\x02h2"))
         .configure()
         .unwrap()
         .into_ssl("localhost")
