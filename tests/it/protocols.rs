@@ -426,3 +426,54 @@ fn grpc_upstream_failures_are_grpc_statuses() {
     assert!(r.header("x-request-id").is_some());
     assert!(r.ended_with_headers);
 }
+
+#[test]
+fn auth_and_rate_limits_hold_over_http2() {
+    let up = Upstream::start("app");
+    let key = "pc_h2key_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let keys = {
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+        format!("[[keys]]\nid = \"h2key\"\nconsumer = \"h2-client\"\nhash = \"sha256:{hash}\"\n")
+    };
+    let routes = format!(
+        "[auth.keys]\nkind = \"api_key\"\nkeys_file = \"{{dir}}/keys.toml\"\n\n\
+         [upstreams.app]\ntargets = [\"{}\"]\n\n\
+         [[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nauth = [\"keys\"]\nupstream = \"app\"\n\
+         rate_limit = {{ per = \"consumer\", requests = 2, window_seconds = 60, burst = 2 }}\n\n\
+         [[routes]]\nname = \"closed\"\npath_prefix = \"/closed\"\npublic = true\nupstream = \"app\"\n\
+         allow_cidrs = [\"10.0.0.0/8\"]\n",
+        up.addr()
+    );
+    let (_gw, listener) = start(&routes, &[("keys.toml", &keys)]);
+    let json = |r: &H2Response| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap();
+
+    let r = h2c(listener, "GET", "/app/x", &[]);
+    assert_eq!(
+        (r.status, json(&r)["error"].clone()),
+        (401, "missing_credentials".into())
+    );
+    let r = h2c(listener, "GET", "/closed/x", &[]);
+    assert_eq!(
+        (r.status, json(&r)["error"].clone()),
+        (403, "forbidden".into())
+    );
+
+    let r = h2c(listener, "GET", "/app/x", &[("x-api-key", key)]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("ratelimit-remaining"), Some("1"));
+    let seen = json(&r);
+    assert_eq!(seen["headers"]["x-auth-consumer"], "h2-client", "{seen}");
+    assert!(
+        seen["headers"].get("x-api-key").is_none(),
+        "the key is not forwarded: {seen}"
+    );
+    let _ = h2c(listener, "GET", "/app/x", &[("x-api-key", key)]);
+    let r = h2c(listener, "GET", "/app/x", &[("x-api-key", key)]);
+    assert_eq!(
+        (r.status, json(&r)["error"].clone()),
+        (429, "rate_limited".into())
+    );
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(up.hits(), 2);
+}
