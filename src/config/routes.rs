@@ -199,21 +199,34 @@ pub(super) fn route_listeners(
             "`listeners` must name at least one listener (omit it for all)",
         );
     }
-    let mut out = Vec::new();
-    for name in names {
-        match listeners
+    resolve_names(d, names, "listener", "listener", |name| {
+        listeners
             .iter()
-            .position(|l| l.name == *name.get_ref())
+            .position(|l| l.name == name)
             .map(ListenerId::new)
-        {
+    })
+}
+
+/// The ids of `names`, in order: an unknown or repeated name is an error
+/// at its place (`unknown {unknown} `x``, `{kind} `x` is listed twice`).
+fn resolve_names<Id: PartialEq>(
+    d: &mut Diagnostics,
+    names: Vec<Spanned<String>>,
+    kind: &str,
+    unknown: &str,
+    find: impl Fn(&str) -> Option<Id>,
+) -> Vec<Id> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        match find(name.get_ref()) {
             Some(i) if !out.contains(&i) => out.push(i),
             Some(_) => d.error(
                 name.span(),
-                format!("listener `{}` is listed twice", name.get_ref()),
+                format!("{kind} `{}` is listed twice", name.get_ref()),
             ),
             None => d.error(
                 name.span(),
-                format!("unknown listener `{}`", name.get_ref()),
+                format!("unknown {unknown} `{}`", name.get_ref()),
             ),
         }
     }
@@ -251,22 +264,12 @@ pub(super) fn route_auth(
     if list.is_empty() {
         d.error(span, "`auth` must name at least one provider");
     }
-    let mut out = Vec::new();
-    for p in list {
-        match providers
+    resolve_names(d, list, "provider", "auth provider", |name| {
+        providers
             .iter()
-            .position(|x| x.name == *p.get_ref())
+            .position(|x| x.name == name)
             .map(ProviderId::new)
-        {
-            Some(i) if !out.contains(&i) => out.push(i),
-            Some(_) => d.error(
-                p.span(),
-                format!("provider `{}` is listed twice", p.get_ref()),
-            ),
-            None => d.error(p.span(), format!("unknown auth provider `{}`", p.get_ref())),
-        }
-    }
-    out
+    })
 }
 
 pub(super) fn route_host(d: &mut Diagnostics, h: &Spanned<String>) -> Option<String> {

@@ -129,9 +129,13 @@ impl Ctx {
         self.client.ip =
             super::request::client_ip(headers, conn.peer, &self.runtime.trusted_proxies);
         self.client.conn = conn;
-        self.grpc = headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        // One Content-Type, and a gRPC one: a request that says two things
+        // is not answered as a gRPC call.
+        let mut types = headers.get_all(http::header::CONTENT_TYPE).iter();
+        self.grpc = match (types.next(), types.next()) {
+            (Some(v), None) => v.as_bytes().starts_with(b"application/grpc"),
+            _ => false,
+        };
     }
 
     pub fn route(&self) -> Option<&Route> {

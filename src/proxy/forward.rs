@@ -76,10 +76,11 @@ pub(crate) fn peer(
     };
     peer.options.read_timeout = Some(read_timeout);
     peer.options.write_timeout = Some(read_timeout);
-    let websocket = ctx
-        .route()
-        .and_then(|r| r.websocket)
-        .filter(|_| ctx.canon.wants_websocket());
+    let websocket = if ctx.canon.wants_websocket() {
+        ctx.route().and_then(|r| r.websocket)
+    } else {
+        None
+    };
     match (websocket, cfg.protocol) {
         // The upgrade is HTTP/1.1's; the open socket waits as long as the
         // route allows between frames.

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
-use super::reject::{Code, Reject};
+use super::reject::Reject;
 use super::request::{Canonical, Request, Rules};
 use super::stages::{self, Routed};
 use crate::config::RouteAction;
@@ -90,12 +90,7 @@ async fn stages_in_order(
         client_cert,
     };
     // A WebSocket tunnel only where the route opens one.
-    if ctx.canon.wants_websocket() && route.websocket.is_none() {
-        return Err(Reject::new(
-            Code::BadRequest,
-            "WebSocket upgrades are not enabled on this route",
-        ));
-    }
+    stages::websocket(route, &ctx.canon)?;
     // The route's network rules.
     stages::network(&route.cidrs, ctx.client.ip, &mut ctx.outcome.events)?;
     // CORS: a preflight is answered here, without credentials.
@@ -151,20 +146,10 @@ async fn stages_in_order(
         }),
         RouteAction::Proxy { upstream, .. } => {
             let pool = rt.upstream(*upstream);
-            // An HTTP/1 upstream would lose the call's trailers.
-            if ctx.grpc && pool.is_some_and(|u| !u.config.protocol.carries_trailers()) {
-                return Err(Reject::new(
-                    Code::BadGateway,
-                    "gRPC needs an HTTP/2 upstream (protocol = \"h2c\" or \"http2\")",
-                ));
-            }
+            // A gRPC call only to an upstream that keeps its trailers.
+            stages::grpc_upstream(ctx.grpc, pool.map(|p| &**p))?;
             ctx.upstream.retries_left = pool.map_or(0, |u| u.config.retries);
-            if let Some(idle) = route.websocket.filter(|_| ctx.canon.wants_websocket()) {
-                // An open socket is closed only after this long without a
-                // frame, not at Pingora's per-read default.
-                session.set_read_timeout(Some(idle));
-                session.set_write_timeout(Some(idle));
-            }
+            stages::websocket_timeouts(session, route, &ctx.canon);
             Verdict::Continue
         }
     })

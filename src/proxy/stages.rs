@@ -25,6 +25,7 @@ use crate::protect::cors::{Cors, Preflight};
 use crate::protect::schema::is_json_content_type;
 use crate::routing::table::Lookup;
 use crate::runtime::{Route, RouteLimit, Runtime};
+use crate::upstream::pool::UpstreamPool;
 
 /// 403 when the client's network is denied (or not allowed). Runs before
 /// anything costly, authentication included.
@@ -124,6 +125,39 @@ pub(crate) fn preflight(
             Code::Forbidden,
             "this cross-origin request is not allowed",
         )),
+    }
+}
+
+/// 400 for `Upgrade: websocket` on a route that opens no WebSocket tunnel:
+/// nothing would check what flows through it.
+pub(crate) fn websocket(route: &Route, canon: &Canonical) -> Result<(), Reject> {
+    if canon.wants_websocket() && route.websocket.is_none() {
+        return Err(Reject::new(
+            Code::BadRequest,
+            "WebSocket upgrades are not enabled on this route",
+        ));
+    }
+    Ok(())
+}
+
+/// A gRPC call to an HTTP/1 upstream would lose its trailers, which carry
+/// the call's status: UNAVAILABLE before anything is sent.
+pub(crate) fn grpc_upstream(grpc: bool, pool: Option<&UpstreamPool>) -> Result<(), Reject> {
+    if grpc && pool.is_some_and(|u| !u.config.protocol.carries_trailers()) {
+        return Err(Reject::new(
+            Code::BadGateway,
+            "gRPC needs an HTTP/2 upstream (protocol = \"h2c\" or \"http2\")",
+        ));
+    }
+    Ok(())
+}
+
+/// An upgraded WebSocket waits as long as its route allows between
+/// frames, not Pingora's per-read default.
+pub(crate) fn websocket_timeouts(session: &mut Session, route: &Route, canon: &Canonical) {
+    if let Some(idle) = route.websocket.filter(|_| canon.wants_websocket()) {
+        session.set_read_timeout(Some(idle));
+        session.set_write_timeout(Some(idle));
     }
 }
 

@@ -133,6 +133,11 @@ fn h2c_by_prior_knowledge_where_asked_for() {
     // HTTP/1.1 still works on the same listener.
     let r = request(listener, "GET", "/app/x", &[], None);
     assert_eq!(r.status, 200);
+    // Something that starts like the preface and then is not one is read
+    // as HTTP/1, and refused like any malformed head.
+    let r = common::send_raw(listener, b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n").unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "bad_request");
     // Auth, routing and refusals apply the same over HTTP/2.
     let r = h2c(listener, "GET", "/nowhere", &[]);
     assert_eq!(r.status, 404);
@@ -195,9 +200,17 @@ fn grpc_refusals_are_trailers_only_with_grpc_status() {
             "{path}: END_STREAM on the HEADERS frame"
         );
     }
-    // The same refusal to a plain client is still the §4 JSON.
+    // The same refusal to a plain client is still the §4 JSON, and so is
+    // one to a request that names two content types.
     let r = h2c(listener, "POST", "/pkg.Service/Call", &[]);
     assert_eq!(r.status, 401);
+    let two = [
+        ("content-type", "application/grpc"),
+        ("content-type", "application/json"),
+    ];
+    let r = h2c(listener, "POST", "/pkg.Service/Call", &two);
+    assert_eq!(r.status, 401);
+    assert!(r.header("grpc-status").is_none());
     assert_eq!(up.hits(), 0);
 }
 
