@@ -16,7 +16,13 @@ pub(crate) struct Load<'a> {
     pub(crate) url: String,
     pub(crate) header: Option<&'a str>,
     pub(crate) tokens_script: Option<&'a Path>,
+    /// A gRPC row's request message, sent as the body of every call.
+    pub(crate) grpc_body: Option<&'a Path>,
 }
+
+/// One gRPC message frame (uncompressed, 0 bytes long): an empty
+/// `HealthCheckRequest`, the check of the whole server.
+pub(crate) const GRPC_CHECK: &[u8] = &[0, 0, 0, 0, 0];
 
 /// What one run measured.
 #[derive(Clone, Copy, Debug, Default)]
@@ -69,6 +75,10 @@ impl Wrk {
             .args(["-D", &seconds.to_string()]);
         if let Some(header) = load.header {
             cmd.args(["-H", header]);
+        }
+        if let Some(body) = load.grpc_body {
+            cmd.arg("-d").arg(body);
+            cmd.args(["-H", "content-type: application/grpc", "-H", "te: trailers"]);
         }
         let out = cmd
             .arg(&load.url)

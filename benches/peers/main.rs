@@ -82,11 +82,16 @@ struct Args {
     /// Passed by `cargo bench`; without it, only the configurations are checked.
     #[arg(long, hide = true)]
     bench: bool,
+    /// Be the gRPC origin on this address (the bench starts itself so).
+    #[arg(long, hide = true)]
+    grpc_origin: Option<SocketAddr>,
 }
 
 fn main() {
     let mut args = Args::parse();
-    let result = if args.bench {
+    let result = if let Some(addr) = args.grpc_origin {
+        servers::serve_grpc(addr)
+    } else if args.bench {
         if args.quick {
             args.duration = 2;
             args.rounds = 1;
@@ -108,6 +113,7 @@ fn check_configs() -> Result<(), String> {
     let setup = Setup {
         dir: dir.path(),
         origin: common::free_addr(),
+        grpc_origin: common::free_addr(),
         connections: 64,
         creds: &creds,
         callgrind: false,
@@ -168,9 +174,9 @@ impl Fleet {
 
     fn server(&self, peer: Peer) -> Option<&Server> {
         let peer = match peer {
-            Peer::HaproxyTcp | Peer::HaproxyH2c => Peer::Haproxy,
-            Peer::NginxH2c => Peer::Nginx,
-            Peer::PortcullisH2c => Peer::Portcullis(Instance::Plain),
+            Peer::HaproxyTcp | Peer::HaproxyH2c | Peer::HaproxyGrpc => Peer::Haproxy,
+            Peer::NginxH2c | Peer::NginxGrpc => Peer::Nginx,
+            Peer::PortcullisH2c | Peer::PortcullisGrpc => Peer::Portcullis(Instance::Plain),
             other => other,
         };
         self.servers
@@ -217,16 +223,24 @@ fn bench(args: &Args) -> Result<(), String> {
         1
     };
     let creds = Credentials::create(dir, distinct)?;
+    let unset = SocketAddr::from(([127, 0, 0, 1], 0));
     let setup = Setup {
         dir,
-        origin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        origin: unset,
+        grpc_origin: unset,
         connections: args.connections,
         creds: &creds,
         callgrind: args.instructions,
     };
     let origin = servers::origin(dir, args.connections, &creds)?;
+    let grpc_origin = if rows.iter().any(|r| r.grpc) {
+        Some(servers::grpc_origin(&setup)?)
+    } else {
+        None
+    };
     let setup = Setup {
         origin: origin.addr(),
+        grpc_origin: grpc_origin.as_ref().map_or(unset, Server::addr),
         ..setup
     };
     let mut fleet = Fleet {
@@ -235,6 +249,11 @@ fn bench(args: &Args) -> Result<(), String> {
         redis: None,
         skipped: Vec::new(),
     };
+    if let Some(server) = grpc_origin {
+        fleet.add(Peer::GrpcDirect, Ok(server));
+    }
+    let grpc_body = dir.join("grpc-check.bin");
+    std::fs::write(&grpc_body, load::GRPC_CHECK).map_err(|e| e.to_string())?;
     let (api_key, keys_entry) = servers::api_key()?;
     start_fleet(args, &setup, &mut fleet, &needs, &keys_entry)?;
     let script = load::tokens_script(dir, &creds.tokens_file)?;
@@ -255,8 +274,11 @@ fn bench(args: &Args) -> Result<(), String> {
             Credential::Tokens => Some(first_token.as_str()),
             _ => header,
         };
-        // h2c rows: the warm-up checks them (the probe speaks HTTP/1.1).
-        if !row.h2 {
+        // Other h2c rows: the warm-up checks them (the probe speaks
+        // HTTP/1.1), but only a gRPC probe sees the call's grpc-status.
+        if row.grpc {
+            probe_grpc(row, addr)?;
+        } else if !row.h2 {
             probe(row, addr, probe_header)?;
         }
         present.push(Target {
@@ -264,6 +286,7 @@ fn bench(args: &Args) -> Result<(), String> {
             addr,
             header: header.map(str::to_string),
             tokens: (row.credential == Credential::Tokens).then(|| script.clone()),
+            body: row.grpc.then_some(grpc_body.as_path()),
         });
     }
     report::header(args, &fleet.skipped);
@@ -289,21 +312,31 @@ fn start_fleet(
     needs: &dyn Fn(Peer) -> bool,
     keys_entry: &str,
 ) -> Result<(), String> {
-    if needs(Peer::Nginx) || needs(Peer::NginxH2c) {
+    if [Peer::Nginx, Peer::NginxH2c, Peer::NginxGrpc]
+        .into_iter()
+        .any(needs)
+    {
         match servers::nginx(setup) {
-            Ok((server, h2)) => {
+            Ok((server, h2, grpc)) => {
                 fleet.addrs.insert(Peer::NginxH2c, h2);
+                fleet.addrs.insert(Peer::NginxGrpc, grpc);
                 fleet.add(Peer::Nginx, Ok(server));
             }
             Err(e) => fleet.add(Peer::Nginx, Err(e)),
         }
     }
-    let haproxy = [Peer::Haproxy, Peer::HaproxyTcp, Peer::HaproxyH2c];
+    let haproxy = [
+        Peer::Haproxy,
+        Peer::HaproxyTcp,
+        Peer::HaproxyH2c,
+        Peer::HaproxyGrpc,
+    ];
     if haproxy.into_iter().any(needs) && installed("haproxy") {
         match servers::haproxy(setup) {
-            Ok((server, tcp, h2)) => {
+            Ok((server, [tcp, h2, grpc])) => {
                 fleet.addrs.insert(Peer::HaproxyTcp, tcp);
                 fleet.addrs.insert(Peer::HaproxyH2c, h2);
+                fleet.addrs.insert(Peer::HaproxyGrpc, grpc);
                 fleet.add(Peer::Haproxy, Ok(server));
             }
             Err(e) => fleet.add(Peer::Haproxy, Err(e)),
@@ -335,11 +368,13 @@ fn start_fleet(
         }
     }
     for instance in [Instance::Plain, Instance::Logged] {
-        let h2 = instance == Instance::Plain && needs(Peer::PortcullisH2c);
+        let h2 = instance == Instance::Plain
+            && (needs(Peer::PortcullisH2c) || needs(Peer::PortcullisGrpc));
         if needs(Peer::Portcullis(instance)) || h2 {
             let started = servers::portcullis(setup, instance, keys_entry, None);
-            if let Ok((_, h2)) = &started {
+            if let (Ok((_, h2)), Instance::Plain) = (&started, instance) {
                 fleet.addrs.insert(Peer::PortcullisH2c, *h2);
+                fleet.addrs.insert(Peer::PortcullisGrpc, *h2);
             }
             fleet.add(Peer::Portcullis(instance), started.map(|(s, _)| s));
         }
@@ -360,6 +395,8 @@ pub(crate) struct Target<'a> {
     pub(crate) addr: SocketAddr,
     pub(crate) header: Option<String>,
     pub(crate) tokens: Option<PathBuf>,
+    /// The request body of a gRPC row.
+    pub(crate) body: Option<&'a Path>,
 }
 
 impl Target<'_> {
@@ -368,6 +405,7 @@ impl Target<'_> {
             url: format!("http://{}{}", self.addr, self.row.path),
             header: self.header.as_deref(),
             tokens_script: self.tokens.as_deref(),
+            grpc_body: self.body,
         }
     }
 }
@@ -389,6 +427,31 @@ fn probe(row: &Row, addr: SocketAddr, header: Option<&str>) -> Result<(), String
             resp.status,
             row.status,
             resp.body_str()
+        ));
+    }
+    Ok(())
+}
+
+/// One call before measuring a gRPC row: HTTP 200 alone says nothing,
+/// the call's `grpc-status` must be 0.
+fn probe_grpc(row: &Row, addr: SocketAddr) -> Result<(), String> {
+    let resp = common::h2c::send(
+        addr,
+        "bench.example",
+        "POST",
+        row.path,
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        Some(load::GRPC_CHECK),
+    );
+    let status = resp
+        .trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| resp.headers.get("grpc-status"));
+    if resp.status != 200 || status.is_none_or(|s| s != "0") {
+        return Err(format!(
+            "{} answered {} with grpc-status {status:?}",
+            row.name, resp.status
         ));
     }
     Ok(())

@@ -19,6 +19,12 @@ pub(crate) enum Peer {
     Portcullis(Instance),
     /// The plain instance's h2c listener.
     PortcullisH2c,
+    /// The gRPC origin itself, and the same through each proxy's h2c
+    /// front to it over h2c.
+    GrpcDirect,
+    NginxGrpc,
+    HaproxyGrpc,
+    PortcullisGrpc,
 }
 
 /// What credential a row's requests carry.
@@ -41,6 +47,8 @@ pub(crate) struct Row {
     pub(crate) status: u16,
     /// Driven over h2c by h2load instead of HTTP/1.1 by wrk.
     pub(crate) h2: bool,
+    /// Unary gRPC calls (`grpc.health.v1.Health/Check`) over h2c.
+    pub(crate) grpc: bool,
 }
 
 const fn row(name: &'static str, peer: Peer, path: &'static str) -> Row {
@@ -51,11 +59,21 @@ const fn row(name: &'static str, peer: Peer, path: &'static str) -> Row {
         credential: Credential::None,
         status: 200,
         h2: false,
+        grpc: false,
     }
 }
 
 const fn h2c(mut r: Row) -> Row {
     r.h2 = true;
+    r
+}
+
+/// The unary call every gRPC row makes.
+pub(crate) const GRPC_PATH: &str = "/grpc.health.v1.Health/Check";
+
+const fn grpc(name: &'static str, peer: Peer) -> Row {
+    let mut r = h2c(row(name, peer, GRPC_PATH));
+    r.grpc = true;
     r
 }
 
@@ -94,6 +112,10 @@ pub(crate) const ROWS: &[Row] = &[
     h2c(row("nginx h2c", Peer::NginxH2c, "/")),
     h2c(row("haproxy h2c", Peer::HaproxyH2c, "/")),
     h2c(row("portcullis public h2c", Peer::PortcullisH2c, "/")),
+    grpc("grpc direct", Peer::GrpcDirect),
+    grpc("nginx grpc", Peer::NginxGrpc),
+    grpc("haproxy grpc", Peer::HaproxyGrpc),
+    grpc("portcullis grpc", Peer::PortcullisGrpc),
     row("portcullis public", P, "/"),
     row("portcullis access log", LOGGED, "/"),
     with(row("portcullis jwt", P, "/jwt/"), Credential::Token),
@@ -123,6 +145,8 @@ pub(crate) const PAIRS: &[(&str, &str)] = &[
     ("portcullis public h2c", "portcullis public"),
     ("portcullis public h2c", "nginx h2c"),
     ("portcullis public h2c", "haproxy h2c"),
+    ("portcullis grpc", "nginx grpc"),
+    ("portcullis grpc", "haproxy grpc"),
     ("portcullis jwt", "haproxy jwt"),
     ("portcullis jwt 10k uncached", "haproxy jwt 10k"),
     ("portcullis 401", "haproxy 401"),

@@ -17,6 +17,8 @@ use crate::tokens::{Credentials, AUDIENCE, ISSUER};
 pub(crate) struct Setup<'a> {
     pub(crate) dir: &'a Path,
     pub(crate) origin: SocketAddr,
+    /// The gRPC origin (h2c) of the gRPC rows.
+    pub(crate) grpc_origin: SocketAddr,
     pub(crate) connections: usize,
     pub(crate) creds: &'a Credentials,
     /// `valgrind --tool=callgrind ...` for `--instructions`, else empty.
@@ -203,6 +205,7 @@ pub(crate) fn origin(
     let setup = Setup {
         dir,
         origin: addr,
+        grpc_origin: addr,
         connections,
         creds,
         callgrind: false,
@@ -211,13 +214,53 @@ pub(crate) fn origin(
     start_nginx(&setup, "origin", addr, &http)
 }
 
+/// The origin of the gRPC rows: this benchmark binary again, serving
+/// tonic's `grpc.health.v1.Health` over h2c on one thread (see
+/// [`serve_grpc`]). Never under callgrind.
+pub(crate) fn grpc_origin(setup: &Setup) -> Result<Server, String> {
+    let addr = free_addr();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let plain = Setup {
+        callgrind: false,
+        ..*setup
+    };
+    spawn(
+        &plain,
+        "grpc-origin",
+        addr,
+        &exe.to_string_lossy(),
+        &["--grpc-origin", &addr.to_string()],
+        &[],
+    )
+}
+
+/// Serves tonic's health service on `addr` until killed: `Check` of the
+/// empty service name answers SERVING.
+pub(crate) fn serve_grpc(addr: SocketAddr) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let (_reporter, service) = tonic_health::server::health_reporter();
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve(addr)
+            .await
+            .map_err(|e| format!("gRPC origin on {addr}: {e}"))
+    })
+}
+
 /// nginx as a proxy; `/headers/` also sets what Portcullis sets upstream
 /// and answers (request id both ways, X-Forwarded-*), so that row compares
 /// like with like.
-/// Also returns the address of its h2c (prior knowledge) server.
-pub(crate) fn nginx(setup: &Setup) -> Result<(Server, SocketAddr), String> {
+/// Also returns the addresses of its h2c (prior knowledge) server and of
+/// its gRPC proxy (`grpc_pass`, h2c both sides).
+pub(crate) fn nginx(setup: &Setup) -> Result<(Server, SocketAddr, SocketAddr), String> {
     let addr = free_addr();
     let h2 = free_addr();
+    let grpc = free_addr();
+    let grpc_origin = setup.grpc_origin;
     let keepalive = setup.connections.max(64);
     let origin = setup.origin;
     let http = format!(
@@ -233,20 +276,24 @@ pub(crate) fn nginx(setup: &Setup) -> Result<(Server, SocketAddr), String> {
          proxy_set_header X-Forwarded-Host $host;\n\
          add_header X-Request-Id $request_id always;\n    }}\n  }}\n\
          server {{\n    listen {h2} http2;\n    proxy_http_version 1.1;\n\
-         proxy_set_header Connection \"\";\n    location / {{ proxy_pass http://origin; }}\n  }}"
+         proxy_set_header Connection \"\";\n    location / {{ proxy_pass http://origin; }}\n  }}\n\
+         upstream grpc_origin {{ server {grpc_origin}; keepalive {keepalive}; keepalive_requests 1000000; }}\n\
+         server {{\n    listen {grpc} http2;\n    location / {{ grpc_pass grpc://grpc_origin; }}\n  }}"
     );
-    Ok((start_nginx(setup, "nginx", addr, &http)?, h2))
+    Ok((start_nginx(setup, "nginx", addr, &http)?, h2, grpc))
 }
 
 /// HAProxy in HTTP mode (plain, and `jwt_verify` under `/jwt` with the
 /// same claim checks as Portcullis' provider) and a second frontend in TCP
-/// mode, the ceiling of any proxy, and an h2c frontend. Returns the process
-/// and the TCP and h2c addresses.
-pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, SocketAddr, SocketAddr), String> {
+/// mode, the ceiling of any proxy, an h2c frontend, and a gRPC one (h2c
+/// both sides). Returns the process and the TCP, h2c and gRPC addresses.
+pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, [SocketAddr; 3]), String> {
     let http = free_addr();
     let tcp = free_addr();
     let h2 = free_addr();
+    let grpc = free_addr();
     let origin = setup.origin;
+    let grpc_origin = setup.grpc_origin;
     let pem = setup.creds.public_pem.display();
     let nofile = setup.nofile();
     let text = format!(
@@ -266,6 +313,8 @@ pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, SocketAddr, SocketAddr),
          default_backend origin\n\n\
          backend origin\n    server origin {origin}\n\n\
          frontend h2c\n    bind {h2} proto h2\n    default_backend origin\n\n\
+         frontend grpc\n    bind {grpc} proto h2\n    default_backend grpc_origin\n\n\
+         backend grpc_origin\n    server origin {grpc_origin} proto h2\n\n\
          frontend tcp\n    mode tcp\n    bind {tcp}\n    default_backend tcp_origin\n\n\
          backend tcp_origin\n    mode tcp\n    server origin {origin}\n"
     );
@@ -283,8 +332,7 @@ pub(crate) fn haproxy(setup: &Setup) -> Result<(Server, SocketAddr, SocketAddr),
     }
     Ok((
         spawn(setup, "haproxy", http, "haproxy", &["-db", "-f", &cfg], &[])?,
-        tcp,
-        h2,
+        [tcp, h2, grpc],
     ))
 }
 
@@ -424,12 +472,15 @@ pub(crate) fn portcullis_config(
          [log]\nlevel = \"warn\"\naccess_log = {access_log}\nsecurity_log = {}\n\n\
          [[listeners]]\nname = \"http\"\nlisten = \"{addr}\"\n\n\
          [[listeners]]\nname = \"h2c\"\nlisten = \"{h2}\"\nhttp2 = true\n\n\
-         [upstreams.origin]\ntargets = [\"{}\"]\n\n{store}\n{}{}\
-         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}",
+         [upstreams.origin]\ntargets = [\"{}\"]\n\n\
+         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{}{}\
+         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}\
+         [[routes]]\nname = \"grpc\"\npath_prefix = \"/grpc.health.v1.Health/\"\npublic = true\nupstream = \"grpc\"\n",
         p("portcullis.pid"),
         p("upgrade.sock"),
         p("security.log"),
         setup.origin,
+        setup.grpc_origin,
         provider("jwt", 100_000),
         provider("jwt_uncached", 0),
         p("keys.toml"),

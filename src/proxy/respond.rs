@@ -63,11 +63,14 @@ async fn write_trailers_only(session: &mut Session, header: ResponseHeader) -> R
 }
 
 /// A refusal decided in a hook that can only stop the request by failing:
-/// kept for `fail_to_proxy`, which sends it with [`send_reject`].
+/// kept for `fail_to_proxy`, which sends it with [`send_reject`]. The
+/// error is the client's (downstream): Pingora's HTTP/2 upstream path
+/// only stops relaying on a downstream error, and otherwise keeps waiting
+/// for an upstream that waits for the rest of a body it will never get.
 pub(crate) fn refuse_through_error(ctx: &mut Ctx, reject: Reject) -> Box<Error> {
     let status = reject.status();
     ctx.outcome.pending = Some(reject);
-    Error::explain(ErrorType::HTTPStatus(status), "refused by the gateway")
+    Error::explain(ErrorType::HTTPStatus(status), "refused by the gateway").into_down()
 }
 
 /// The answer of a `respond` route.

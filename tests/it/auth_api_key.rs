@@ -48,7 +48,6 @@ fn keys() -> String {
     )
 }
 
-#[test]
 fn valid_unknown_disabled_expired() {
     let up = Upstream::start("app");
     let gw = Gateway::start_with_files(&config(&up, ""), &[("keys.toml", &keys())]);
@@ -115,7 +114,6 @@ fn valid_unknown_disabled_expired() {
     assert_eq!(access[0]["subject"], "c-good1");
 }
 
-#[test]
 fn keys_added_and_removed_by_reload() {
     let up = Upstream::start("app");
     let gw = Gateway::start_with_files(
@@ -160,7 +158,6 @@ fn keys_added_and_removed_by_reload() {
     );
 }
 
-#[test]
 fn query_param_mode_and_forwarding() {
     let up = Upstream::start("app");
     let gw = Gateway::start_with_files(
@@ -246,3 +243,10 @@ fn generated_keys_work_among_a_hundred_thousand() {
         200
     );
 }
+
+// Each of these runs twice, over HTTP/1.1 and over h2c (CONTRACT §9).
+crate::on_http1_and_h2c!(
+    valid_unknown_disabled_expired,
+    keys_added_and_removed_by_reload,
+    query_param_mode_and_forwarding,
+);

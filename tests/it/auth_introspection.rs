@@ -207,7 +207,6 @@ fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64>
 
 // ------------------------------------------------------------- tests
 
-#[test]
 fn active_token_reaches_upstream_with_identity_headers() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -267,7 +266,6 @@ fn active_token_reaches_upstream_with_identity_headers() {
     assert_not_leaked(&f.gw, &token, &[]);
 }
 
-#[test]
 fn answer_without_sub_uses_client_id_as_subject() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -281,7 +279,6 @@ fn answer_without_sub_uses_client_id_as_subject() {
     assert_eq!(h["x-auth-method"], "introspection", "{h}");
 }
 
-#[test]
 fn forward_credentials_false_removes_authorization() {
     let f = Fixture::start("forward_credentials = false");
     let token = opaque_token();
@@ -292,7 +289,6 @@ fn forward_credentials_false_removes_authorization() {
     assert_eq!(h["x-auth-subject"], "bob", "{h}");
 }
 
-#[test]
 fn missing_token_is_missing_credentials() {
     let f = Fixture::start("");
     let resp = request(f.gw.addr, "GET", "/orders/1", &[], None);
@@ -305,7 +301,6 @@ fn missing_token_is_missing_credentials() {
     assert_eq!(f.up.hits(), 0);
 }
 
-#[test]
 fn inactive_token_is_invalid_token() {
     let f = Fixture::start("");
     let token = opaque_token(); // unknown to the IdP: {"active":false}
@@ -330,7 +325,6 @@ fn inactive_token_is_invalid_token() {
     assert_not_leaked(&f.gw, CLIENT_SECRET, &[&resp]);
 }
 
-#[test]
 fn active_answer_with_past_exp_is_refused() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -343,7 +337,6 @@ fn active_answer_with_past_exp_is_refused() {
     assert_eq!(event["provider"], "opaque", "{event}");
 }
 
-#[test]
 fn cached_answer_is_not_used_beyond_the_token_exp() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -364,7 +357,6 @@ fn cached_answer_is_not_used_beyond_the_token_exp() {
     assert_eq!(f.up.hits(), 2);
 }
 
-#[test]
 fn wrong_client_secret_is_503_auth_unavailable() {
     let f = Fixture::start("");
     f.idp
@@ -390,7 +382,6 @@ fn wrong_client_secret_is_503_auth_unavailable() {
     assert_not_leaked(&f.gw, &token, &[&resp]);
 }
 
-#[test]
 fn failing_endpoint_is_503_and_errors_are_not_cached() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -404,7 +395,6 @@ fn failing_endpoint_is_503_and_errors_are_not_cached() {
     assert_eq!(f.idp.hits(INTROSPECT_PATH), 2);
 }
 
-#[test]
 fn unreachable_endpoint_is_503() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -415,7 +405,6 @@ fn unreachable_endpoint_is_503() {
     assert_eq!(f.up.hits(), 0);
 }
 
-#[test]
 fn endpoint_slower_than_timeout_is_503() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -434,7 +423,6 @@ fn endpoint_slower_than_timeout_is_503() {
     assert_eq!(f.up.hits(), 0);
 }
 
-#[test]
 fn positive_answers_are_cached() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -452,7 +440,6 @@ fn positive_answers_are_cached() {
     assert_eq!(f.idp.hits(INTROSPECT_PATH), 2);
 }
 
-#[test]
 fn negative_answers_are_cached() {
     let f = Fixture::start("");
     let token = opaque_token();
@@ -498,7 +485,6 @@ fn concurrent_identical_lookups_make_one_call() {
 /// `cache_seconds = 0` (the configuration allows it) turns caching off:
 /// every request asks the IdP, and an active answer still admits the
 /// request.
-#[test]
 fn cache_seconds_zero_disables_caching_but_accepts_active_tokens() {
     let f = Fixture::start_with(TIMEOUT_MS, 0, "");
     let token = opaque_token();
@@ -520,7 +506,6 @@ fn cache_seconds_zero_disables_caching_but_accepts_active_tokens() {
     assert_eq!(f.idp.hits(INTROSPECT_PATH), 4);
 }
 
-#[test]
 fn roles_and_scopes_come_from_the_configured_claims() {
     let f = Fixture::start("roles_claim = \"realm_access.roles\"\nscopes_claim = \"scp\"");
     let token = opaque_token();
@@ -643,7 +628,6 @@ mod cert_bound {
 /// certificate. Another certificate (from the same trusted CA), no
 /// certificate, or the plain listener is 401 `invalid_token` with reason
 /// `cert_binding_mismatch` — before and after the answer is cached.
-#[test]
 fn certificate_bound_introspection_answers_need_the_matching_certificate() {
     use cert_bound::{body_json, ca, https_get, issue, thumbprint};
 
@@ -759,3 +743,23 @@ upstream = "app"
     );
     assert_eq!(status, 200, "{r}");
 }
+
+// Each of these runs twice, over HTTP/1.1 and over h2c (CONTRACT §9).
+crate::on_http1_and_h2c!(
+    active_token_reaches_upstream_with_identity_headers,
+    answer_without_sub_uses_client_id_as_subject,
+    forward_credentials_false_removes_authorization,
+    missing_token_is_missing_credentials,
+    inactive_token_is_invalid_token,
+    active_answer_with_past_exp_is_refused,
+    cached_answer_is_not_used_beyond_the_token_exp,
+    wrong_client_secret_is_503_auth_unavailable,
+    failing_endpoint_is_503_and_errors_are_not_cached,
+    unreachable_endpoint_is_503,
+    endpoint_slower_than_timeout_is_503,
+    positive_answers_are_cached,
+    negative_answers_are_cached,
+    cache_seconds_zero_disables_caching_but_accepts_active_tokens,
+    roles_and_scopes_come_from_the_configured_claims,
+    certificate_bound_introspection_answers_need_the_matching_certificate,
+);

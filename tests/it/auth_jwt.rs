@@ -455,7 +455,6 @@ impl UriFixture {
 
 // ------------------------------------------------- 1. identity headers
 
-#[test]
 fn valid_rs256_token_reaches_upstream_with_identity_headers() {
     let f = FileFixture::start("");
     let token = f.rsa.sign(claims_with(json!({
@@ -493,7 +492,6 @@ fn valid_rs256_token_reaches_upstream_with_identity_headers() {
     assert_not_logged(&f.gw, &token);
 }
 
-#[test]
 fn es256_token_without_sub_uses_client_id_and_drops_client_headers() {
     let f = FileFixture::start("");
     let token =
@@ -523,7 +521,6 @@ fn es256_token_without_sub_uses_client_id_and_drops_client_headers() {
     }
 }
 
-#[test]
 fn public_route_never_forwards_client_identity_headers() {
     let f = FileFixture::start("");
     let resp = get_with(
@@ -558,7 +555,6 @@ fn public_route_never_forwards_client_identity_headers() {
     assert!(h.get("x-auth-subject").is_none(), "{h}");
 }
 
-#[test]
 fn forward_credentials_false_removes_authorization() {
     let f = FileFixture::start("forward_credentials = false");
     let token = token(&f.rsa);
@@ -570,7 +566,6 @@ fn forward_credentials_false_removes_authorization() {
 
 // ------------------------------------------------------- 2. refusals
 
-#[test]
 fn no_token_is_missing_credentials() {
     let f = FileFixture::start("");
     assert_missing_credentials(&get_with(f.gw.addr, "/orders/1", &[]));
@@ -593,7 +588,6 @@ fn no_token_is_missing_credentials() {
     );
 }
 
-#[test]
 fn expired_token_is_invalid_token() {
     let f = FileFixture::start("");
     // Beyond the default 30 s leeway.
@@ -601,7 +595,6 @@ fn expired_token_is_invalid_token() {
     f.expect_invalid(&[("authorization", &bearer(&token))], &["expired"], &token);
 }
 
-#[test]
 fn not_yet_valid_token_is_invalid_token() {
     let f = FileFixture::start("");
     let token = f.rsa.sign(claims_with(json!({"nbf": jwt::now() + 3600})));
@@ -612,7 +605,6 @@ fn not_yet_valid_token_is_invalid_token() {
     );
 }
 
-#[test]
 fn token_without_exp_is_invalid_token() {
     let f = FileFixture::start("");
     let token = f.rsa.sign(claims_with(json!({"exp": null})));
@@ -623,7 +615,6 @@ fn token_without_exp_is_invalid_token() {
     );
 }
 
-#[test]
 fn wrong_issuer_is_invalid_token() {
     let f = FileFixture::start("");
     let token = f.rsa.sign(claims("https://evil.test/", AUD, "alice", 300));
@@ -634,7 +625,6 @@ fn wrong_issuer_is_invalid_token() {
     );
 }
 
-#[test]
 fn wrong_audience_is_invalid_token() {
     let f = FileFixture::start("");
     let token = f.rsa.sign(claims(ISS, "billing", "alice", 300));
@@ -645,7 +635,6 @@ fn wrong_audience_is_invalid_token() {
     );
 }
 
-#[test]
 fn tampered_payload_is_bad_signature() {
     let f = FileFixture::start("");
     let original = token(&f.rsa);
@@ -659,7 +648,6 @@ fn tampered_payload_is_bad_signature() {
     );
 }
 
-#[test]
 fn token_signed_by_another_key_with_a_known_kid_is_bad_signature() {
     let f = FileFixture::start("");
     let attacker = TestKey::rsa("k1");
@@ -671,7 +659,6 @@ fn token_signed_by_another_key_with_a_known_kid_is_bad_signature() {
     );
 }
 
-#[test]
 fn alg_none_is_refused() {
     let f = FileFixture::start("");
     let token = jwt::unsigned(
@@ -685,7 +672,6 @@ fn alg_none_is_refused() {
     );
 }
 
-#[test]
 fn hs256_token_on_an_rs256_provider_is_refused() {
     let f = FileFixture::start("");
     // The classic confusion attack: the public key as the HMAC secret.
@@ -702,7 +688,6 @@ fn hs256_token_on_an_rs256_provider_is_refused() {
     );
 }
 
-#[test]
 fn es256_token_naming_an_rsa_kid_is_refused() {
     let f = FileFixture::start("");
     let mut header = Header::new(Algorithm::ES256);
@@ -716,7 +701,6 @@ fn es256_token_naming_an_rsa_kid_is_refused() {
     );
 }
 
-#[test]
 fn unknown_kid_with_a_jwks_file_is_invalid_token() {
     let f = FileFixture::start("");
     let stranger = TestKey::rsa("k9");
@@ -728,7 +712,6 @@ fn unknown_kid_with_a_jwks_file_is_invalid_token() {
     );
 }
 
-#[test]
 fn garbage_token_is_malformed() {
     let f = FileFixture::start("");
     let garbage = "not-a-jwt-at-all-0123456789";
@@ -739,7 +722,6 @@ fn garbage_token_is_malformed() {
     );
 }
 
-#[test]
 fn three_garbage_segments_are_malformed() {
     let f = FileFixture::start("");
     let garbage = "eyJub3QiOiJhIGhlYWRlciJ9.bm90IGpzb24.c2lnbmF0dXJl";
@@ -750,7 +732,6 @@ fn three_garbage_segments_are_malformed() {
     );
 }
 
-#[test]
 fn empty_bearer_token_is_invalid_token() {
     // CONTRACT §3: "An empty bearer token is invalid_token."
     let f = FileFixture::start("");
@@ -766,7 +747,6 @@ fn empty_bearer_token_is_invalid_token() {
     assert_eq!(f.up.hits(), 0);
 }
 
-#[test]
 fn two_authorization_headers_are_refused() {
     let f = FileFixture::start("");
     // Even two valid tokens: which one would the upstream believe?
@@ -781,7 +761,6 @@ fn two_authorization_headers_are_refused() {
     assert_not_logged(&f.gw, &second);
 }
 
-#[test]
 fn token_over_max_token_bytes_is_refused() {
     let f = FileFixture::start("");
     let token = f
@@ -797,7 +776,6 @@ fn token_over_max_token_bytes_is_refused() {
 
 // ------------------------------------------- 3. jwks_uri and rotation
 
-#[test]
 fn jwks_uri_provider_accepts_valid_tokens() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -822,7 +800,6 @@ fn jwks_uri_provider_accepts_valid_tokens() {
     );
 }
 
-#[test]
 fn unknown_kid_triggers_one_refetch_then_is_rate_limited() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -892,7 +869,6 @@ fn unknown_kid_triggers_one_refetch_then_is_rate_limited() {
 /// The IdP rotates its key a few seconds after the gateway started: the
 /// first token with the new kid must be accepted through the unknown-kid
 /// refetch ("Key rotation must never break valid tokens").
-#[test]
 fn key_rotation_soon_after_startup_is_accepted() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -916,7 +892,6 @@ fn key_rotation_soon_after_startup_is_accepted() {
     assert_eq!(idp.hits(JWKS_PATH), 2);
 }
 
-#[test]
 fn failing_jwks_refresh_keeps_the_last_good_keys() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -949,7 +924,6 @@ fn failing_jwks_refresh_keeps_the_last_good_keys() {
     assert_eq!(get_token(f.gw.addr, &token(&k1)).status, 200);
 }
 
-#[test]
 fn empty_jwks_answer_keeps_the_last_good_keys() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -965,7 +939,6 @@ fn empty_jwks_answer_keeps_the_last_good_keys() {
 
 // ----------------------------------------------------- 4. no keys at all
 
-#[test]
 fn no_keys_ever_fetched_is_503_auth_unavailable() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -1003,7 +976,6 @@ fn no_keys_ever_fetched_is_503_auth_unavailable() {
 
 // ------------------------------------------------------- 5. discovery
 
-#[test]
 fn discovery_with_matching_issuer_is_accepted() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -1026,7 +998,6 @@ fn discovery_with_matching_issuer_is_accepted() {
     assert_eq!(status_auth(admin, "corp")["kids"], json!(["k1"]));
 }
 
-#[test]
 fn discovery_with_mismatching_issuer_fails_closed() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -1062,7 +1033,6 @@ fn two_providers(up: &Upstream, admin: SocketAddr, a_source: &str) -> String {
     config(admin, up, &format!("{a}{b}"), &orders_route(&["a", "b"]))
 }
 
-#[test]
 fn second_provider_accepts_and_invalid_beats_missing() {
     let ka = TestKey::rsa("a1");
     let kb = TestKey::ec256("b1");
@@ -1099,7 +1069,6 @@ fn second_provider_accepts_and_invalid_beats_missing() {
     }
 }
 
-#[test]
 fn an_unavailable_provider_does_not_hide_a_valid_one() {
     let dead = Idp::start();
     dead.stop();
@@ -1121,7 +1090,6 @@ fn an_unavailable_provider_does_not_hide_a_valid_one() {
 
 // --------------------------------------------------------- 7. reload
 
-#[test]
 fn reload_keeps_unchanged_provider_keys_and_status_shows_them() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -1195,7 +1163,6 @@ fn reload_keeps_unchanged_provider_keys_and_status_shows_them() {
     assert_eq!(status_auth(admin, "corp")["kids"], json!(["k1"]));
 }
 
-#[test]
 fn reload_rereads_the_jwks_file() {
     let f = FileFixture::start("");
     let k2 = TestKey::rsa("k2");
@@ -1213,7 +1180,6 @@ fn reload_rereads_the_jwks_file() {
 
 // ------------------------------------------- 8. verified-token cache
 
-#[test]
 fn the_same_token_fifty_times_needs_one_jwks_fetch() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -1232,7 +1198,6 @@ fn the_same_token_fifty_times_needs_one_jwks_fetch() {
     assert_eq!(idp.hits(JWKS_PATH), 1);
 }
 
-#[test]
 fn a_cached_token_is_refused_once_it_expires() {
     let f = FileFixture::start("leeway_seconds = 0");
     let exp = jwt::now() + 2;
@@ -1256,7 +1221,6 @@ fn a_cached_token_is_refused_once_it_expires() {
 
 // ------------------------------------------------------- more options
 
-#[test]
 fn scopes_claim_array_and_lowercase_scheme() {
     let f = FileFixture::start("scopes_claim = \"scp\"");
     let token = f.rsa.sign(claims_with(json!({
@@ -1272,7 +1236,6 @@ fn scopes_claim_array_and_lowercase_scheme() {
     assert_eq!(h["x-auth-scopes"], "orders:read orders:write", "{h}");
 }
 
-#[test]
 fn a_missing_required_claim_is_invalid_token() {
     let f = FileFixture::start("required_claims = [\"sub\", \"tenant\"]");
     let ok = f.rsa.sign(claims_with(json!({"tenant": "t1"})));
@@ -1285,7 +1248,6 @@ fn a_missing_required_claim_is_invalid_token() {
     assert_not_logged(&f.gw, &token);
 }
 
-#[test]
 fn secret_file_provider_accepts_hs256_only() {
     let secret = "0123456789abcdef0123456789abcdef-hmac";
     let up = Upstream::start("app");
@@ -1371,7 +1333,6 @@ fn assert_k1_replaced_by_k2(f: &UriFixture, cached_k1: &str, k1: &TestKey, k2: &
 /// A refresh that replaces the key behind kid `k1` (K1 -> K2), triggered by
 /// a token naming an unknown kid, drops the verified-token cache entry of a
 /// K1 token: the cache is bound to the key, not only to its kid.
-#[test]
 fn a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_refetch() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -1396,7 +1357,6 @@ fn a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_refetch() {
 /// The same through the periodic refresh (`jwks_refresh_seconds = 10`, the
 /// smallest allowed): once it has installed K2 under kid `k1`, the cached K1
 /// token is refused.
-#[test]
 fn a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_periodic_refresh() {
     let idp = Idp::start();
     let k1 = TestKey::rsa("k1");
@@ -1416,3 +1376,47 @@ fn a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_periodic_refr
 
     assert_k1_replaced_by_k2(&f, &cached, &k1, &k2);
 }
+
+// Each of these runs twice, over HTTP/1.1 and over h2c (CONTRACT §9).
+crate::on_http1_and_h2c!(
+    valid_rs256_token_reaches_upstream_with_identity_headers,
+    es256_token_without_sub_uses_client_id_and_drops_client_headers,
+    public_route_never_forwards_client_identity_headers,
+    forward_credentials_false_removes_authorization,
+    no_token_is_missing_credentials,
+    expired_token_is_invalid_token,
+    not_yet_valid_token_is_invalid_token,
+    token_without_exp_is_invalid_token,
+    wrong_issuer_is_invalid_token,
+    wrong_audience_is_invalid_token,
+    tampered_payload_is_bad_signature,
+    token_signed_by_another_key_with_a_known_kid_is_bad_signature,
+    alg_none_is_refused,
+    hs256_token_on_an_rs256_provider_is_refused,
+    es256_token_naming_an_rsa_kid_is_refused,
+    unknown_kid_with_a_jwks_file_is_invalid_token,
+    garbage_token_is_malformed,
+    three_garbage_segments_are_malformed,
+    empty_bearer_token_is_invalid_token,
+    two_authorization_headers_are_refused,
+    token_over_max_token_bytes_is_refused,
+    jwks_uri_provider_accepts_valid_tokens,
+    unknown_kid_triggers_one_refetch_then_is_rate_limited,
+    key_rotation_soon_after_startup_is_accepted,
+    failing_jwks_refresh_keeps_the_last_good_keys,
+    empty_jwks_answer_keeps_the_last_good_keys,
+    no_keys_ever_fetched_is_503_auth_unavailable,
+    discovery_with_matching_issuer_is_accepted,
+    discovery_with_mismatching_issuer_fails_closed,
+    second_provider_accepts_and_invalid_beats_missing,
+    an_unavailable_provider_does_not_hide_a_valid_one,
+    reload_keeps_unchanged_provider_keys_and_status_shows_them,
+    reload_rereads_the_jwks_file,
+    the_same_token_fifty_times_needs_one_jwks_fetch,
+    a_cached_token_is_refused_once_it_expires,
+    scopes_claim_array_and_lowercase_scheme,
+    a_missing_required_claim_is_invalid_token,
+    secret_file_provider_accepts_hs256_only,
+    a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_refetch,
+    a_key_replaced_under_the_same_kid_refuses_cached_tokens_after_a_periodic_refresh,
+);

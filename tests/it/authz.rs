@@ -59,7 +59,6 @@ fn denials(gw: &Gateway, n: usize) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn require_scopes_needs_all_of_them() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -100,7 +99,6 @@ fn require_scopes_needs_all_of_them() {
     assert!(!log.contains(&one), "no token in logs");
 }
 
-#[test]
 fn allow_roles_needs_one_of_them_from_a_nested_claim() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -124,7 +122,6 @@ fn allow_roles_needs_one_of_them_from_a_nested_claim() {
     assert_eq!(denials(&gw, 2), ["role", "role"]);
 }
 
-#[test]
 fn cel_policy_isolates_tenants_and_fails_closed() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -210,7 +207,6 @@ fn invalid_policies_are_refused_by_check_with_their_place() {
     assert!(check(&path).status.success());
 }
 
-#[test]
 fn cidr_rules_for_ipv4_and_ipv6() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -269,7 +265,6 @@ deny_cidrs = ["::1/128"]
     assert_eq!(ev["client_ip"], "::1");
 }
 
-#[test]
 fn global_cidr_rules_apply_before_routing() {
     let up = Upstream::start("app");
     let v6: SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
@@ -307,7 +302,6 @@ upstream = "app"
     assert!(admin_free.iter().all(|e| e["reason"] == "cidr"));
 }
 
-#[test]
 fn spoofed_forwarded_for_is_ignored_unless_the_peer_is_trusted() {
     let up = Upstream::start("app");
     let routes = format!(
@@ -365,7 +359,6 @@ fn external(extra: &str) -> External {
     External { key, up, idp, gw }
 }
 
-#[test]
 fn external_authz_allows_denies_and_passes_headers() {
     let External { key, up, idp, gw } = external("");
     let t = token(&key, "alice", json!({"scope": "orders:read", "azp": "web"}));
@@ -417,7 +410,6 @@ fn external_authz_allows_denies_and_passes_headers() {
     assert_eq!(up.hits(), 3);
 }
 
-#[test]
 fn external_authz_timeout_and_unreachable_fail_closed() {
     let External { key, up, idp, gw } = external("authz_timeout_ms = 300");
     let t = token(&key, "alice", json!({}));
@@ -430,7 +422,6 @@ fn external_authz_timeout_and_unreachable_fail_closed() {
     assert_eq!(up.hits(), 1);
 }
 
-#[test]
 fn external_authz_decisions_are_cached_per_path_and_query() {
     let External {
         key,
@@ -488,7 +479,6 @@ fn identical_external_checks_in_flight_are_coalesced() {
     assert_eq!(idp.hits(AUTHZ_PATH), 2);
 }
 
-#[test]
 fn denials_are_counted_per_route() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -512,3 +502,17 @@ fn denials_are_counted_per_route() {
         "metric portcullis_authz_denied_total{{route=\"orders\"}} 3"
     );
 }
+
+// Each of these runs twice, over HTTP/1.1 and over h2c (CONTRACT §9).
+crate::on_http1_and_h2c!(
+    require_scopes_needs_all_of_them,
+    allow_roles_needs_one_of_them_from_a_nested_claim,
+    cel_policy_isolates_tenants_and_fails_closed,
+    cidr_rules_for_ipv4_and_ipv6,
+    global_cidr_rules_apply_before_routing,
+    spoofed_forwarded_for_is_ignored_unless_the_peer_is_trusted,
+    external_authz_allows_denies_and_passes_headers,
+    external_authz_timeout_and_unreachable_fail_closed,
+    external_authz_decisions_are_cached_per_path_and_query,
+    denials_are_counted_per_route,
+);

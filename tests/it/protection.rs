@@ -89,7 +89,6 @@ fn count_ok(addr: SocketAddr, path: &str, n: usize) -> usize {
         .count()
 }
 
-#[test]
 fn burst_then_429_with_ratelimit_headers() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -131,7 +130,6 @@ fn burst_then_429_with_ratelimit_headers() {
     assert!(ok, "rate_limited metric");
 }
 
-#[test]
 fn a_second_consumer_is_unaffected() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -150,7 +148,6 @@ fn a_second_consumer_is_unaffected() {
     assert_eq!([as_(&bob), as_(&bob), as_(&bob)], [200, 200, 429]);
 }
 
-#[test]
 fn limits_per_header_and_per_route() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -256,7 +253,6 @@ fn lockout_section(threshold: u64, block: u64) -> String {
     )
 }
 
-#[test]
 fn failed_credentials_lock_the_client_out_until_the_block_ends() {
     let key = TestKey::rsa("k1");
     let other = TestKey::rsa("k1");
@@ -332,7 +328,6 @@ fn lockouts_are_shared_through_redis() {
     assert_eq!(total, 1, "one block, one event");
 }
 
-#[test]
 fn reload_keeps_buckets_of_unchanged_limits() {
     let key = TestKey::rsa("k1");
     let up = Upstream::start("app");
@@ -355,3 +350,12 @@ fn reload_keeps_buckets_of_unchanged_limits() {
     assert_eq!(gw.wait_security_events("config_reloaded", 2).len(), 2);
     assert_eq!(count_ok(gw.addr, "/api", 5), 4);
 }
+
+// Each of these runs twice, over HTTP/1.1 and over h2c (CONTRACT §9).
+crate::on_http1_and_h2c!(
+    burst_then_429_with_ratelimit_headers,
+    a_second_consumer_is_unaffected,
+    limits_per_header_and_per_route,
+    failed_credentials_lock_the_client_out_until_the_block_ends,
+    reload_keeps_buckets_of_unchanged_limits,
+);

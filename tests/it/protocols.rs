@@ -14,80 +14,12 @@ use http::{HeaderMap, Request, Response};
 use crate::common;
 use common::client::request;
 use common::gateway::{free_addr, Gateway};
+use common::h2c::{runtime, H2Response, H2_TIMEOUT};
 use common::upstream::Upstream;
 
-/// Bound for one HTTP/2 exchange.
-const H2_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What an HTTP/2 exchange returned.
-struct H2Response {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    trailers: Option<HeaderMap>,
-    /// The HEADERS frame carried END_STREAM (a Trailers-Only response).
-    ended_with_headers: bool,
-}
-
-impl H2Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// One request over a fresh h2c (prior knowledge) connection.
+/// One request over a fresh h2c connection to `api.example.com`.
 fn h2c(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> H2Response {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let (method, path) = (method.to_string(), path.to_string());
-    runtime().block_on(async move {
-        tokio::time::timeout(H2_TIMEOUT, async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let mut client = client.ready().await.unwrap();
-            let mut req = Request::builder()
-                .method(method.as_str())
-                .uri(format!("http://api.example.com{path}"));
-            for (k, v) in &headers {
-                req = req.header(k, v);
-            }
-            let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
-            read(resp.await.unwrap()).await
-        })
-        .await
-        .expect("HTTP/2 exchange timed out")
-    })
-}
-
-async fn read(resp: Response<h2::RecvStream>) -> H2Response {
-    let (parts, mut body) = resp.into_parts();
-    let ended_with_headers = body.is_end_stream();
-    let mut data = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap_or_else(|e| panic!("{e} after {:?}", parts.headers));
-        let _ = body.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    let trailers = body.trailers().await.unwrap();
-    H2Response {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: data,
-        trailers,
-        ended_with_headers,
-    }
+    common::h2c::send(addr, "api.example.com", method, path, headers, None)
 }
 
 /// A second, plaintext listener with `http2 = true`, and the routes.

@@ -1,127 +1,80 @@
 //! WebSocket per route through the real binary (CONTRACT §9): the upgrade
-//! only where `websocket = true`, authenticated like any request, frames
+//! only where `websocket = true`, authenticated like any request, messages
 //! relayed both ways, and an idle socket closed after
-//! `websocket_idle_timeout_seconds`. The upstream and the client speak RFC
-//! 6455 here by hand (handshake, masked client frames, unmasked server
-//! frames): small enough to read, and exactly what goes over the wire.
+//! `websocket_idle_timeout_seconds`. Client and upstream are
+//! `tokio-tungstenite`, a real RFC 6455 implementation.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use http::HeaderMap;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::common;
 use common::gateway::Gateway;
+use common::h2c::runtime;
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// Bound for one handshake or one message.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn accept_value(key: &str) -> String {
-    let digest = openssl::sha::sha1(format!("{key}{GUID}").as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(digest)
-}
+type Socket = WebSocketStream<TcpStream>;
 
-/// Reads an HTTP head (up to the blank line) and returns its lines.
-fn read_head(reader: &mut impl BufRead) -> Vec<String> {
-    let mut lines = Vec::new();
-    for _ in 0..100 {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let line = line.trim_end().to_string();
-        if line.is_empty() {
-            break;
-        }
-        lines.push(line);
-    }
-    lines
-}
-
-/// One text frame, masked when a client sends it.
-fn frame(text: &str, masked: bool) -> Vec<u8> {
-    assert!(text.len() < 126, "short frames only");
-    let mut out = vec![0x81, text.len() as u8 | if masked { 0x80 } else { 0 }];
-    if masked {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        out.extend_from_slice(&mask);
-        out.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    } else {
-        out.extend_from_slice(text.as_bytes());
-    }
-    out
-}
-
-/// Reads one short frame and returns its (unmasked) text.
-fn read_frame(stream: &mut impl Read) -> std::io::Result<String> {
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head)?;
-    let len = usize::from(head[1] & 0x7f);
-    let mut mask = [0u8; 4];
-    if head[1] & 0x80 != 0 {
-        stream.read_exact(&mut mask)?;
-    }
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload)?;
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    Ok(String::from_utf8_lossy(&payload).into_owned())
-}
-
-/// A WebSocket echo server: answers each upgrade with 101 and every text
-/// frame with `echo: <text>`. Records each upgrade request's head.
+/// A WebSocket echo server: accepts every upgrade and answers each text or
+/// binary message with the same kind, prefixed `echo: `. Records the
+/// headers of each upgrade request it accepted.
 struct EchoServer {
     addr: SocketAddr,
-    heads: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    heads: Arc<Mutex<Vec<HeaderMap>>>,
 }
 
 impl EchoServer {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let record = heads.clone();
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let record = record.clone();
-                std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let head = read_head(&mut reader);
-                    let key = head
-                        .iter()
-                        .find_map(|l| l.strip_prefix("sec-websocket-key: "))
-                        .or_else(|| {
-                            head.iter()
-                                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-                        })
-                        .unwrap_or_default()
-                        .to_string();
-                    record.lock().unwrap().push(head);
-                    let mut out = stream;
-                    let answer = format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                        accept_value(&key)
-                    );
-                    if out.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                    while let Ok(text) = read_frame(&mut reader) {
-                        if out
-                            .write_all(&frame(&format!("echo: {text}"), false))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
+            runtime().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((tcp, _)) = listener.accept().await {
+                    tokio::spawn(echo(tcp, record.clone()));
+                }
+            })
         });
         EchoServer { addr, heads }
+    }
+
+    fn upgrades(&self) -> Vec<HeaderMap> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+// The handshake callback's `Result` is tungstenite's signature.
+#[allow(clippy::result_large_err)]
+async fn echo(tcp: TcpStream, record: Arc<Mutex<Vec<HeaderMap>>>) {
+    let keep = |req: &Request, resp: Response| {
+        record.lock().unwrap().push(req.headers().clone());
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, keep).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        let answer = match msg {
+            Message::Text(text) => Message::text(format!("echo: {text}")),
+            Message::Binary(bytes) => Message::binary([b"echo: ", &bytes[..]].concat()),
+            _ => continue,
+        };
+        if ws.send(answer).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -160,81 +113,110 @@ fn keys() -> String {
     format!("[[keys]]\nid = \"chat1\"\nconsumer = \"chat\"\nhash = \"sha256:{hash}\"\n")
 }
 
-/// Sends the upgrade request; returns the response head and the stream.
-fn upgrade(addr: SocketAddr, path: &str, key: Option<&str>) -> (Vec<String>, BufReader<TcpStream>) {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let auth = key.map_or(String::new(), |k| format!("x-api-key: {k}\r\n"));
-    write!(
-        writer,
-        "GET {path} HTTP/1.1\r\nHost: chat.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let head = read_head(&mut reader);
-    (head, reader)
+fn start(route_extra: &str) -> (EchoServer, Gateway) {
+    let up = EchoServer::start();
+    let gw = Gateway::start_with_files(&config(&up, route_extra), &[("keys.toml", &keys())]);
+    (up, gw)
+}
+
+/// Opens a WebSocket to `path` through the gateway, with the API key when
+/// given; `Err(status)` when the upgrade is refused.
+async fn connect(addr: SocketAddr, path: &str, key: Option<&str>) -> Result<Socket, u16> {
+    let mut req = format!("ws://chat.example.com{path}")
+        .into_client_request()
+        .unwrap();
+    if let Some(key) = key {
+        req.headers_mut().insert("x-api-key", key.parse().unwrap());
+    }
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let handshake = tokio_tungstenite::client_async(req, tcp);
+    match tokio::time::timeout(IO_TIMEOUT, handshake).await {
+        Ok(Ok((ws, resp))) => {
+            assert_eq!(resp.status(), 101);
+            Ok(ws)
+        }
+        Ok(Err(WsError::Http(resp))) => Err(resp.status().as_u16()),
+        Ok(Err(e)) => panic!("WebSocket handshake: {e}"),
+        Err(_) => panic!("WebSocket handshake timed out"),
+    }
+}
+
+/// Sends `msg` and returns the next text, binary or pong message.
+async fn round_trip(ws: &mut Socket, msg: Message) -> Message {
+    ws.send(msg).await.unwrap();
+    next_event(ws)
+        .await
+        .unwrap_or_else(|closed| panic!("no answer: {closed}"))
+}
+
+/// The next text, binary or pong message; `None` once the socket is closed.
+async fn next_data(ws: &mut Socket) -> Option<Message> {
+    next_event(ws).await.ok()
+}
+
+/// The next text, binary or pong message, or how the socket closed.
+async fn next_event(ws: &mut Socket) -> Result<Message, String> {
+    for _ in 0..100 {
+        let next = tokio::time::timeout(IO_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| "no message or close within the timeout".to_string())?;
+        match next {
+            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_) | Message::Pong(_)))) => {
+                return Ok(msg)
+            }
+            Some(Ok(Message::Close(frame))) => return Err(format!("close frame {frame:?}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(format!("error {e}")),
+            None => return Err("end of stream".into()),
+        }
+    }
+    Err("only control frames".into())
 }
 
 #[test]
-fn websocket_routes_upgrade_after_authentication_and_relay_frames() {
-    let up = EchoServer::start();
-    let gw = Gateway::start_with_files(&config(&up, "websocket = true"), &[("keys.toml", &keys())]);
+fn websocket_routes_upgrade_after_authentication_and_relay_messages() {
+    let (up, gw) = start("websocket = true");
+    runtime().block_on(async {
+        // Authenticated like any request, and refused where not allowed.
+        assert_eq!(connect(gw.addr, "/ws/room", None).await.err(), Some(401));
+        assert_eq!(connect(gw.addr, "/plain/room", None).await.err(), Some(400));
+        assert!(up.upgrades().is_empty());
 
-    // Authenticated like any request.
-    let (head, _) = upgrade(gw.addr, "/ws/room", None);
-    assert!(head[0].starts_with("HTTP/1.1 401"), "{head:?}");
-    // Elsewhere the upgrade is refused.
-    let (head, _) = upgrade(gw.addr, "/plain/room", None);
-    assert!(head[0].starts_with("HTTP/1.1 400"), "{head:?}");
-    assert_eq!(up.heads.lock().unwrap().len(), 0);
-
-    let (head, mut conn) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
-    assert!(head[0].starts_with("HTTP/1.1 101"), "{head:?}");
-    let accept = head.iter().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("sec-websocket-accept: ")
-            .map(str::to_string)
+        let mut ws = connect(gw.addr, "/ws/room", Some(API_KEY)).await.unwrap();
+        for text in ["hello", "second"] {
+            let answer = round_trip(&mut ws, Message::text(text)).await;
+            assert_eq!(answer, Message::text(format!("echo: {text}")));
+        }
+        let answer = round_trip(&mut ws, Message::binary(vec![0u8, 255, 7])).await;
+        assert_eq!(answer, Message::binary(b"echo: \x00\xff\x07".to_vec()));
+        // Control frames cross too: the upstream answers a ping.
+        let answer = round_trip(&mut ws, Message::Ping(b"are you there".to_vec().into())).await;
+        assert_eq!(answer, Message::Pong(b"are you there".to_vec().into()));
+        ws.close(None).await.unwrap();
     });
-    assert_eq!(
-        accept.as_deref().map(str::to_string),
-        Some(accept_value(KEY).to_ascii_lowercase())
-    );
-    for text in ["hello", "second"] {
-        conn.get_mut().write_all(&frame(text, true)).unwrap();
-        assert_eq!(read_frame(&mut conn).unwrap(), format!("echo: {text}"));
-    }
     // The upstream saw the upgrade with the caller's identity, not the key.
-    let heads = up.heads.lock().unwrap();
-    let seen = heads[0].join("\n").to_ascii_lowercase();
-    assert!(seen.contains("x-auth-consumer: chat"), "{seen}");
-    assert!(seen.contains("upgrade: websocket"), "{seen}");
+    let upgrades = up.upgrades();
+    assert_eq!(upgrades.len(), 1);
+    assert_eq!(upgrades[0]["x-auth-consumer"], "chat");
+    assert_eq!(upgrades[0]["upgrade"], "websocket");
+    assert!(upgrades[0].get("x-api-key").is_none(), "{:?}", upgrades[0]);
 }
 
 #[test]
 fn idle_websocket_is_closed_after_its_timeout() {
-    let up = EchoServer::start();
-    let gw = Gateway::start_with_files(
-        &config(&up, "websocket = true\nwebsocket_idle_timeout_seconds = 1"),
-        &[("keys.toml", &keys())],
-    );
-    let (head, mut conn) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
-    assert!(head[0].starts_with("HTTP/1.1 101"), "{head:?}");
-    conn.get_mut().write_all(&frame("ping", true)).unwrap();
-    assert_eq!(read_frame(&mut conn).unwrap(), "echo: ping");
-    // Then nothing either way: the gateway closes the socket (bounded by
-    // the read timeout of IO_TIMEOUT, far beyond the 1 s idle limit).
-    let mut buf = [0u8; 16];
-    let closed = match conn.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    };
-    assert!(closed, "an idle WebSocket must be closed");
+    let (_up, gw) = start("websocket = true\nwebsocket_idle_timeout_seconds = 1");
+    runtime().block_on(async {
+        let mut ws = connect(gw.addr, "/ws/room", Some(API_KEY)).await.unwrap();
+        let answer = round_trip(&mut ws, Message::text("ping")).await;
+        assert_eq!(answer, Message::text("echo: ping"));
+        // Then nothing either way: the gateway closes the socket (bounded
+        // by IO_TIMEOUT, far beyond the 1 s idle limit).
+        assert_eq!(
+            next_data(&mut ws).await,
+            None,
+            "an idle WebSocket is closed"
+        );
+    });
     // The access log records the upgrade when the socket is closed, with
     // the bytes of the frames both ways: the client's masked 10-byte
     // "ping" frame, the upstream's 12-byte "echo: ping".
@@ -264,32 +246,35 @@ fn idle_timeout_needs_a_websocket_route() {
 
 #[test]
 fn a_reload_leaves_open_websockets_alone() {
-    let up = EchoServer::start();
-    let gw = Gateway::start_with_files(&config(&up, "websocket = true"), &[("keys.toml", &keys())]);
-    let (head, mut conn) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
-    assert!(head[0].starts_with("HTTP/1.1 101"), "{head:?}");
-    // The route loses its WebSocket permission.
-    gw.write_config_body(&config(&up, ""));
-    gw.signal("HUP");
-    gw.wait_security_event("config_reloaded")
-        .expect("config_reloaded event");
-    // New upgrades follow the new configuration...
-    let (head, _) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
-    assert!(head[0].starts_with("HTTP/1.1 400"), "{head:?}");
-    // ...and the open socket keeps running on the snapshot it started on.
-    conn.get_mut()
-        .write_all(&frame("still here", true))
-        .unwrap();
-    assert_eq!(read_frame(&mut conn).unwrap(), "echo: still here");
+    let (up, gw) = start("websocket = true");
+    runtime().block_on(async {
+        let mut ws = connect(gw.addr, "/ws/room", Some(API_KEY)).await.unwrap();
+        // The route loses its WebSocket permission.
+        gw.write_config_body(&config(&up, ""));
+        gw.signal("HUP");
+        gw.wait_security_event("config_reloaded")
+            .expect("config_reloaded event");
+        // New upgrades follow the new configuration...
+        assert_eq!(
+            connect(gw.addr, "/ws/room", Some(API_KEY)).await.err(),
+            Some(400)
+        );
+        // ...and the open socket keeps running on the snapshot it started on.
+        ws.send(Message::text("still here")).await.unwrap();
+        let answer = next_event(&mut ws)
+            .await
+            .unwrap_or_else(|closed| panic!("{closed}; gateway: {}", gw.stderr()));
+        assert_eq!(answer, Message::text("echo: still here"));
+    });
 }
 
 #[test]
 fn a_graceful_upgrade_drains_open_websockets() {
-    let up = EchoServer::start();
-    let mut gw =
-        Gateway::start_with_files(&config(&up, "websocket = true"), &[("keys.toml", &keys())]);
-    let (head, mut conn) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
-    assert!(head[0].starts_with("HTTP/1.1 101"), "{head:?}");
+    let (_up, mut gw) = start("websocket = true");
+    let rt = runtime();
+    let mut ws = rt
+        .block_on(connect(gw.addr, "/ws/room", Some(API_KEY)))
+        .unwrap();
     // The old process hands its sockets over and drains; the open socket
     // stays with it until it exits.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -298,18 +283,18 @@ fn a_graceful_upgrade_drains_open_websockets() {
         let _ = tx.send(());
         (gw, status)
     });
-    conn.get_mut().write_all(&frame("during", true)).unwrap();
-    assert_eq!(read_frame(&mut conn).unwrap(), "echo: during");
+    let answer = rt.block_on(round_trip(&mut ws, Message::text("during")));
+    assert_eq!(answer, Message::text("echo: during"));
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the old process exits");
     let (gw, status) = upgrader.join().unwrap();
     assert!(status.success(), "old process: {status}");
-    // With the old process gone, so is its socket...
-    let mut buf = [0u8; 16];
-    assert!(matches!(conn.read(&mut buf), Ok(0) | Err(_)));
-    // ...and the new process serves new upgrades.
-    let (head, mut conn) = upgrade(gw.addr, "/ws/room", Some(API_KEY));
-    assert!(head[0].starts_with("HTTP/1.1 101"), "{head:?}");
-    conn.get_mut().write_all(&frame("after", true)).unwrap();
-    assert_eq!(read_frame(&mut conn).unwrap(), "echo: after");
+    rt.block_on(async {
+        // With the old process gone, so is its socket...
+        assert_eq!(next_data(&mut ws).await, None);
+        // ...and the new process serves new upgrades.
+        let mut ws = connect(gw.addr, "/ws/room", Some(API_KEY)).await.unwrap();
+        let answer = round_trip(&mut ws, Message::text("after")).await;
+        assert_eq!(answer, Message::text("echo: after"));
+    });
 }

@@ -106,14 +106,18 @@ pub fn send_raw(addr: SocketAddr, request: &[u8]) -> io::Result<Response> {
     conn.send(request)
 }
 
-/// `GET path` with `Connection: close`; panics on I/O errors.
+/// `GET path` with `Connection: close` (over h2c inside
+/// [`super::h2c::over_h2c`]); panics on I/O errors.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
+    if super::h2c::active(addr) {
+        return super::h2c::exchange(addr, "GET", path, &[], None).into_response();
+    }
     let req = build_request("GET", path, &[], None, true);
     send_raw(addr, &req).unwrap_or_else(|e| panic!("GET {path} to {addr}: {e}"))
 }
 
-/// One request with `Connection: close` (see [`build_request`]); panics on
-/// I/O errors.
+/// One request with `Connection: close` (see [`build_request`]), or over
+/// h2c inside [`super::h2c::over_h2c`]; panics on I/O errors.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -121,6 +125,9 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Response {
+    if super::h2c::active(addr) {
+        return super::h2c::exchange(addr, method, path, headers, body).into_response();
+    }
     let req = build_request(method, path, headers, body, true);
     send_raw(addr, &req).unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
 }

@@ -86,7 +86,8 @@ pub fn toml_str(s: &str) -> String {
 }
 
 /// The `[server]`, `[log]` and first `[[listeners]]` sections that
-/// [`Gateway::start`] prepends to a test's configuration fragment.
+/// [`Gateway::start`] prepends to a test's configuration fragment; the
+/// listener speaks h2c too inside [`super::h2c::over_h2c`].
 pub fn config_header(dir: &Path, listen: SocketAddr) -> String {
     let p = |name: &str| toml_str(&dir.join(name).to_string_lossy());
     format!(
@@ -105,11 +106,17 @@ pub fn config_header(dir: &Path, listen: SocketAddr) -> String {
          [[listeners]]\n\
          name = \"http\"\n\
          listen = \"{listen}\"\n\
+         {}\
          \n",
         p("portcullis.pid"),
         p("upgrade.sock"),
         p("access.log"),
         p("security.log"),
+        if super::h2c::enable_on(listen) {
+            "http2 = true\n"
+        } else {
+            ""
+        },
     )
 }
 

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod h2c;
 pub mod idp;
 pub mod jwt;
 pub mod raw_upstream;
@@ -47,4 +48,27 @@ pub fn assert_error(resp: &Response, status: u16, code: &str) -> serde_json::Val
     let body = resp.json();
     assert_eq!(body["error"], code, "{body}");
     body
+}
+
+/// Makes each named test function (a plain `fn name()`, no `#[test]`)
+/// two tests, `name::http1` and `name::h2c`: the same body with its
+/// requests over HTTP/1.1, then over h2c (see [`h2c::over_h2c`]), so a
+/// rule is checked on both protocols.
+#[macro_export]
+macro_rules! on_http1_and_h2c {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn http1() {
+                    super::$name()
+                }
+
+                #[test]
+                fn h2c() {
+                    $crate::common::h2c::over_h2c(super::$name)
+                }
+            }
+        )*
+    };
 }
