@@ -32,7 +32,7 @@ use crate::protect::cors::Cors;
 use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore};
 use crate::protect::schema::JsonSchema;
 use crate::routing::table::{RouteSpec, RouteTable};
-use crate::tls::{CertStore, TlsListener};
+use crate::tls::{CertStore, TlsListener, UpstreamCa};
 use crate::upstream::pool::UpstreamPool;
 
 pub struct Runtime {
@@ -210,11 +210,29 @@ impl Runtime {
             .upstreams
             .into_iter()
             .filter_map(|u| {
-                let kept =
-                    previous.and_then(|p| p.upstreams.iter().find(|old| old.config == u).cloned());
+                let ca = match &u.ca_file {
+                    Some(path) => match UpstreamCa::load(&path.value) {
+                        Ok(ca) => Some(ca),
+                        Err(e) => {
+                            fail(ConfigError::at(&path.at, e.to_string()));
+                            return None;
+                        }
+                    },
+                    None => None,
+                };
+                let fingerprint = ca.as_ref().map(|ca| ca.fingerprint);
+                let kept = previous.and_then(|p| {
+                    p.upstreams
+                        .iter()
+                        .find(|old| {
+                            old.config == u
+                                && old.ca.as_ref().map(|ca| ca.fingerprint) == fingerprint
+                        })
+                        .cloned()
+                });
                 match kept {
                     Some(pool) => Some(pool),
-                    None => UpstreamPool::new(u, observer.clone())
+                    None => UpstreamPool::new(u, ca, observer.clone())
                         .map(Arc::new)
                         .map_err(|e| fail(ConfigError::in_file(&file, e.to_string())))
                         .ok(),
@@ -362,7 +380,7 @@ pub(crate) fn pending_errors(pending: &[Pending]) -> Vec<ConfigError> {
             Pending::Certificate { cert, key } => crate::tls::load_pair(&cert.value, key)
                 .err()
                 .map(|e| ConfigError::at(&cert.at, e.to_string())),
-            Pending::ClientCa(path) => crate::tls::load_ca(&path.value)
+            Pending::CaFile(path) => crate::tls::load_ca(&path.value)
                 .err()
                 .map(|e| ConfigError::at(&path.at, e.to_string())),
             Pending::Jwks {

@@ -53,14 +53,57 @@ pub enum TlsError {
     Setup(String),
 }
 
-/// A trust store of client-certificate CAs from a PEM file.
-pub(crate) fn load_ca(path: &Path) -> Result<X509Store, TlsError> {
+/// The CA certificates of a PEM file: at least one, all of them valid.
+pub(crate) fn load_ca_certs(path: &Path) -> Result<Vec<X509>, TlsError> {
     let name = path.display().to_string();
     let pem = std::fs::read(path).map_err(|e| TlsError::Read(name.clone(), e))?;
     let certs = X509::stack_from_pem(&pem).map_err(|_| TlsError::Ca(name.clone()))?;
     if certs.is_empty() {
         return Err(TlsError::Ca(name));
     }
+    Ok(certs)
+}
+
+/// The CAs an upstream's certificates are verified against, and their
+/// fingerprint: a reload that changes the file's certificates builds a new
+/// pool (and so new connections), one that leaves them keeps the old.
+pub struct UpstreamCa {
+    pub certs: Arc<Box<[X509]>>,
+    pub fingerprint: [u8; 32],
+}
+
+impl UpstreamCa {
+    pub(crate) fn load(path: &Path) -> Result<Self, TlsError> {
+        let certs = load_ca_certs(path)?;
+        let mut fingerprint = Sha256::new();
+        for cert in &certs {
+            let der = cert
+                .to_der()
+                .map_err(|_| TlsError::Ca(path.display().to_string()))?;
+            fingerprint.update((der.len() as u64).to_be_bytes());
+            fingerprint.update(der);
+        }
+        Ok(UpstreamCa {
+            certs: Arc::new(certs.into_boxed_slice()),
+            fingerprint: fingerprint.finalize().into(),
+        })
+    }
+
+    /// Pingora's connection reuse key leaves the trusted CAs out: without
+    /// a group of their own, a connection verified against these CAs would
+    /// be reused for an upstream at the same address that trusts others
+    /// (the system's, or an older file's).
+    pub fn reuse_group(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.fingerprint[..8]);
+        u64::from_be_bytes(first) | 1
+    }
+}
+
+/// A trust store of client-certificate CAs from a PEM file.
+pub(crate) fn load_ca(path: &Path) -> Result<X509Store, TlsError> {
+    let name = path.display().to_string();
+    let certs = load_ca_certs(path)?;
     let mut builder = X509StoreBuilder::new().map_err(|_| TlsError::Ca(name.clone()))?;
     for cert in certs {
         builder

@@ -147,6 +147,6 @@ pub(super) fn client_ca(
         value: existing_file(d, ca)?,
         at,
     };
-    d.pending(Pending::ClientCa(path.clone()));
+    d.pending(Pending::CaFile(path.clone()));
     Some(Some((path, mode)))
 }

@@ -167,6 +167,9 @@ pub struct Upstream {
     pub tls: bool,
     pub protocol: UpstreamProtocol,
     pub sni: String,
+    /// The CAs that sign the targets' certificates instead of the system's
+    /// (an internal PKI); loaded with the runtime.
+    pub ca_file: Option<Located<PathBuf>>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retries: usize,
@@ -287,7 +290,8 @@ pub enum Pending {
         cert: Located<PathBuf>,
         key: PathBuf,
     },
-    ClientCa(Located<PathBuf>),
+    /// A PEM file of CA certificates (`client_ca`, an upstream's `ca_file`).
+    CaFile(Located<PathBuf>),
     Jwks {
         path: Located<PathBuf>,
         json: Vec<u8>,

@@ -11,9 +11,11 @@ use super::diag::Diagnostics;
 use super::model::*;
 use super::parse::ONE_HOUR_MS;
 use super::reader::{Table, Value};
+use super::values::existing_file;
 use super::values::name_rule;
 use super::values::required_string;
 use super::values::valid_name;
+use crate::core::location::Located;
 
 pub(super) fn upstreams(d: &mut Diagnostics, root: &Table) -> Vec<Upstream> {
     let Some(all) = root.table(d, "upstreams") else {
@@ -92,6 +94,19 @@ pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Ups
         _ => {}
     }
     let sni = t.string(d, "sni").map(Spanned::into_inner);
+    let ca_file = t.string(d, "ca_file").and_then(|ca| {
+        if !tls {
+            d.error(ca.span(), "`ca_file` only applies with `tls = true`");
+            return None;
+        }
+        let at = d.location(ca.span());
+        let path = Located {
+            value: existing_file(d, ca)?,
+            at,
+        };
+        d.pending(Pending::CaFile(path.clone()));
+        Some(path)
+    });
     let connect_timeout = t
         .duration(
             d,
@@ -118,6 +133,7 @@ pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Ups
         tls,
         protocol,
         sni: sni.unwrap_or_default(),
+        ca_file,
         connect_timeout,
         read_timeout,
         retries,

@@ -67,6 +67,10 @@ pub(crate) fn peer(
     ctx.upstream.tried.push(addr);
     let cfg = &pool.config;
     let mut peer = HttpPeer::new(addr, cfg.tls, cfg.sni.clone());
+    if let Some(ca) = &pool.ca {
+        peer.options.ca = Some(ca.certs.clone());
+        peer.group_key = ca.reuse_group();
+    }
     peer.options.connection_timeout = Some(cfg.connect_timeout);
     peer.options.total_connection_timeout = Some(cfg.connect_timeout);
     // A gRPC call's own deadline, never beyond the upstream's limit.

@@ -20,6 +20,7 @@ use crate::config::{Balance, HealthCheck, HealthKind, Upstream};
 use crate::core::tasks::TaskGuard;
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
+use crate::tls::UpstreamCa;
 
 /// How far a selection may walk the ring before giving up; bounds the work
 /// a request can cause when most targets are down.
@@ -41,11 +42,17 @@ enum Balancer {
 
 pub struct UpstreamPool {
     pub config: Upstream,
+    /// The CAs of `ca_file`; the system's when `None`.
+    pub ca: Option<UpstreamCa>,
     balancer: Balancer,
 }
 
 impl UpstreamPool {
-    pub fn new(config: Upstream, observer: Arc<Observer>) -> Result<Self, PoolError> {
+    pub fn new(
+        config: Upstream,
+        ca: Option<UpstreamCa>,
+        observer: Arc<Observer>,
+    ) -> Result<Self, PoolError> {
         let mut set = BTreeSet::new();
         for t in &config.targets {
             let b = Backend::new_with_weight(&t.addr.to_string(), t.weight)
@@ -62,13 +69,17 @@ impl UpstreamPool {
         let health = config
             .health_check
             .as_ref()
-            .map(|hc| health_check(&config, hc, observer));
+            .map(|hc| health_check(&config, ca.as_ref(), hc, observer));
         let balancer = match config.balance {
             Balance::RoundRobin => Balancer::RoundRobin(build(&config.name, &set, health)?),
             Balance::Random => Balancer::Random(build(&config.name, &set, health)?),
             Balance::ConsistentHash => Balancer::Consistent(build(&config.name, &set, health)?),
         };
-        Ok(UpstreamPool { config, balancer })
+        Ok(UpstreamPool {
+            config,
+            ca,
+            balancer,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -182,6 +193,7 @@ where
 
 fn health_check(
     upstream: &Upstream,
+    ca: Option<&UpstreamCa>,
     hc: &HealthCheck,
     observer: Arc<Observer>,
 ) -> Box<dyn PingoraHealthCheck + Send + Sync> {
@@ -209,6 +221,10 @@ fn health_check(
             check.peer_template.options.write_timeout = Some(hc.timeout);
             if upstream.tls && !upstream.sni.is_empty() {
                 check.peer_template.sni = upstream.sni.clone();
+            }
+            if let Some(ca) = ca {
+                check.peer_template.options.ca = Some(ca.certs.clone());
+                check.peer_template.group_key = ca.reuse_group();
             }
             if let Ok(req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) {
                 let mut req = req;

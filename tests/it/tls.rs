@@ -4,6 +4,7 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::gateway::{check, Gateway};
@@ -478,4 +479,139 @@ fn h2_over_tls(addr: std::net::SocketAddr, ca_pem: &str, path: &str) -> (u16, Ve
         .await
         .expect("HTTP/2 over TLS timed out")
     })
+}
+
+/// An HTTP/2-over-TLS upstream (ALPN h2 only) with the certificate of
+/// `pki`: answers every request `200 h2 upstream` with the trailer
+/// `grpc-status: 0`, and records the version and path of each request.
+fn h2_tls_upstream(pki: &Pki) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use pingora::tls::ssl::{AlpnError, SslAcceptor};
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    let cert = X509::from_pem(pki.cert_pem.as_bytes()).unwrap();
+    let key = pingora::tls::pkey::PKey::private_key_from_pem(pki.key_pem.as_bytes()).unwrap();
+    acceptor.set_certificate(&cert).unwrap();
+    acceptor.set_private_key(&key).unwrap();
+    acceptor.set_alpn_select_callback(|_, offered| {
+        pingora::tls::ssl::select_next_proto(b"\x02h2", offered).ok_or(AlpnError::NOACK)
+    });
+    let acceptor = acceptor.build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        common::h2c::runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let ssl = pingora::tls::ssl::Ssl::new(acceptor.context()).unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+                    if std::pin::Pin::new(&mut tls).accept().await.is_err() {
+                        return;
+                    }
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let line = format!("{:?} {}", req.version(), req.uri().path());
+                        record.lock().unwrap().push(line);
+                        let resp = http::Response::builder().status(200).body(()).unwrap();
+                        let Ok(mut send) = respond.send_response(resp, false) else {
+                            continue;
+                        };
+                        let _ = send.send_data(bytes::Bytes::from_static(b"h2 upstream"), false);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let _ = send.send_trailers(trailers);
+                    }
+                });
+            }
+        })
+    });
+    (addr, seen)
+}
+
+#[test]
+fn an_http2_tls_upstream_is_verified_against_its_ca_file() {
+    let pki = pki_for(&["upstream.test"], "upstream.test");
+    let (upstream, seen) = h2_tls_upstream(&pki);
+    let h2c = common::free_addr();
+    let body = format!(
+        "[[listeners]]\nname = \"h2c\"\nlisten = \"{h2c}\"\nhttp2 = true\n\n\
+         [upstreams.internal]\ntargets = [\"{upstream}\"]\ntls = true\nprotocol = \"http2\"\n\
+         sni = \"upstream.test\"\nca_file = \"{{dir}}/internal-ca.pem\"\n\n\
+         [upstreams.untrusted]\ntargets = [\"{upstream}\"]\ntls = true\nprotocol = \"http2\"\n\
+         sni = \"upstream.test\"\nretries = 0\n\n\
+         [[routes]]\nname = \"internal\"\npath_prefix = \"/internal\"\npublic = true\nupstream = \"internal\"\n\n\
+         [[routes]]\nname = \"untrusted\"\npath_prefix = \"/untrusted\"\npublic = true\nupstream = \"untrusted\"\n"
+    );
+    let gw = Gateway::start_with_files(&body, &[("internal-ca.pem", &pki.ca_pem)]);
+    assert!(common::gateway::wait_for_port(h2c, Duration::from_secs(10)));
+
+    // An HTTP/1.1 client, an HTTP/2 upstream over verified TLS.
+    let r = common::request(gw.addr, "GET", "/internal/x", &[], None);
+    assert_eq!((r.status, r.body_str().as_str()), (200, "h2 upstream"));
+    // A gRPC call keeps the upstream's trailers across TLS.
+    let r = common::h2c::send(
+        h2c,
+        "localhost",
+        "POST",
+        "/internal/pkg.Service/Call",
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let trailers = r.trailers.expect("the upstream's trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "HTTP/2.0 /internal/x",
+            "HTTP/2.0 /internal/pkg.Service/Call"
+        ]
+    );
+    // Without the CA file the system's CAs do not trust the target, even
+    // with a verified connection to the same address and name in the pool.
+    let r = common::request(gw.addr, "GET", "/untrusted/x", &[], None);
+    common::assert_error(&r, 502, "bad_gateway");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn ca_file_mistakes_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_ca = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_a_ca, "no certificate here\n").unwrap();
+    let ca = not_a_ca.display();
+    for (upstream, message) in [
+        (
+            format!("ca_file = \"{ca}\""),
+            "`ca_file` only applies with `tls = true`".to_string(),
+        ),
+        (
+            format!("tls = true\nca_file = \"{ca}\""),
+            format!("{ca} holds no PEM CA certificate"),
+        ),
+        (
+            "tls = true\nca_file = \"/nonexistent/ca.pem\"".to_string(),
+            "cannot read `/nonexistent/ca.pem`".to_string(),
+        ),
+    ] {
+        let path = dir.path().join("portcullis.toml");
+        let text = format!(
+            "[[listeners]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n{upstream}\n\n\
+             [[routes]]\nname = \"app\"\npath_prefix = \"/\"\npublic = true\nupstream = \"app\"\n"
+        );
+        std::fs::write(&path, &text).unwrap();
+        let out = check(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr.contains(&message), "{message}: {stderr}");
+        // The place of the value: FILE:LINE:COL.
+        let place = format!("{}:", path.display());
+        assert!(stderr.contains(&place), "{stderr}");
+    }
 }
