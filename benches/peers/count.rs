@@ -1,6 +1,7 @@
 //! `--instructions`: every server runs under callgrind, and each row gets
 //! warm-up requests and then counted ones, one after another on one
-//! keep-alive connection. Counts repeat to a fraction of a percent where
+//! keep-alive connection (one HTTP/2 connection for the h2c and gRPC
+//! rows, a stream per request). Counts repeat to a fraction of a percent where
 //! req/s on a shared machine drifts by tens: they are the server's own
 //! user-space work, without the kernel's socket work or the origin's.
 
@@ -8,9 +9,97 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use bytes::Bytes;
+
 use crate::common::client::Conn;
 use crate::rows::Credential;
 use crate::{Args, Fleet, Target};
+
+/// The counting client of a row: HTTP/1.1 keep-alive or one h2c
+/// connection.
+enum Client {
+    Http1(Conn),
+    H2 {
+        runtime: tokio::runtime::Runtime,
+        send: h2::client::SendRequest<Bytes>,
+    },
+}
+
+impl Client {
+    fn open(target: &Target) -> Result<Client, String> {
+        if !target.row.h2 {
+            return Conn::try_open(target.addr)
+                .map(Client::Http1)
+                .map_err(|e| e.to_string());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let addr = target.addr;
+        let send = runtime.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (send, conn) = h2::client::handshake(tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok::<_, String>(send)
+        })?;
+        Ok(Client::H2 { runtime, send })
+    }
+
+    /// One request; its status.
+    fn request(&mut self, target: &Target, headers: &[(&str, &str)]) -> Result<u16, String> {
+        let path = target.row.path;
+        match self {
+            Client::Http1(conn) => conn
+                .request("GET", path, headers, None)
+                .map(|r| r.status)
+                .map_err(|e| e.to_string()),
+            Client::H2 { runtime, send } => {
+                let grpc = target.row.grpc;
+                let mut req = http::Request::builder()
+                    .method(if grpc { "POST" } else { "GET" })
+                    .uri(format!("http://bench.example{path}"));
+                if grpc {
+                    req = req
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers");
+                }
+                for (name, value) in headers {
+                    req = req.header(*name, *value);
+                }
+                let req = req.body(()).map_err(|e| e.to_string())?;
+                runtime.block_on(async {
+                    let mut send = send.clone().ready().await.map_err(|e| e.to_string())?;
+                    let (resp, mut body) =
+                        send.send_request(req, !grpc).map_err(|e| e.to_string())?;
+                    if grpc {
+                        body.send_data(Bytes::from_static(crate::load::GRPC_CHECK), true)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    let resp = resp.await.map_err(|e| e.to_string())?;
+                    let status = resp.status().as_u16();
+                    let mut body = resp.into_body();
+                    while let Some(chunk) = body.data().await {
+                        let chunk = chunk.map_err(|e| e.to_string())?;
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                    let trailers = body.trailers().await.map_err(|e| e.to_string())?;
+                    let ok = trailers.as_ref().and_then(|t| t.get("grpc-status"));
+                    if grpc && ok.is_none_or(|s| s != "0") {
+                        return Err(format!("grpc-status {ok:?}"));
+                    }
+                    Ok(status)
+                })
+            }
+        }
+    }
+}
 
 /// Instructions per request of each target (`None`: not countable).
 pub(crate) fn instructions(
@@ -22,11 +111,6 @@ pub(crate) fn instructions(
     let warmup = (args.requests / 10).max(1);
     let mut counts = Vec::with_capacity(targets.len());
     for target in targets {
-        // The counting client speaks HTTP/1.1 only.
-        if target.row.h2 {
-            counts.push(None);
-            continue;
-        }
         let server = fleet.server(target.row.peer);
         let (Some(pid), Some(out)) = (
             server.and_then(|s| s.pid()),
@@ -35,7 +119,7 @@ pub(crate) fn instructions(
             counts.push(None);
             continue;
         };
-        let mut conn = Conn::try_open(target.addr).map_err(|e| e.to_string())?;
+        let mut client = Client::open(target)?;
         let mut send = |n: usize, offset: usize| -> Result<(), String> {
             for i in 0..n {
                 let bearer;
@@ -53,11 +137,11 @@ pub(crate) fn instructions(
                     .and_then(|h| h.split_once(": "))
                     .into_iter()
                     .collect();
-                let resp = conn
-                    .request("GET", target.row.path, &headers, None)
+                let status = client
+                    .request(target, &headers)
                     .map_err(|e| format!("{}: {e}", target.row.name))?;
-                if resp.status != target.row.status {
-                    return Err(format!("{} answered {}", target.row.name, resp.status));
+                if status != target.row.status {
+                    return Err(format!("{} answered {status}", target.row.name));
                 }
             }
             Ok(())
