@@ -36,6 +36,7 @@ fn build_table() -> RouteTable {
             },
             methods: if id % 3 == 0 { get.union(post) } else { get },
             listeners: ListenerSet::ALL,
+            match_headers: Vec::new(),
         })
         .collect();
     RouteTable::new(routes)

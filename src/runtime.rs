@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::auth::jwks::KeySet;
@@ -106,6 +107,8 @@ impl RouteLimit {
 pub struct Route {
     pub name: String,
     pub path: PathMatch,
+    /// `Deprecation`, `Sunset`, `Link` on every response of the route.
+    pub deprecation: Vec<(HeaderName, HeaderValue)>,
     pub action: RouteAction,
     /// Indices into `Runtime::providers`; empty for public routes.
     pub auth: Vec<ProviderId>,
@@ -262,6 +265,7 @@ impl Runtime {
                 path: r.path.clone(),
                 methods: r.methods,
                 listeners: ListenerSet::of(&r.listeners),
+                match_headers: r.match_headers,
             });
             let external = r.authz.external.map(|cfg| {
                 previous
@@ -288,6 +292,7 @@ impl Runtime {
             routes.push(Route {
                 name: r.name,
                 path: r.path,
+                deprecation: r.deprecation,
                 action: r.action,
                 auth: r.auth,
                 max_body_bytes: r.max_body_bytes,

@@ -176,6 +176,25 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
 }
 
+/// `upstream = "a"` (one choice of weight 1) or `upstreams = [{ name,
+/// weight }, ...]` with an optional `split_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSplit {
+    /// Indices into `Config::upstreams`, each with its weight (> 0).
+    pub choices: Vec<(UpstreamId, u32)>,
+    /// What keeps a caller on one side; `None`: each request is drawn.
+    pub key: Option<HashKey>,
+}
+
+impl UpstreamSplit {
+    pub fn single(upstream: UpstreamId) -> Self {
+        UpstreamSplit {
+            choices: vec![(upstream, 1)],
+            key: None,
+        }
+    }
+}
+
 /// What the gateway speaks to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
@@ -237,6 +256,11 @@ pub struct Route {
     /// Indices into `Config::auth`, tried in order; empty only when the
     /// route is public.
     pub auth: Vec<ProviderId>,
+    /// `match_headers`: exact values every one of which the request must
+    /// carry; such a route beats one without on the same path.
+    pub match_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `deprecation`: the RFC 9745 / RFC 8594 headers of every response.
+    pub deprecation: Vec<(HeaderName, HeaderValue)>,
     pub action: RouteAction,
     /// The route's own body limit; never above the global one.
     pub max_body_bytes: u64,
@@ -323,8 +347,8 @@ pub struct ExternalAuthzConfig {
 #[derive(Debug)]
 pub enum RouteAction {
     Proxy {
-        /// Index into `Config::upstreams`.
-        upstream: UpstreamId,
+        /// The upstream, or the weighted upstreams a request is drawn from.
+        upstreams: UpstreamSplit,
         strip_prefix: bool,
     },
     Respond {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
@@ -67,6 +67,9 @@ pub(super) fn route(
     let public = t.boolean(d, "public").unwrap_or(false);
     let auth = route_auth(d, t, providers, public, name.as_ref());
     let upstream = t.string(d, "upstream");
+    let split = route_split(d, t, upstreams);
+    let match_headers = match_headers(d, t);
+    let deprecation = deprecation(d, t);
     let strip_prefix = t.boolean(d, "strip_prefix");
     let respond = t.table(d, "respond").and_then(|r| {
         let out = respond(d, &r);
@@ -125,18 +128,32 @@ pub(super) fn route(
         (None, _) => max_body_bytes,
     };
 
-    let action = match (upstream, respond) {
+    let upstream = match (upstream, split) {
         (Some(u), None) => {
             let Some(index) = upstreams.iter().position(|x| x.name == *u.get_ref()) else {
                 d.error(u.span(), format!("unknown upstream `{}`", u.get_ref()));
                 return None;
             };
+            Some(UpstreamSplit::single(UpstreamId::new(index)))
+        }
+        (None, Some(split)) => Some(split?),
+        (Some(u), Some(_)) => {
+            d.error(
+                u.span(),
+                "a route has either `upstream` or `upstreams`, not both",
+            );
+            return None;
+        }
+        (None, None) => None,
+    };
+    let action = match (upstream, respond) {
+        (Some(upstreams), None) => {
             let strip_prefix = strip_prefix.unwrap_or(false);
             if strip_prefix && !matches!(path, Some(PathMatch::Prefix(_))) {
                 d.error(t.span(), "`strip_prefix` needs a `path_prefix`");
             }
             RouteAction::Proxy {
-                upstream: UpstreamId::new(index),
+                upstreams,
                 strip_prefix,
             }
         }
@@ -149,9 +166,9 @@ pub(super) fn route(
             }
             respond
         }
-        (Some(u), Some(_)) => {
+        (Some(_), Some(_)) => {
             d.error(
-                u.span(),
+                t.span(),
                 "a route has either `upstream` or `respond`, not both",
             );
             return None;
@@ -167,6 +184,8 @@ pub(super) fn route(
         path: path?,
         methods,
         auth,
+        match_headers,
+        deprecation,
         action,
         max_body_bytes,
         request_headers,
@@ -408,5 +427,153 @@ pub(super) fn header_ops(d: &mut Diagnostics, t: &Table, key: &'static str) -> H
         }
     }
     ops.finish(d);
+    out
+}
+
+/// The most upstreams one route may split its traffic over.
+const MAX_SPLIT: usize = 64;
+
+/// `upstreams = [{ name, weight }, ...]` and `split_key`: `None` when the
+/// route has no `upstreams`, `Some(None)` when it has bad ones.
+fn route_split(
+    d: &mut Diagnostics,
+    t: &Table,
+    upstreams: &[Upstream],
+) -> Option<Option<UpstreamSplit>> {
+    let key = t.string(d, "split_key");
+    let Some(items) = t.array(d, "upstreams") else {
+        if let Some(k) = key {
+            d.error(k.span(), "`split_key` only applies with `upstreams`");
+        }
+        return None;
+    };
+    let key = key.and_then(|k| super::upstreams::hash_key(d, &k));
+    let span = t.raw("upstreams").map_or_else(|| t.span(), |v| v.span());
+    if items.is_empty() || items.len() > MAX_SPLIT {
+        d.error(
+            span,
+            format!("`upstreams` must name 1 to {MAX_SPLIT} upstreams"),
+        );
+        return Some(None);
+    }
+    let mut choices = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let Some(u) = Table::from_value(d, item, format!("{}.upstreams[{i}]", t.section())) else {
+            ok = false;
+            continue;
+        };
+        let name = required_string(d, &u, "name");
+        let weight = u.integer(d, "weight", 1..=1_000_000).unwrap_or(1) as u32;
+        u.finish(d);
+        let Some(name) = name else {
+            ok = false;
+            continue;
+        };
+        match upstreams.iter().position(|x| x.name == *name.get_ref()) {
+            Some(index) if choices.iter().any(|(id, _)| *id == UpstreamId::new(index)) => {
+                d.error(
+                    name.span(),
+                    format!("upstream `{}` is listed twice", name.get_ref()),
+                );
+                ok = false;
+            }
+            Some(index) => choices.push((UpstreamId::new(index), weight)),
+            None => {
+                d.error(
+                    name.span(),
+                    format!("unknown upstream `{}`", name.get_ref()),
+                );
+                ok = false;
+            }
+        }
+    }
+    Some(ok.then_some(UpstreamSplit { choices, key }))
+}
+
+/// `match_headers = { "x-api-version" = "2" }`: names and exact values.
+fn match_headers(d: &mut Diagnostics, t: &Table) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(m) = t.table(d, "match_headers") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut empty = true;
+    for (name, value) in m.entries() {
+        empty = false;
+        let Ok(n) = HeaderName::from_bytes(name.get_ref().to_ascii_lowercase().as_bytes()) else {
+            d.error(
+                name.span(),
+                format!("`{}` is not a valid header name", name.get_ref()),
+            );
+            continue;
+        };
+        match value.get_ref().as_str().map(HeaderValue::from_str) {
+            Some(Ok(v)) => out.push((n, v)),
+            _ => d.error(
+                value.span(),
+                "a header value must be a string of visible characters",
+            ),
+        }
+    }
+    if empty {
+        d.error(m.span(), "`match_headers` must name at least one header");
+    }
+    out
+}
+
+/// `deprecation = { since, sunset, link }`, made into its response headers
+/// once: `Deprecation: @<unix seconds>` (RFC 9745), `Sunset: <HTTP-date>`
+/// (RFC 8594), `Link: <uri>; rel="deprecation"`.
+fn deprecation(d: &mut Diagnostics, t: &Table) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(dep) = t.table(d, "deprecation") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let instant = |d: &mut Diagnostics, key: &'static str| {
+        let value = dep.string(d, key)?;
+        match chrono::DateTime::parse_from_rfc3339(value.get_ref()) {
+            Ok(at) => Some((at.with_timezone(&chrono::Utc), value)),
+            Err(e) => {
+                d.error(
+                    value.span(),
+                    format!("`{key}` must be an RFC 3339 date-time (2026-12-01T00:00:00Z): {e}"),
+                );
+                None
+            }
+        }
+    };
+    let since = instant(d, "since");
+    let sunset = instant(d, "sunset");
+    match &since {
+        Some((at, _)) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("@{}", at.timestamp())) {
+                out.push((HeaderName::from_static("deprecation"), v));
+            }
+        }
+        None if dep.raw("since").is_none() => {
+            d.error(dep.span(), "`deprecation` needs `since`");
+        }
+        None => {}
+    }
+    if let Some((at, value)) = &sunset {
+        if since.as_ref().is_some_and(|(s, _)| at < s) {
+            d.error(value.span(), "`sunset` must not be before `since`");
+        }
+        let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(v) = HeaderValue::from_str(&date) {
+            out.push((HeaderName::from_static("sunset"), v));
+        }
+    }
+    if let Some(link) = dep.string(d, "link") {
+        let uri = link.get_ref().parse::<http::Uri>().ok();
+        let absolute = uri.is_some_and(|u| u.scheme().is_some() && u.authority().is_some());
+        match HeaderValue::from_str(&format!("<{}>; rel=\"deprecation\"", link.get_ref())) {
+            Ok(v) if absolute && !link.get_ref().contains(['<', '>']) => {
+                out.push((http::header::LINK, v));
+            }
+            _ => d.error(link.span(), "`link` must be an absolute URI (https://...)"),
+        }
+    }
+    dep.finish(d);
     out
 }

@@ -11,7 +11,7 @@ use super::client::RequestId;
 use super::reject::Reject;
 use super::request::{Canonical, Conn};
 use crate::auth::{Authenticator, Identity};
-use crate::core::ids::RouteId;
+use crate::core::ids::{RouteId, UpstreamId};
 use crate::observe::outcome::Event;
 use crate::protect::ratelimit::Decision;
 use crate::runtime::{Route, Runtime};
@@ -59,6 +59,8 @@ pub struct Caller {
 /// The upstream side of a proxied request.
 #[derive(Default)]
 pub struct UpstreamState {
+    /// The upstream chosen among the route's (`upstreams` splits).
+    pub chosen: Option<UpstreamId>,
     /// Targets this request has connected to, in order; the last one is
     /// the current one.
     pub tried: Vec<SocketAddr>,

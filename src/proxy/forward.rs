@@ -10,12 +10,14 @@ use http::{HeaderMap, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
+use sha2::{Digest, Sha256};
 
 use super::ctx::Ctx;
 use super::reject::{Code, Reject};
 use super::request;
 use super::respond::X_REQUEST_ID;
-use crate::config::{Balance, HashKey, RouteAction, UpstreamProtocol};
+use crate::config::{Balance, HashKey, RouteAction, UpstreamProtocol, UpstreamSplit};
+use crate::core::ids::UpstreamId;
 use crate::core::matching::PathMatch;
 use crate::runtime::Route;
 use crate::upstream::pool::UpstreamPool;
@@ -100,6 +102,41 @@ pub(crate) fn peer(
     }
     ctx.upstream.started.get_or_insert_with(Instant::now);
     Ok(peer)
+}
+
+/// The upstream of this request among the route's: a stable hash of the
+/// `split_key` when there is one (the same caller lands on the same side
+/// in every process), else a weighted draw.
+pub(crate) fn choose_upstream(
+    split: &UpstreamSplit,
+    headers: &HeaderMap,
+    ctx: &Ctx,
+) -> Option<UpstreamId> {
+    if let [(only, _)] = split.choices.as_slice() {
+        return Some(*only);
+    }
+    let total: u64 = split.choices.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return None;
+    }
+    let point = match &split.key {
+        Some(key) => {
+            let digest = Sha256::digest(hash_key(key, headers, ctx));
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            u64::from_be_bytes(first) % total
+        }
+        None => rand::random_range(0..total),
+    };
+    let mut end = 0u64;
+    split
+        .choices
+        .iter()
+        .find(|(_, weight)| {
+            end += u64::from(*weight);
+            point < end
+        })
+        .map(|(id, _)| *id)
 }
 
 /// The key a consistent-hash upstream hashes on. `consumer` is the

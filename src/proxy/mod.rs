@@ -22,7 +22,6 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::RouteAction;
 use crate::observe::metrics::grpc_status_label;
 use crate::observe::outcome::Finished;
 use crate::observe::Observer;
@@ -86,11 +85,9 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let runtime = ctx.runtime.clone();
         let pool = ctx
-            .route()
-            .and_then(|r| match r.action {
-                RouteAction::Proxy { upstream, .. } => runtime.upstream(upstream),
-                RouteAction::Respond { .. } => None,
-            })
+            .upstream
+            .chosen
+            .and_then(|id| runtime.upstream(id))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no upstream"))?;
         match forward::peer(pool, &session.req_header().headers, ctx) {
             Ok(peer) => Ok(Box::new(peer)),
@@ -232,10 +229,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let req = session.req_header();
         let identity = ctx.caller.identity.as_deref();
-        let upstream = ctx.route().and_then(|r| match r.action {
-            RouteAction::Proxy { upstream, .. } => ctx.runtime.upstream(upstream),
-            RouteAction::Respond { .. } => None,
-        });
+        let upstream = ctx.upstream.chosen.and_then(|id| ctx.runtime.upstream(id));
         self.observer.request_finished(&Finished {
             request_id: ctx.request_id.as_str(),
             client_ip: ctx.client.ip,

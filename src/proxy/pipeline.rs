@@ -10,6 +10,7 @@ use http::HeaderValue;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
+use super::forward;
 use super::reject::Reject;
 use super::request::{Canonical, Request, Rules};
 use super::stages::{self, Routed};
@@ -144,8 +145,10 @@ async fn stages_in_order(
             body: body.clone(),
             content_type: content_type.clone(),
         }),
-        RouteAction::Proxy { upstream, .. } => {
-            let pool = rt.upstream(*upstream);
+        RouteAction::Proxy { upstreams, .. } => {
+            let chosen = forward::choose_upstream(upstreams, &session.req_header().headers, ctx);
+            ctx.upstream.chosen = chosen;
+            let pool = chosen.and_then(|id| rt.upstream(id));
             // A gRPC call only to an upstream that keeps its trailers.
             stages::grpc_upstream(ctx.grpc, pool.map(|p| &**p))?;
             ctx.upstream.retries_left = pool.map_or(0, |u| u.config.retries);

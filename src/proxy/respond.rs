@@ -94,6 +94,11 @@ async fn send_direct(
 /// `Access-Control-*` and `Vary` headers.
 pub(crate) fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     header.insert_header(X_REQUEST_ID, ctx.request_id.header())?;
+    if let Some(route) = ctx.route() {
+        for (name, value) in &route.deprecation {
+            header.insert_header(name.clone(), value.clone())?;
+        }
+    }
     if let Some(d) = &ctx.decoration.rate_limit {
         header.insert_header("ratelimit-limit", d.limit)?;
         header.insert_header("ratelimit-remaining", d.remaining)?;

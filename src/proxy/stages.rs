@@ -82,7 +82,7 @@ pub(crate) fn route(
             .get(ACCESS_CONTROL_REQUEST_METHOD)
             .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
         if let Some(method) = asked {
-            if let Lookup::Found(id) = rt.table.lookup_on(host, path, &method, listener) {
+            if let Lookup::Found(id) = rt.table.lookup_on(host, path, &method, headers, listener) {
                 if rt.route(id).is_some_and(|r| r.cors.is_some()) {
                     if !allows_params(id) {
                         return Err(params_refused());
@@ -95,7 +95,10 @@ pub(crate) fn route(
             }
         }
     }
-    match rt.table.lookup_on(host, path, canon.method(), listener) {
+    match rt
+        .table
+        .lookup_on(host, path, canon.method(), headers, listener)
+    {
         Lookup::Found(id) if allows_params(id) => Ok(Routed {
             id,
             preflight: false,

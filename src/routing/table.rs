@@ -9,8 +9,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use http::Method;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::core::ids::{ListenerId, RouteId};
 use crate::core::matching::{ListenerSet, MethodSet, PathMatch};
@@ -29,6 +30,8 @@ pub struct RouteSpec {
     pub methods: MethodSet,
     /// Listeners the route serves, as [`ListenerSet`] bits.
     pub listeners: ListenerSet,
+    /// Header values the request must carry, each exactly once.
+    pub match_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Outcome of a lookup.
@@ -66,11 +69,24 @@ struct Group {
 }
 
 /// Kept in ascending id order so config order decides ties.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Candidate {
     id: RouteId,
     methods: MethodSet,
     listeners: ListenerSet,
+    /// Empty for most routes; shared by every host the route names.
+    match_headers: Arc<[(HeaderName, HeaderValue)]>,
+}
+
+impl Candidate {
+    /// Each header present exactly once with exactly the value: a request
+    /// that repeats the header says two things and matches neither.
+    fn headers_match(&self, headers: &HeaderMap) -> bool {
+        self.match_headers.iter().all(|(name, want)| {
+            let mut values = headers.get_all(name).iter();
+            matches!((values.next(), values.next()), (Some(v), None) if v == want)
+        })
+    }
 }
 
 impl RouteTable {
@@ -84,9 +100,10 @@ impl RouteTable {
                 id: route.id,
                 methods: route.methods,
                 listeners: route.listeners,
+                match_headers: route.match_headers.into(),
             };
             if route.hosts.is_empty() {
-                table.any_host.insert(&route.path, candidate);
+                table.any_host.insert(&route.path, candidate.clone());
             }
             for host in &route.hosts {
                 // Lower-cased again so a config mistake cannot make a route
@@ -95,7 +112,7 @@ impl RouteTable {
                     .by_host
                     .entry(host.to_ascii_lowercase())
                     .or_default()
-                    .insert(&route.path, candidate);
+                    .insert(&route.path, candidate.clone());
             }
         }
         table.any_host.finish();
@@ -110,28 +127,30 @@ impl RouteTable {
     /// [`normalize_path`](super::normalize::normalize_path).
     #[must_use]
     pub fn lookup(&self, host: Option<&str>, path: &str, method: &Method) -> Lookup {
-        self.lookup_on(host, path, method, None)
+        self.lookup_on(host, path, method, &HeaderMap::new(), None)
     }
 
     /// [`Self::lookup`] among the routes bound to `listener` (`None`: every
     /// route); routes of other listeners are invisible, 405s included.
+    /// `headers` decide between routes with `match_headers`.
     #[must_use]
     pub fn lookup_on(
         &self,
         host: Option<&str>,
         path: &str,
         method: &Method,
+        headers: &HeaderMap,
         listener: Option<ListenerId>,
     ) -> Lookup {
         if let Some(group) = host.and_then(|host| self.host_group(host)) {
-            match group.lookup(path, method, listener) {
+            match group.lookup(path, method, headers, listener) {
                 Lookup::NotFound => {}
                 // Even a 405 stays within the host: its routes claimed the
                 // path, and a generic route must not widen what they allow.
                 decided => return decided,
             }
         }
-        self.any_host.lookup(path, method, listener)
+        self.any_host.lookup(path, method, headers, listener)
     }
 
     fn host_group(&self, authority: &str) -> Option<&Group> {
@@ -171,22 +190,44 @@ impl Group {
         }
     }
 
-    fn lookup(&self, path: &str, method: &Method, listener: Option<ListenerId>) -> Lookup {
+    /// The first route in precedence order that allows the method, except
+    /// that one whose `match_headers` all match beats one without them;
+    /// a route whose headers do not match does not cover the request.
+    fn lookup(
+        &self,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        listener: Option<ListenerId>,
+    ) -> Lookup {
         let exact = self.exact.get(path);
         let prefixes = prefix_keys_of(path)
             .filter(|key| key.len() <= self.longest_prefix)
             .filter_map(|key| self.prefix.get(key));
         let mut path_allows: Option<MethodSet> = None;
+        let mut plain = None;
         let serves = |c: &&Candidate| listener.is_none_or(|l| c.listeners.contains(l));
         for candidate in exact.into_iter().chain(prefixes).flatten().filter(serves) {
+            let conditional = !candidate.match_headers.is_empty();
+            if conditional && !candidate.headers_match(headers) {
+                continue;
+            }
             if candidate.methods.contains(method) {
-                return Lookup::Found(candidate.id);
+                if conditional {
+                    return Lookup::Found(candidate.id);
+                }
+                plain = plain.or(Some(candidate.id));
+                continue;
             }
             path_allows = Some(path_allows.map_or(candidate.methods, |allowed| {
                 allowed.union(candidate.methods)
             }));
         }
-        path_allows.map_or(Lookup::NotFound, Lookup::MethodNotAllowed)
+        match (plain, path_allows) {
+            (Some(id), _) => Lookup::Found(id),
+            (None, Some(allowed)) => Lookup::MethodNotAllowed(allowed),
+            (None, None) => Lookup::NotFound,
+        }
     }
 }
 

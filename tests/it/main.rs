@@ -26,4 +26,5 @@ mod routing;
 mod tls;
 mod upstreams;
 mod validation;
+mod versions;
 mod websocket;

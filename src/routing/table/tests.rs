@@ -15,6 +15,7 @@ fn route(id: usize, hosts: &[&str], path: PathMatch, allowed: MethodSet) -> Rout
         path,
         methods: allowed,
         listeners: ListenerSet::ALL,
+        match_headers: Vec::new(),
     }
 }
 
@@ -266,4 +267,95 @@ fn host_of_strips_port() {
     assert_eq!(host_of("[::1"), "[::1");
     assert_eq!(host_of(""), "");
     assert_eq!(host_of(":80"), "");
+}
+
+fn when(mut spec: RouteSpec, name: &'static str, value: &'static str) -> RouteSpec {
+    spec.match_headers.push((
+        http::HeaderName::from_static(name),
+        http::HeaderValue::from_static(value),
+    ));
+    spec
+}
+
+fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(*name, http::HeaderValue::from_static(value));
+    }
+    map
+}
+
+#[test]
+fn a_route_whose_headers_match_beats_one_without() {
+    let all = methods(&["GET", "POST"]);
+    let table = RouteTable::new(vec![
+        route(0, &[], prefix("/orders"), all),
+        when(route(1, &[], prefix("/orders"), all), "x-api-version", "2"),
+        when(
+            when(route(2, &[], prefix("/orders"), all), "x-api-version", "3"),
+            "x-beta",
+            "yes",
+        ),
+    ]);
+    let find = |h: &[(&'static str, &'static str)]| {
+        table.lookup_on(None, "/orders/7", &Method::GET, &headers(h), None)
+    };
+    assert_eq!(find(&[]), Lookup::Found(RouteId::new(0)));
+    assert_eq!(
+        find(&[("x-api-version", "2")]),
+        Lookup::Found(RouteId::new(1))
+    );
+    // Exact and case-sensitive values; every header of the route.
+    assert_eq!(
+        find(&[("x-api-version", "2 ")]),
+        Lookup::Found(RouteId::new(0))
+    );
+    assert_eq!(
+        find(&[("x-api-version", "3")]),
+        Lookup::Found(RouteId::new(0))
+    );
+    assert_eq!(
+        find(&[("x-api-version", "3"), ("x-beta", "yes")]),
+        Lookup::Found(RouteId::new(2))
+    );
+    assert_eq!(
+        find(&[("x-beta", "YES"), ("x-api-version", "3")]),
+        Lookup::Found(RouteId::new(0))
+    );
+    // A repeated header matches no value, whatever its copies say.
+    assert_eq!(
+        find(&[("x-api-version", "2"), ("x-api-version", "2")]),
+        Lookup::Found(RouteId::new(0))
+    );
+    assert_eq!(
+        find(&[("x-api-version", "1"), ("x-api-version", "2")]),
+        Lookup::Found(RouteId::new(0))
+    );
+}
+
+#[test]
+fn a_header_route_beats_a_longer_plain_prefix_and_is_invisible_unmatched() {
+    let get = methods(&["GET"]);
+    let table = RouteTable::new(vec![
+        route(0, &[], prefix("/orders/archive"), get),
+        when(
+            route(1, &[], prefix("/orders"), methods(&["POST"])),
+            "x-api-version",
+            "2",
+        ),
+    ]);
+    let find = |m: &Method, h: &[(&'static str, &'static str)]| {
+        table.lookup_on(None, "/orders/archive/1", m, &headers(h), None)
+    };
+    // Among the routes covering the path, the one whose headers match.
+    assert_eq!(
+        find(&Method::POST, &[("x-api-version", "2")]),
+        Lookup::Found(RouteId::new(1))
+    );
+    // Its method set only counts when its headers match.
+    assert_eq!(find(&Method::POST, &[]), Lookup::MethodNotAllowed(get));
+    assert_eq!(
+        find(&Method::GET, &[("x-api-version", "2")]),
+        Lookup::Found(RouteId::new(0))
+    );
 }
