@@ -9,9 +9,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use bytes::Bytes;
-
 use crate::common::client::Conn;
+use crate::common::h2c::Connection;
 use crate::rows::Credential;
 use crate::{Args, Fleet, Target};
 
@@ -19,40 +18,20 @@ use crate::{Args, Fleet, Target};
 /// connection.
 enum Client {
     Http1(Conn),
-    H2 {
-        runtime: tokio::runtime::Runtime,
-        send: h2::client::SendRequest<Bytes>,
-    },
+    H2(Connection),
 }
 
 impl Client {
     fn open(target: &Target) -> Result<Client, String> {
-        if !target.row.h2 {
-            return Conn::try_open(target.addr)
-                .map(Client::Http1)
-                .map_err(|e| e.to_string());
+        if target.row.h2 {
+            return Ok(Client::H2(Connection::open(target.addr)));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let addr = target.addr;
-        let send = runtime.block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (send, conn) = h2::client::handshake(tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok::<_, String>(send)
-        })?;
-        Ok(Client::H2 { runtime, send })
+        Conn::try_open(target.addr)
+            .map(Client::Http1)
+            .map_err(|e| e.to_string())
     }
 
-    /// One request; its status.
+    /// One request; its status (a gRPC call must also end with status 0).
     fn request(&mut self, target: &Target, headers: &[(&str, &str)]) -> Result<u16, String> {
         let path = target.row.path;
         match self {
@@ -60,43 +39,24 @@ impl Client {
                 .request("GET", path, headers, None)
                 .map(|r| r.status)
                 .map_err(|e| e.to_string()),
-            Client::H2 { runtime, send } => {
-                let grpc = target.row.grpc;
-                let mut req = http::Request::builder()
-                    .method(if grpc { "POST" } else { "GET" })
-                    .uri(format!("http://bench.example{path}"));
-                if grpc {
-                    req = req
-                        .header("content-type", "application/grpc")
-                        .header("te", "trailers");
+            Client::H2(conn) if target.row.grpc => {
+                let mut fields = vec![("content-type", "application/grpc"), ("te", "trailers")];
+                fields.extend_from_slice(headers);
+                let resp = conn.request(
+                    "bench.example",
+                    "POST",
+                    path,
+                    &fields,
+                    Some(crate::load::GRPC_CHECK),
+                );
+                match crate::grpc_status(&resp) {
+                    Some("0") => Ok(resp.status),
+                    other => Err(format!("grpc-status {other:?}")),
                 }
-                for (name, value) in headers {
-                    req = req.header(*name, *value);
-                }
-                let req = req.body(()).map_err(|e| e.to_string())?;
-                runtime.block_on(async {
-                    let mut send = send.clone().ready().await.map_err(|e| e.to_string())?;
-                    let (resp, mut body) =
-                        send.send_request(req, !grpc).map_err(|e| e.to_string())?;
-                    if grpc {
-                        body.send_data(Bytes::from_static(crate::load::GRPC_CHECK), true)
-                            .map_err(|e| e.to_string())?;
-                    }
-                    let resp = resp.await.map_err(|e| e.to_string())?;
-                    let status = resp.status().as_u16();
-                    let mut body = resp.into_body();
-                    while let Some(chunk) = body.data().await {
-                        let chunk = chunk.map_err(|e| e.to_string())?;
-                        let _ = body.flow_control().release_capacity(chunk.len());
-                    }
-                    let trailers = body.trailers().await.map_err(|e| e.to_string())?;
-                    let ok = trailers.as_ref().and_then(|t| t.get("grpc-status"));
-                    if grpc && ok.is_none_or(|s| s != "0") {
-                        return Err(format!("grpc-status {ok:?}"));
-                    }
-                    Ok(status)
-                })
             }
+            Client::H2(conn) => Ok(conn
+                .request("bench.example", "GET", path, headers, None)
+                .status),
         }
     }
 }

@@ -443,18 +443,24 @@ fn probe_grpc(row: &Row, addr: SocketAddr) -> Result<(), String> {
         &[("content-type", "application/grpc"), ("te", "trailers")],
         Some(load::GRPC_CHECK),
     );
-    let status = resp
-        .trailers
-        .as_ref()
-        .and_then(|t| t.get("grpc-status"))
-        .or_else(|| resp.headers.get("grpc-status"));
-    if resp.status != 200 || status.is_none_or(|s| s != "0") {
+    let status = grpc_status(&resp);
+    if resp.status != 200 || status != Some("0") {
         return Err(format!(
             "{} answered {} with grpc-status {status:?}",
             row.name, resp.status
         ));
     }
     Ok(())
+}
+
+/// A call's `grpc-status`: from its trailers, or from its headers for a
+/// Trailers-Only answer.
+pub(crate) fn grpc_status(resp: &common::h2c::H2Response) -> Option<&str> {
+    resp.trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| resp.headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Rounds of wrk runs, rows interleaved and rotated: `runs[row][round]`.

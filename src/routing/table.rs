@@ -66,6 +66,10 @@ struct Group {
     /// request path is pointless, and skipping them keeps a hostile path of
     /// thousands of segments from costing thousands of long hashes.
     longest_prefix: usize,
+    /// Some route here has `match_headers`: only then can a later
+    /// candidate beat the first plain one, so only then does a lookup look
+    /// past it.
+    conditional: bool,
 }
 
 /// Kept in ascending id order so config order decides ties.
@@ -170,6 +174,7 @@ impl RouteTable {
 
 impl Group {
     fn insert(&mut self, path: &PathMatch, candidate: Candidate) {
+        self.conditional |= !candidate.match_headers.is_empty();
         let (map, key) = match path {
             PathMatch::Exact(exact) => (&mut self.exact, exact.as_str()),
             PathMatch::Prefix(prefix) => {
@@ -213,7 +218,7 @@ impl Group {
                 continue;
             }
             if candidate.methods.contains(method) {
-                if conditional {
+                if conditional || !self.conditional {
                     return Lookup::Found(candidate.id);
                 }
                 plain = plain.or(Some(candidate.id));

@@ -8,12 +8,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::Request;
 
 use crate::common;
 use common::client::request;
 use common::gateway::{free_addr, Gateway};
+use common::h2_upstream::H2Upstream;
 use common::h2c::{runtime, H2Response, H2_TIMEOUT};
 use common::upstream::Upstream;
 
@@ -163,65 +163,9 @@ fn grpc_to_an_http1_upstream_is_unavailable() {
     assert_eq!(up.hits(), 0, "an HTTP/1 upstream would lose the trailers");
 }
 
-/// An h2c gRPC server answering every call with one message and the
-/// trailers `grpc-status: 0` and `x-trailer: kept` (`.../Slow` after 3 s);
-/// it records the request headers it saw.
-struct GrpcUpstream {
-    addr: SocketAddr,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<HeaderMap>>>,
-    _thread: std::thread::JoinHandle<()>,
-}
-
-impl GrpcUpstream {
-    fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = seen.clone();
-        let thread = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                while let Ok((tcp, _)) = listener.accept().await {
-                    let record = record.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                            return;
-                        };
-                        while let Some(Ok((req, mut respond))) = conn.accept().await {
-                            record.lock().unwrap().push(req.headers().clone());
-                            if req.uri().path().ends_with("/Slow") {
-                                tokio::time::sleep(Duration::from_secs(3)).await;
-                            }
-                            let resp = Response::builder()
-                                .status(200)
-                                .header("content-type", "application/grpc")
-                                .body(())
-                                .unwrap();
-                            let Ok(mut send) = respond.send_response(resp, false) else {
-                                continue;
-                            };
-                            let _ = send.send_data(Bytes::from_static(b"\0\0\0\0\x02hi"), false);
-                            let mut trailers = HeaderMap::new();
-                            trailers.insert("grpc-status", "0".parse().unwrap());
-                            trailers.insert("x-trailer", "kept".parse().unwrap());
-                            let _ = send.send_trailers(trailers);
-                        }
-                    });
-                }
-            });
-        });
-        GrpcUpstream {
-            addr,
-            seen,
-            _thread: thread,
-        }
-    }
-}
-
 #[test]
 fn grpc_through_an_h2c_upstream_keeps_trailers() {
-    let grpc_up = GrpcUpstream::start();
+    let grpc_up = H2Upstream::start();
     let admin = free_addr();
     let routes = format!(
         "[admin]\nlisten = \"{admin}\"\n\n\
@@ -262,15 +206,18 @@ fn grpc_through_an_h2c_upstream_keeps_trailers() {
         wanted.iter().all(|w| metrics.contains(w))
     });
     assert!(counted, "{metrics}");
-    let seen = grpc_up.seen.lock().unwrap();
+    let seen = grpc_up.seen();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].get("x-request-id").is_some());
-    assert_eq!(seen[0].get("content-type").unwrap(), "application/grpc");
+    assert!(seen[0].headers.get("x-request-id").is_some());
+    assert_eq!(
+        seen[0].headers.get("content-type").unwrap(),
+        "application/grpc"
+    );
 }
 
 #[test]
 fn grpc_timeout_is_the_deadline_upstream() {
-    let grpc_up = GrpcUpstream::start();
+    let grpc_up = H2Upstream::start();
     let routes = format!(
         "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\nread_timeout_ms = 10000\n\n\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/pkg.Service/\"\npublic = true\nupstream = \"grpc\"\n",

@@ -4,10 +4,10 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::gateway::{check, Gateway};
+use common::h2_upstream::{H2Upstream, MESSAGE};
 use pingora::tls::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use pingora::tls::x509::X509;
 
@@ -482,9 +482,8 @@ fn h2_over_tls(addr: std::net::SocketAddr, ca_pem: &str, path: &str) -> (u16, Ve
 }
 
 /// An HTTP/2-over-TLS upstream (ALPN h2 only) with the certificate of
-/// `pki`: answers every request `200 h2 upstream` with the trailer
-/// `grpc-status: 0`, and records the version and path of each request.
-fn h2_tls_upstream(pki: &Pki) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+/// `pki`.
+fn h2_tls_upstream(pki: &Pki) -> H2Upstream {
     use pingora::tls::ssl::{AlpnError, SslAcceptor};
     let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
     let cert = X509::from_pem(pki.cert_pem.as_bytes()).unwrap();
@@ -494,49 +493,20 @@ fn h2_tls_upstream(pki: &Pki) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>)
     acceptor.set_alpn_select_callback(|_, offered| {
         pingora::tls::ssl::select_next_proto(b"\x02h2", offered).ok_or(AlpnError::NOACK)
     });
-    let acceptor = acceptor.build();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        common::h2c::runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((tcp, _)) = listener.accept().await {
-                let ssl = pingora::tls::ssl::Ssl::new(acceptor.context()).unwrap();
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-                    if std::pin::Pin::new(&mut tls).accept().await.is_err() {
-                        return;
-                    }
-                    let Ok(mut conn) = h2::server::handshake(tls).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, mut respond))) = conn.accept().await {
-                        let line = format!("{:?} {}", req.version(), req.uri().path());
-                        record.lock().unwrap().push(line);
-                        let resp = http::Response::builder().status(200).body(()).unwrap();
-                        let Ok(mut send) = respond.send_response(resp, false) else {
-                            continue;
-                        };
-                        let _ = send.send_data(bytes::Bytes::from_static(b"h2 upstream"), false);
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", "0".parse().unwrap());
-                        let _ = send.send_trailers(trailers);
-                    }
-                });
-            }
-        })
-    });
-    (addr, seen)
+    H2Upstream::start_tls(acceptor.build())
 }
 
 #[test]
 fn an_http2_tls_upstream_is_verified_against_its_ca_file() {
     let pki = pki_for(&["upstream.test"], "upstream.test");
-    let (upstream, seen) = h2_tls_upstream(&pki);
+    let h2 = h2_tls_upstream(&pki);
+    let upstream = h2.addr;
+    let seen = || -> Vec<String> {
+        h2.seen()
+            .iter()
+            .map(|s| format!("{:?} {}", s.version, s.path))
+            .collect()
+    };
     let h2c = common::free_addr();
     let body = format!(
         "[[listeners]]\nname = \"h2c\"\nlisten = \"{h2c}\"\nhttp2 = true\n\n\
@@ -552,7 +522,7 @@ fn an_http2_tls_upstream_is_verified_against_its_ca_file() {
 
     // An HTTP/1.1 client, an HTTP/2 upstream over verified TLS.
     let r = common::request(gw.addr, "GET", "/internal/x", &[], None);
-    assert_eq!((r.status, r.body_str().as_str()), (200, "h2 upstream"));
+    assert_eq!((r.status, r.body.as_slice()), (200, MESSAGE));
     // A gRPC call keeps the upstream's trailers across TLS.
     let r = common::h2c::send(
         h2c,
@@ -566,7 +536,7 @@ fn an_http2_tls_upstream_is_verified_against_its_ca_file() {
     let trailers = r.trailers.expect("the upstream's trailers");
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
     assert_eq!(
-        *seen.lock().unwrap(),
+        seen(),
         [
             "HTTP/2.0 /internal/x",
             "HTTP/2.0 /internal/pkg.Service/Call"
@@ -576,7 +546,7 @@ fn an_http2_tls_upstream_is_verified_against_its_ca_file() {
     // with a verified connection to the same address and name in the pool.
     let r = common::request(gw.addr, "GET", "/untrusted/x", &[], None);
     common::assert_error(&r, 502, "bad_gateway");
-    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(seen().len(), 2);
 }
 
 #[test]

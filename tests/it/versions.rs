@@ -14,7 +14,6 @@ fn server(resp: &common::Response) -> String {
         .to_string()
 }
 
-#[test]
 fn match_headers_send_a_version_to_its_upstream() {
     let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
     let gw = Gateway::start(&format!(
@@ -66,7 +65,6 @@ fn weighted_upstreams_split_the_traffic() {
     assert_eq!(stable.hits() + got, n);
 }
 
-#[test]
 fn a_split_key_keeps_each_caller_on_one_side() {
     let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
     let gw = Gateway::start(&split_config(
@@ -126,7 +124,6 @@ fn a_split_key_keeps_each_caller_on_one_side() {
     }
 }
 
-#[test]
 fn deprecated_routes_say_so_on_every_response() {
     let up = Upstream::start("old");
     let gw = Gateway::start(&format!(
@@ -215,3 +212,10 @@ fn version_routing_mistakes_are_refused_at_load() {
         assert!(err.contains(message), "{route}: {err}");
     }
 }
+
+// Each of these runs twice, over HTTP/1.1 and over h2c (CONTRACT §9).
+crate::on_http1_and_h2c!(
+    match_headers_send_a_version_to_its_upstream,
+    a_split_key_keeps_each_caller_on_one_side,
+    deprecated_routes_say_so_on_every_response,
+);

@@ -126,32 +126,66 @@ pub fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> H2Response {
-    let uri = format!("http://{authority}{path}");
-    let mut req = Request::builder().method(method).uri(&uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+    Connection::open(addr).request(authority, method, path, headers, body)
+}
+
+/// An h2c connection that carries requests one after another, a stream
+/// each, on its own single-threaded runtime.
+pub struct Connection {
+    runtime: tokio::runtime::Runtime,
+    client: h2::client::SendRequest<Bytes>,
+}
+
+impl Connection {
+    pub fn open(addr: SocketAddr) -> Connection {
+        let runtime = runtime();
+        let client = runtime.block_on(async {
+            tokio::time::timeout(H2_TIMEOUT, async {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client
+            })
+            .await
+            .expect("HTTP/2 handshake timed out")
+        });
+        Connection { runtime, client }
     }
-    let req = req.body(()).unwrap();
-    let body = body.map(Bytes::copy_from_slice);
-    runtime().block_on(async move {
-        tokio::time::timeout(H2_TIMEOUT, async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let mut client = client.ready().await.unwrap();
-            let (resp, mut stream) = client
-                .send_request(req, body.is_none())
-                .unwrap_or_else(|e| panic!("HTTP/2 request to {uri}: {e}"));
-            if let Some(body) = body {
-                stream.send_data(body, true).unwrap();
-            }
-            read(resp.await.unwrap()).await
+
+    /// One request to `authority`, with exactly the header fields given.
+    pub fn request(
+        &mut self,
+        authority: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> H2Response {
+        let uri = format!("http://{authority}{path}");
+        let mut req = Request::builder().method(method).uri(&uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(()).unwrap();
+        let body = body.map(Bytes::copy_from_slice);
+        let client = self.client.clone();
+        self.runtime.block_on(async move {
+            tokio::time::timeout(H2_TIMEOUT, async move {
+                let mut client = client.ready().await.unwrap();
+                let (resp, mut stream) = client
+                    .send_request(req, body.is_none())
+                    .unwrap_or_else(|e| panic!("HTTP/2 request to {uri}: {e}"));
+                if let Some(body) = body {
+                    stream.send_data(body, true).unwrap();
+                }
+                read(resp.await.unwrap()).await
+            })
+            .await
+            .expect("HTTP/2 exchange timed out")
         })
-        .await
-        .expect("HTTP/2 exchange timed out")
-    })
+    }
 }
 
 async fn read(resp: http::Response<h2::RecvStream>) -> H2Response {

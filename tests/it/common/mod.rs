@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod h2_upstream;
 pub mod h2c;
 pub mod idp;
 pub mod jwt;
