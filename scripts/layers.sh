@@ -10,7 +10,7 @@ layers=(
   "core"
   "config"
   "observe tls routing"
-  "auth protect upstream"
+  "auth cache protect upstream"
   "authz"
   "runtime"
   "proxy reload"

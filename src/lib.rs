@@ -8,6 +8,7 @@
 pub(crate) mod admin;
 pub mod auth;
 pub mod authz;
+pub(crate) mod cache;
 pub mod config;
 pub mod core;
 pub mod front;

@@ -195,6 +195,7 @@ impl Control {
             provider.prepare().await;
         }
         self.runtime.store(new.clone());
+        new.take_cache_over(&old);
         for pool in &fresh {
             UpstreamPool::spawn_health_checks(pool);
         }

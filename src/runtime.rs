@@ -17,10 +17,11 @@ use crate::auth::{self, Authenticator};
 use crate::authz::external::ExternalAuthz;
 use crate::authz::policy::{Policy, PolicyError};
 use crate::authz::RouteAuthz;
+use crate::cache::EdgeCache;
 use crate::config::{
-    AuthKind, AuthProvider, Config, ConfigError, ConfigErrors, CorsSpec, ExternalAuthzConfig,
-    HeaderOps, KeySource, Limits, Pending, PolicySource, RateKey, RouteAction, RouteRateLimit,
-    UnderscoreHeaders,
+    AuthKind, AuthProvider, CacheLimits, Config, ConfigError, ConfigErrors, CorsSpec,
+    ExternalAuthzConfig, HeaderOps, KeySource, Limits, Pending, PolicySource, RateKey, RouteAction,
+    RouteCache, RouteRateLimit, UnderscoreHeaders,
 };
 use crate::core::ids::{ListenerId, ProviderId, RouteId, UpstreamId};
 use crate::core::location::Located;
@@ -64,6 +65,9 @@ pub struct Runtime {
     pub rate_limits: Arc<RateLimitStore>,
     /// `[protection.failed_auth]`.
     pub lockout: Option<Lockout>,
+    /// The process's response cache, the same in every snapshot.
+    pub(crate) cache: &'static EdgeCache,
+    pub cache_limits: CacheLimits,
 }
 
 /// A route's `rate_limit` as requests use it.
@@ -126,6 +130,8 @@ pub struct Route {
     /// Query parameters of the route's API-key providers: taken out of the
     /// forwarded query, the logs and authorization questions.
     pub credential_params: Vec<String>,
+    /// `cache`: responses stored in [`Runtime::cache`].
+    pub cache: Option<RouteCache>,
 }
 
 impl Runtime {
@@ -256,6 +262,10 @@ impl Runtime {
                 })
                 .ok(),
         };
+        let cache = match previous {
+            Some(p) => p.cache,
+            None => EdgeCache::leak(config.cache, observer.metrics.cache_bytes.clone()),
+        };
         let mut specs = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
         for (id, r) in config.routes.into_iter().enumerate() {
@@ -311,6 +321,7 @@ impl Runtime {
                 allow_path_params: r.allow_path_params,
                 websocket: r.websocket,
                 credential_params,
+                cache: r.cache,
             });
         }
         let Some(rate_limits) = rate_limits.filter(|_| errors.is_empty()) else {
@@ -337,7 +348,28 @@ impl Runtime {
             cidrs: config.protection.cidrs,
             rate_limits,
             lockout: config.protection.failed_auth,
+            cache,
+            cache_limits: config.cache,
         })
+    }
+
+    /// After this snapshot replaced `old`: its cache bounds apply, and the
+    /// stored responses of routes whose `cache` changed or went are
+    /// dropped; every other route keeps its cache.
+    pub fn take_cache_over(&self, old: &Runtime) {
+        self.cache.set_limits(self.cache_limits);
+        for route in &old.routes {
+            if route.cache.is_none() {
+                continue;
+            }
+            let same = self
+                .routes
+                .iter()
+                .any(|r| r.name == route.name && r.cache == route.cache);
+            if !same {
+                self.cache.purge(&route.name, None);
+            }
+        }
     }
 
     pub fn route(&self, id: RouteId) -> Option<&Route> {

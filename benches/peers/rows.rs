@@ -117,6 +117,7 @@ pub(crate) const ROWS: &[Row] = &[
     grpc("haproxy grpc", Peer::HaproxyGrpc),
     grpc("portcullis grpc", Peer::PortcullisGrpc),
     row("portcullis public", P, "/"),
+    row("portcullis cached", P, "/cached/"),
     row("portcullis access log", LOGGED, "/"),
     with(row("portcullis jwt", P, "/jwt/"), Credential::Token),
     with(
@@ -150,6 +151,7 @@ pub(crate) const PAIRS: &[(&str, &str)] = &[
     ("portcullis jwt", "haproxy jwt"),
     ("portcullis jwt 10k uncached", "haproxy jwt 10k"),
     ("portcullis 401", "haproxy 401"),
+    ("portcullis cached", "portcullis public"),
     ("portcullis access log", "portcullis public"),
     ("portcullis jwt", "portcullis public"),
     ("portcullis jwt+scopes+cel", "portcullis jwt"),

@@ -474,7 +474,7 @@ pub(crate) fn portcullis_config(
          [[listeners]]\nname = \"h2c\"\nlisten = \"{h2}\"\nhttp2 = true\n\n\
          [upstreams.origin]\ntargets = [\"{}\"]\n\n\
          [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{}{}\
-         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}\
+         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}{}\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/grpc.health.v1.Health/\"\npublic = true\nupstream = \"grpc\"\n",
         p("portcullis.pid"),
         p("upgrade.sock"),
@@ -496,6 +496,7 @@ pub(crate) fn portcullis_config(
         route("norl", "/norl/", "public = true\n"),
         route("rl", "/rl/", &format!("public = true\n{unlimited}")),
         route("key", "/key/", "auth = [\"keys\"]\n"),
+        route("cached", "/cached/", "public = true\ncache = { ttl_seconds = 3600 }\n"),
         route("public", "/", "public = true\n"),
     )
 }

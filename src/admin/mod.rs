@@ -1,6 +1,8 @@
 //! The admin listener: probes, status, reload and metrics, on its own
 //! Pingora service so it never shares a socket with client traffic.
 
+mod cache;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -98,12 +100,19 @@ impl ServeHttp for AdminApp {
                     &id,
                 ),
             },
+            ("/cache/purge", &Method::POST) => {
+                let runtime = self.control.runtime.load_full();
+                match cache::purge(session, &runtime).await {
+                    Ok(done) => json(StatusCode::OK, &done, &id),
+                    Err(reject) => refusal(&reject, &id),
+                }
+            }
             ("/status" | "/metrics" | "/healthz" | "/readyz", _) => refusal(
                 &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
                     .with_header("allow", http::HeaderValue::from_static("GET")),
                 &id,
             ),
-            ("/reload", _) => refusal(
+            ("/reload" | "/cache/purge", _) => refusal(
                 &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
                     .with_header("allow", http::HeaderValue::from_static("POST")),
                 &id,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod authz;
+mod cache;
 pub mod diag;
 pub mod keys;
 mod listeners;

@@ -35,6 +35,38 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub protection: Protection,
     pub rate_limit_store: StoreConfig,
+    pub cache: CacheLimits,
+}
+
+/// `[cache]`: the bounds of the process's one response cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Every route's stored responses together; the least recently used
+    /// go first.
+    pub max_bytes: usize,
+    /// A larger response is passed on but not stored.
+    pub max_object_bytes: usize,
+}
+
+/// A route's `cache`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    /// The lifetime of a stored response, and the cap of the origin's own.
+    pub ttl: std::time::Duration,
+    pub statuses: Vec<u16>,
+    /// Request headers whose values are part of the key.
+    pub vary: Vec<HeaderName>,
+    pub scope: CacheScope,
+}
+
+/// Who may be served a stored response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Everyone the route admits; on a route that authenticates, only what
+    /// the origin marks `public` or `s-maxage` is stored.
+    Shared,
+    /// Only the same consumer (the subject when it has none).
+    Consumer,
 }
 
 /// `[protection]`: rules for every route, checked before routing.
@@ -280,6 +312,8 @@ pub struct Route {
     /// `Upgrade: websocket` is allowed, and an open socket is closed after
     /// this long without a frame.
     pub websocket: Option<Duration>,
+    /// `cache`: responses stored and served at the edge.
+    pub cache: Option<RouteCache>,
 }
 
 /// A route's `cors`, as configured.

@@ -43,6 +43,7 @@ pub(super) fn config(
     let routes = routes(d, root, &upstreams, &auth, &limits, &listeners);
     let protection = super::protect::protection(d, root);
     let rate_limit_store = super::protect::rate_limit_store(d, root);
+    let cache = super::cache::limits(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -59,6 +60,7 @@ pub(super) fn config(
         routes,
         protection,
         rate_limit_store,
+        cache,
     })
 }
 

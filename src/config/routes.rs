@@ -146,6 +146,7 @@ pub(super) fn route(
         }
         (None, None) => None,
     };
+    let cache = super::cache::route_cache(d, t, public, respond.is_none());
     let action = match (upstream, respond) {
         (Some(upstreams), None) => {
             let strip_prefix = strip_prefix.unwrap_or(false);
@@ -198,6 +199,7 @@ pub(super) fn route(
         listeners: route_listeners,
         allow_path_params,
         websocket,
+        cache,
     })
 }
 

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// gRPC calls by route and `grpc-status`.
     pub grpc_requests: IntCounterVec,
+    /// Requests of caching routes by route and `x-cache-status`.
+    pub cache_requests: IntCounterVec,
+    /// What the response cache holds, in bytes as it counts them.
+    pub cache_bytes: prometheus::IntGauge,
     /// Client connections open now.
     pub connections: prometheus::IntGauge,
     /// Connections closed at once or early, by reason.
@@ -77,7 +81,19 @@ impl Metrics {
             "Client connections open now, all listeners together",
         )?;
         registry.register(Box::new(connections.clone()))?;
+        let cache_bytes = prometheus::IntGauge::new(
+            "portcullis_cache_bytes",
+            "Bytes the response cache holds (bodies, headers, keys and bookkeeping)",
+        )?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         let metrics = Metrics {
+            cache_bytes,
+            cache_requests: counter(
+                r,
+                "portcullis_cache_requests_total",
+                "Requests of caching routes by route and result (HIT, MISS, EXPIRED, BYPASS)",
+                &["route", "result"],
+            )?,
             connections,
             connections_refused: counter(
                 r,

@@ -50,6 +50,8 @@ pub struct Finished<'a> {
     pub events: &'a [Event],
     /// A gRPC call's `grpc-status`.
     pub grpc_status: Option<&'static str>,
+    /// On a caching route, the `x-cache-status` the response carried.
+    pub cache_status: Option<&'static str>,
 }
 
 impl Observer {
@@ -68,6 +70,12 @@ impl Observer {
                 status_label(done.status),
             ])
             .inc();
+        if let Some(result) = done.cache_status {
+            metrics
+                .cache_requests
+                .with_label_values(&[route_label, result])
+                .inc();
+        }
         if let Some(grpc_status) = done.grpc_status {
             metrics
                 .grpc_requests

@@ -68,6 +68,8 @@ pub struct UpstreamState {
     pub body_bytes: u64,
     pub started: Option<Instant>,
     pub elapsed: Option<Duration>,
+    /// The route's cache takes part in this request.
+    pub cache_enabled: bool,
 }
 
 /// Headers every response of this request carries, whoever makes it.
@@ -91,6 +93,8 @@ pub struct Outcome {
     /// A gRPC call's status: the gateway's refusal, or the upstream's
     /// (Trailers-Only header or trailer).
     pub grpc_status: Option<&'static str>,
+    /// On a caching route, what the cache did (`x-cache-status`).
+    pub cache_status: Option<&'static str>,
 }
 
 impl Outcome {

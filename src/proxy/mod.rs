@@ -2,6 +2,7 @@
 //! work to the module that owns it. The order of request stages lives in
 //! [`pipeline`], nowhere else.
 
+pub(crate) mod caching;
 pub(crate) mod client;
 pub(crate) mod ctx;
 pub(crate) mod forward;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::cache::{CacheKey, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -80,6 +82,25 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        caching::enable(session, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        caching::key(session, ctx)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no cache key"))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        Ok(caching::storable(session, resp, ctx))
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -156,10 +177,11 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        caching::note_status(session, ctx);
         if ctx.grpc {
             ctx.outcome.grpc_status = response.headers.get(GRPC_STATUS).map(grpc_status_label);
         }
@@ -192,6 +214,7 @@ impl ProxyHttp for Gateway {
             };
         };
         let status = reject.status();
+        caching::note_status(session, ctx);
         if session.response_written().is_none() {
             session.set_keepalive(None);
             if respond::send_reject(session, ctx, reject).await.is_err() {
@@ -253,6 +276,10 @@ impl ProxyHttp for Gateway {
             subject: identity.map(|i| i.subject.as_str()),
             events: &ctx.outcome.events,
             grpc_status: ctx.outcome.grpc_status,
+            cache_status: ctx
+                .route()
+                .and_then(|r| r.cache.as_ref())
+                .map(|_| ctx.outcome.cache_status.unwrap_or(crate::cache::BYPASS)),
         });
     }
 }

@@ -13,6 +13,7 @@ use super::pipeline::LocalReply;
 use super::reject::Reject;
 
 pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+const X_CACHE_STATUS: &str = "x-cache-status";
 
 /// Writes the gateway's own answer to the request.
 pub(crate) async fn reply(session: &mut Session, ctx: &mut Ctx, reply: LocalReply) -> Result<()> {
@@ -97,6 +98,10 @@ pub(crate) fn decorate(header: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     if let Some(route) = ctx.route() {
         for (name, value) in &route.deprecation {
             header.insert_header(name.clone(), value.clone())?;
+        }
+        if route.cache.is_some() {
+            let status = ctx.outcome.cache_status.unwrap_or(crate::cache::BYPASS);
+            header.insert_header(X_CACHE_STATUS, HeaderValue::from_static(status))?;
         }
     }
     if let Some(d) = &ctx.decoration.rate_limit {

@@ -10,6 +10,7 @@ mod auth_api_key;
 mod auth_introspection;
 mod auth_jwt;
 mod authz;
+mod cache;
 mod canonical;
 mod cli;
 mod connections;

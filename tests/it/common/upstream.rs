@@ -10,7 +10,9 @@
 //! the request target exactly as received and `headers` maps lower-case names
 //! to values (repeated headers joined with `", "`). `sleep_ms=N` anywhere in
 //! the query delays the answer by N ms (at most 30 s), `vary=V` adds a
-//! `Vary: V` response header. `/healthz` answers the
+//! `Vary: V` response header, `cache_control=V` a `Cache-Control: V` and
+//! `set_cookie=V` a `Set-Cookie: V`; `pad=N` adds a `"pad"` member of N
+//! bytes (at most 1 MiB) to the body. `/healthz` answers the
 //! status set with [`Upstream::set_health_status`] (default 200) with body
 //! `ok`, and is neither counted in [`Upstream::hits`] nor recorded in
 //! [`Upstream::requests`].
@@ -305,10 +307,20 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         .filter(|code| (200..=599).contains(code))
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
+    let mut record = record;
+    if let Some(n) = query_param(&query, "pad").and_then(|v| v.parse::<usize>().ok()) {
+        record["pad"] = Value::String("x".repeat(n.min(1 << 20)));
+    }
     let body = serde_json::to_vec(&record).expect("serializable record");
     let mut resp = respond(shared, status, "application/json", body.into());
-    if let Some(v) = query_param(&query, "vary").and_then(|v| HeaderValue::from_str(v).ok()) {
-        resp.headers_mut().insert(header::VARY, v);
+    for (param, name) in [
+        ("vary", header::VARY),
+        ("cache_control", header::CACHE_CONTROL),
+        ("set_cookie", header::SET_COOKIE),
+    ] {
+        if let Some(v) = query_param(&query, param).and_then(|v| HeaderValue::from_str(v).ok()) {
+            resp.headers_mut().insert(name, v);
+        }
     }
     resp
 }
