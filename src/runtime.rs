@@ -29,6 +29,7 @@ use crate::core::matching::{ListenerSet, PathMatch};
 use crate::core::net::canonical_ip;
 use crate::core::net::CidrRules;
 use crate::core::secret::Secret;
+use crate::observe::otel::{ExportCounters, Tracing};
 use crate::observe::Observer;
 use crate::protect::cors::Cors;
 use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore};
@@ -68,6 +69,8 @@ pub struct Runtime {
     /// The process's response cache, the same in every snapshot.
     pub(crate) cache: &'static EdgeCache,
     pub cache_limits: CacheLimits,
+    /// `[tracing]`: kept across reloads while unchanged.
+    pub tracing: Option<Arc<Tracing>>,
 }
 
 /// A route's `rate_limit` as requests use it.
@@ -262,6 +265,22 @@ impl Runtime {
                 })
                 .ok(),
         };
+        let tracing = config.tracing.and_then(|t| {
+            let kept = previous
+                .and_then(|p| p.tracing.as_ref())
+                .filter(|old| old.config == t)
+                .cloned();
+            kept.or_else(|| {
+                let counters = ExportCounters {
+                    dropped: observer.metrics.trace_spans_dropped.clone(),
+                    failed: observer.metrics.trace_export_failures.clone(),
+                };
+                Tracing::new(t, counters)
+                    .map(Arc::new)
+                    .map_err(|e| fail(ConfigError::in_file(&file, format!("[tracing]: {e}"))))
+                    .ok()
+            })
+        });
         let cache = match previous {
             Some(p) => p.cache,
             None => EdgeCache::leak(config.cache, observer.metrics.cache_bytes.clone()),
@@ -350,6 +369,7 @@ impl Runtime {
             lockout: config.protection.failed_auth,
             cache,
             cache_limits: config.cache,
+            tracing,
         })
     }
 

@@ -11,6 +11,7 @@ mod parse;
 mod protect;
 pub(crate) mod reader;
 mod routes;
+mod trace;
 mod upstreams;
 mod values;
 

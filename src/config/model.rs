@@ -36,6 +36,20 @@ pub struct Config {
     pub protection: Protection,
     pub rate_limit_store: StoreConfig,
     pub cache: CacheLimits,
+    /// `[tracing]`; nothing is traced without it.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[tracing]`: OTLP/HTTP export of one server span per request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    /// Of traces that start here; a sampled incoming parent is followed.
+    pub sample_ratio: f64,
+    /// Whether a client's `traceparent` is continued (else a new trace
+    /// starts at the gateway).
+    pub trust_incoming: bool,
 }
 
 /// `[cache]`: the bounds of the process's one response cache.

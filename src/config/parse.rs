@@ -44,6 +44,7 @@ pub(super) fn config(
     let protection = super::protect::protection(d, root);
     let rate_limit_store = super::protect::rate_limit_store(d, root);
     let cache = super::cache::limits(d, root);
+    let tracing = super::trace::tracing(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -61,6 +62,7 @@ pub(super) fn config(
         protection,
         rate_limit_store,
         cache,
+        tracing,
     })
 }
 

@@ -131,6 +131,7 @@ async fn refuse(conn: &mut Replay, reject: &Reject, peer: Option<IpAddr>, observ
             upstream_ms: None,
             auth_method: None,
             subject: None,
+            trace_id: None,
         };
         access.write_line(record.to_line());
     }

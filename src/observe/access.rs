@@ -24,6 +24,9 @@ pub struct AccessRecord<'a> {
     pub upstream_ms: Option<f64>,
     pub auth_method: Option<&'a str>,
     pub subject: Option<&'a str>,
+    /// The request's trace (32 hex digits) when `[tracing]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub cache_requests: IntCounterVec,
     /// What the response cache holds, in bytes as it counts them.
     pub cache_bytes: prometheus::IntGauge,
+    /// Finished spans the export queue had no room for.
+    pub trace_spans_dropped: prometheus::IntCounter,
+    /// OTLP export requests that failed or timed out.
+    pub trace_export_failures: prometheus::IntCounter,
     /// Client connections open now.
     pub connections: prometheus::IntGauge,
     /// Connections closed at once or early, by reason.
@@ -86,7 +90,19 @@ impl Metrics {
             "Bytes the response cache holds (bodies, headers, keys and bookkeeping)",
         )?;
         registry.register(Box::new(cache_bytes.clone()))?;
+        let trace_spans_dropped = prometheus::IntCounter::new(
+            "portcullis_trace_spans_dropped_total",
+            "Finished spans dropped because the export queue was full",
+        )?;
+        registry.register(Box::new(trace_spans_dropped.clone()))?;
+        let trace_export_failures = prometheus::IntCounter::new(
+            "portcullis_trace_export_failures_total",
+            "OTLP export requests that failed, timed out or were refused",
+        )?;
+        registry.register(Box::new(trace_export_failures.clone()))?;
         let metrics = Metrics {
+            trace_spans_dropped,
+            trace_export_failures,
             cache_bytes,
             cache_requests: counter(
                 r,

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod metrics;
+pub mod otel;
 pub mod outcome;
 pub mod security;
 pub mod writer;

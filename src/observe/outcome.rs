@@ -52,6 +52,7 @@ pub struct Finished<'a> {
     pub grpc_status: Option<&'static str>,
     /// On a caching route, the `x-cache-status` the response carried.
     pub cache_status: Option<&'static str>,
+    pub trace_id: Option<&'a str>,
 }
 
 impl Observer {
@@ -111,6 +112,7 @@ impl Observer {
             upstream_ms: done.upstream_elapsed.map(ms),
             auth_method: done.auth_method,
             subject: done.subject,
+            trace_id: done.trace_id,
         };
         access.write_line(record.to_line());
     }

@@ -12,6 +12,7 @@ use super::reject::Reject;
 use super::request::{Canonical, Conn};
 use crate::auth::{Authenticator, Identity};
 use crate::core::ids::{RouteId, UpstreamId};
+use crate::observe::otel::RequestSpan;
 use crate::observe::outcome::Event;
 use crate::protect::ratelimit::Decision;
 use crate::runtime::{Route, Runtime};
@@ -34,6 +35,8 @@ pub struct Ctx {
     /// A gRPC call (`content-type: application/grpc*`): refusals and
     /// upstream failures are answered with a gRPC status (CONTRACT §9).
     pub grpc: bool,
+    /// The request's span, with `[tracing]`.
+    pub trace: Option<RequestSpan>,
 }
 
 /// Where the request came from.
@@ -124,6 +127,7 @@ impl Ctx {
             decoration: Decoration::default(),
             outcome: Outcome::default(),
             grpc: false,
+            trace: None,
         }
     }
 

@@ -19,6 +19,7 @@ use super::respond::X_REQUEST_ID;
 use crate::config::{Balance, HashKey, RouteAction, UpstreamProtocol, UpstreamSplit};
 use crate::core::ids::UpstreamId;
 use crate::core::matching::PathMatch;
+use crate::observe::otel::{TRACEPARENT, TRACESTATE};
 use crate::runtime::Route;
 use crate::upstream::pool::UpstreamPool;
 
@@ -213,6 +214,22 @@ pub(crate) fn upstream_request(
         }
     }
     upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.header())?;
+    if let Some(span) = &ctx.trace {
+        // The upstream's parent is the gateway's span; without `[tracing]`
+        // a client's context passes unchanged.
+        match &span.traceparent {
+            Some(v) => upstream_request.insert_header(TRACEPARENT, v.clone())?,
+            None => {
+                upstream_request.remove_header(TRACEPARENT);
+            }
+        }
+        match &span.tracestate {
+            Some(v) => upstream_request.insert_header(TRACESTATE, v.clone())?,
+            None => {
+                upstream_request.remove_header(TRACESTATE);
+            }
+        }
+    }
     if let Some(peer) = canon.conn().peer {
         let peer_value = request::ip_value(peer);
         let xff = request::forwarded_for(&upstream_request.headers, &peer_value);

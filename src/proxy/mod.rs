@@ -14,6 +14,7 @@ pub(crate) mod stages;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -24,7 +25,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::core::matching::PathMatch;
 use crate::observe::metrics::grpc_status_label;
+use crate::observe::otel::SpanEnd;
 use crate::observe::outcome::Finished;
 use crate::observe::Observer;
 use crate::runtime::Runtime;
@@ -71,6 +74,9 @@ impl ProxyHttp for Gateway {
                 .is_some(),
         };
         ctx.begin(&session.req_header().headers, conn);
+        if let Some(tracing) = &ctx.runtime.tracing {
+            ctx.trace = Some(tracing.start(&session.req_header().headers, SystemTime::now()));
+        }
         Ok(())
     }
 
@@ -253,6 +259,20 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let identity = ctx.caller.identity.as_deref();
         let upstream = ctx.upstream.chosen.and_then(|id| ctx.runtime.upstream(id));
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let trace_id = ctx.trace.take().map(|span| {
+            let id = span.trace_id();
+            let route = ctx.route();
+            span.finish(&SpanEnd {
+                method: req.method.as_str(),
+                route: route.map(|r| r.name.as_str()),
+                route_pattern: route.map(|r| route_pattern(&r.path)).as_deref(),
+                upstream: upstream.map(|u| u.name()),
+                auth_method: identity.map(|i| i.method.as_str()),
+                status,
+            });
+            id
+        });
         self.observer.request_finished(&Finished {
             request_id: ctx.request_id.as_str(),
             client_ip: ctx.client.ip,
@@ -267,7 +287,7 @@ impl ProxyHttp for Gateway {
             route: ctx.route().map(|r| r.name.as_str()),
             upstream: upstream.map(|u| u.name()),
             target: ctx.target(),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status,
             bytes_sent: session.body_bytes_sent(),
             bytes_received: session.body_bytes_read(),
             elapsed: ctx.started.elapsed(),
@@ -280,7 +300,18 @@ impl ProxyHttp for Gateway {
                 .route()
                 .and_then(|r| r.cache.as_ref())
                 .map(|_| ctx.outcome.cache_status.unwrap_or(crate::cache::BYPASS)),
+            trace_id: trace_id.as_deref(),
         });
+    }
+}
+
+/// A route's path as a template, for a span's `http.route`: `/orders`,
+/// `/orders/*`.
+fn route_pattern(path: &PathMatch) -> String {
+    match path {
+        PathMatch::Exact(p) => p.clone(),
+        PathMatch::Prefix(p) if p.ends_with('/') => format!("{p}*"),
+        PathMatch::Prefix(p) => format!("{p}/*"),
     }
 }
 

@@ -25,6 +25,7 @@ mod protocols;
 mod ratelimit_store;
 mod routing;
 mod tls;
+mod tracing;
 mod upstreams;
 mod validation;
 mod versions;
