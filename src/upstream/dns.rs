@@ -19,6 +19,10 @@ use super::pool::UpstreamPool;
 /// bounds a start or a reload on a name server that does not answer.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most addresses one name contributes: each is a target with its own
+/// state and metric series, and a selection walks at most a bounded ring.
+const MAX_ADDRESSES: usize = 64;
+
 /// The resolver of one round of lookups.
 pub(crate) struct Resolver(TokioResolver);
 
@@ -50,6 +54,7 @@ impl Resolver {
                 let mut addrs: Vec<IpAddr> = found.iter().collect();
                 addrs.sort_unstable();
                 addrs.dedup();
+                addrs.truncate(MAX_ADDRESSES);
                 if addrs.is_empty() {
                     Err("no A or AAAA record".to_string())
                 } else {

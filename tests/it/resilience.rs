@@ -514,3 +514,67 @@ fn check_validates_names_without_resolving_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_target_needs_both_health_checks_and_outlier_detection() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let admin = free_addr();
+    let gw = Gateway::start(&config(
+        admin,
+        &format!(
+            "targets = [\"{}\", \"{}\"]\nretries = 0\n\
+             health_check = {{ kind = \"http\", path = \"/healthz\", interval_ms = 100, timeout_ms = 100, unhealthy_threshold = 1 }}\n\
+             outlier_detection = {{ consecutive_failures = 2, base_ejection_seconds = 30 }}",
+            a.addr(),
+            b.addr()
+        ),
+    ));
+    b.set_health_status(500);
+    assert!(gw.wait_security_event("upstream_unhealthy").is_some());
+    // a is the one target passing the health checks: failing, it stays.
+    for _ in 0..6 {
+        let r = get(gw.addr, "/?status=503");
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["server"], "a");
+    }
+    assert_eq!(ejected_count(admin), 0);
+    // With b healthy again, a's failures eject it and b takes everything.
+    b.set_health_status(200);
+    assert!(gw.wait_security_event("upstream_healthy").is_some());
+    assert!(wait_until(Duration::from_secs(5), || {
+        get(gw.addr, "/?status=503");
+        ejected_count(admin) == 1
+    }));
+    let targets = status(admin)["upstreams"]["app"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(targets
+        .iter()
+        .any(|t| t["target"] == a.addr().to_string() && t["ejected"] == true));
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr, "/").json()["server"], "b");
+    }
+}
+
+#[test]
+fn a_reload_resolves_new_names_before_they_take_traffic() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let admin = free_addr();
+    let gw = Gateway::start(&config(admin, &format!("targets = [\"{}\"]", b.addr())));
+    assert_eq!(get(gw.addr, "/").json()["server"], "b");
+    gw.write_config_body(&config(
+        admin,
+        &format!("targets = [\"localhost:{}\"]\nretries = 1", a.addr().port()),
+    ));
+    let r = request(admin, "POST", "/reload", &[], None);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    // No wait: the names were resolved before the swap.
+    for _ in 0..5 {
+        let r = get(gw.addr, "/");
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_eq!(r.json()["server"], "a");
+    }
+}
