@@ -49,7 +49,7 @@ impl Resolver {
     pub(crate) async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, String> {
         match tokio::time::timeout(LOOKUP_TIMEOUT, self.0.lookup_ip(host)).await {
             Err(_) => Err(format!("no answer within {} s", LOOKUP_TIMEOUT.as_secs())),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(why(&e)),
             Ok(Ok(found)) => {
                 let mut addrs: Vec<IpAddr> = found.iter().collect();
                 addrs.sort_unstable();
@@ -62,6 +62,20 @@ impl Resolver {
                 }
             }
         }
+    }
+}
+
+/// A lookup's failure in a few words, without the resolver's internal
+/// query dump.
+fn why(e: &hickory_resolver::ResolveError) -> String {
+    if e.is_nx_domain() {
+        "no such name (NXDOMAIN)".to_string()
+    } else if e.is_no_records_found() {
+        "no A or AAAA record".to_string()
+    } else if e.proto().is_some_and(|p| p.is_no_connections()) {
+        "no name server to ask".to_string()
+    } else {
+        e.to_string()
     }
 }
 

@@ -359,7 +359,10 @@ fn few_requests_fail_once_the_failing_target_is_out() {
             failed < 5 + n * 2 / 100,
             "{failing}: {failed} of {n} requests failed"
         );
-        assert_eq!(failed, 5, "{failing}");
+        assert!(
+            failed >= 5,
+            "{failing}: {failed}: ejected before 5 failures"
+        );
     }
 }
 
@@ -454,6 +457,7 @@ fn a_name_that_does_not_resolve_leaves_the_gateway_up_and_is_retried() {
     assert_eq!(events[0]["upstream"], "app");
     assert_eq!(events[0]["host"], "nothing.invalid.");
     assert_eq!(events[0]["target"], "nothing.invalid.:80");
+    assert_eq!(events[0]["reason"], "no such name (NXDOMAIN)");
     let s = status(admin);
     let dns = &s["dns"]["app"]["nothing.invalid.:80"];
     assert_eq!(dns["addresses"], serde_json::json!([]), "{s}");
