@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
@@ -121,6 +122,10 @@ pub struct UpstreamPool {
     outlier: Option<Budget>,
     /// One membership change at a time.
     changing: tokio::sync::Mutex<()>,
+    /// Set once a reload dropped the pool: requests still running on the
+    /// old snapshot (and ejection timers) must not write the series that
+    /// the pool replacing it owns now.
+    retired: AtomicBool,
 }
 
 impl UpstreamPool {
@@ -166,6 +171,7 @@ impl UpstreamPool {
             members: ArcSwap::from_pointee(members),
             names,
             changing: tokio::sync::Mutex::new(()),
+            retired: AtomicBool::new(false),
         };
         for m in &pool.members.load().0 {
             pool.track(m.addr);
@@ -252,11 +258,7 @@ impl UpstreamPool {
             return;
         };
         let target = member.addr.to_string();
-        self.observer
-            .metrics
-            .target_ejected
-            .with_label_values(&[self.name(), &target])
-            .set(1);
+        self.set_ejected_gauge(&target, 1);
         self.observer.security_event(
             &SecurityEvent::new(
                 "upstream_ejected",
@@ -294,16 +296,22 @@ impl UpstreamPool {
             return;
         }
         let target = addr.to_string();
-        self.observer
-            .metrics
-            .target_ejected
-            .with_label_values(&[self.name(), &target])
-            .set(0);
+        self.set_ejected_gauge(&target, 0);
         self.observer.security_event(
             &SecurityEvent::new("upstream_restored", "ejection ended")
                 .field("upstream", self.name())
                 .field("target", target),
         );
+    }
+
+    fn set_ejected_gauge(&self, target: &str, value: i64) {
+        if !self.retired.load(Ordering::Acquire) {
+            self.observer
+                .metrics
+                .target_ejected
+                .with_label_values(&[self.name(), target])
+                .set(value);
+        }
     }
 
     /// Looks every host-name target up, and makes the addresses found the
@@ -360,11 +368,13 @@ impl UpstreamPool {
         if same {
             return;
         }
-        for m in old.0.iter().filter(|m| new.get(&m.addr).is_none()) {
-            self.untrack(m.addr);
-        }
-        for m in new.0.iter().filter(|m| old.get(&m.addr).is_none()) {
-            self.track(m.addr);
+        if !self.retired.load(Ordering::Acquire) {
+            for m in old.0.iter().filter(|m| new.get(&m.addr).is_none()) {
+                self.untrack(m.addr);
+            }
+            for m in new.0.iter().filter(|m| old.get(&m.addr).is_none()) {
+                self.track(m.addr);
+            }
         }
         self.discovered.store(Arc::new(backend_set(&new)));
         self.members.store(Arc::new(new));
@@ -447,6 +457,7 @@ impl UpstreamPool {
     /// Removes this pool's series from the health and ejection gauges, for
     /// a reload that drops or replaces it.
     pub fn forget_metrics(&self) {
+        self.retired.store(true, Ordering::Release);
         for m in &self.members.load().0 {
             self.untrack(m.addr);
         }
