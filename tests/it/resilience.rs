@@ -582,3 +582,53 @@ fn a_reload_resolves_new_names_before_they_take_traffic() {
         assert_eq!(r.json()["server"], "a");
     }
 }
+
+/// A client cannot eject targets by asking for a deadline shorter than the
+/// upstream's `read_timeout_ms`: only the configured timeout counts.
+#[test]
+fn a_client_chosen_grpc_deadline_is_not_the_targets_failure() {
+    use common::h2_upstream::H2Upstream;
+    let u1 = H2Upstream::start();
+    let u2 = H2Upstream::start();
+    let admin = free_addr();
+    let h2c_listener = free_addr();
+    let gw = Gateway::start(&format!(
+        "[[listeners]]\nname = \"h2c\"\nlisten = \"{h2c_listener}\"\nhttp2 = true\n\n{}",
+        config(
+            admin,
+            &format!(
+                "targets = [\"{}\", \"{}\"]\nprotocol = \"h2c\"\nretries = 0\nread_timeout_ms = 1000\n\
+                 outlier_detection = {{ consecutive_failures = 1, base_ejection_seconds = 30 }}",
+                u1.addr, u2.addr
+            ),
+        )
+    ));
+    assert!(common::gateway::wait_for_port(
+        h2c_listener,
+        Duration::from_secs(10)
+    ));
+    let call = |timeout: Option<&str>| {
+        let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
+        if let Some(t) = timeout {
+            headers.push(("grpc-timeout", t));
+        }
+        common::h2c::send(
+            h2c_listener,
+            "localhost",
+            "POST",
+            "/pkg.Service/Slow",
+            &headers,
+            None,
+        )
+    };
+    for _ in 0..4 {
+        let r = call(Some("100m"));
+        assert_eq!(r.header("grpc-status"), Some("4"), "{:?}", r.headers);
+    }
+    assert_eq!(ejected_count(admin), 0);
+    // The upstream's own limit is the target's failure.
+    let r = call(None);
+    assert_eq!(r.header("grpc-status"), Some("4"), "{:?}", r.headers);
+    assert_eq!(ejected_count(admin), 1);
+    drop(gw);
+}
