@@ -186,10 +186,10 @@ impl Control {
             .filter(|p| !old.owns_provider(p))
             .cloned()
             .collect();
-        // New pools know their targets' health, and new providers have
+        // New pools know their targets' addresses and health, and new providers have
         // their keys, before they take traffic.
         for pool in &fresh {
-            pool.check_now().await;
+            pool.prepare().await;
         }
         for provider in &fresh_providers {
             provider.prepare().await;
@@ -197,16 +197,16 @@ impl Control {
         self.runtime.store(new.clone());
         new.take_cache_over(&old);
         for pool in &fresh {
-            UpstreamPool::spawn_health_checks(pool);
+            UpstreamPool::start_background(pool);
         }
         for provider in fresh_providers {
             provider.start_background();
         }
         for pool in old.upstreams.iter().filter(|p| !new.owns(p)) {
-            pool.forget_metrics(&self.observer);
+            pool.forget_metrics();
         }
         for pool in &fresh {
-            pool.refresh_metrics(&self.observer);
+            pool.refresh_metrics();
         }
         Ok(Reloaded {
             generation,

@@ -61,6 +61,7 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
     let limits = config.limits;
     let admin = config.admin.clone();
     let control = Arc::new(Control::new(config, observer.clone())?);
+    crate::upstream::dns::resolve_at_start(&control.runtime.load().upstreams);
 
     let opt = Opt {
         upgrade: flags.upgrade,
@@ -153,7 +154,7 @@ impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let runtime = self.control.runtime.load_full();
         for pool in &runtime.upstreams {
-            crate::upstream::UpstreamPool::spawn_health_checks(pool);
+            crate::upstream::UpstreamPool::start_background(pool);
         }
         for provider in &runtime.providers {
             provider.clone().start_background();

@@ -13,6 +13,7 @@ use pingora::protocols::http::ServerSession;
 use crate::proxy::client::request_id;
 use crate::proxy::reject::{Code, Reject};
 use crate::reload::Control;
+use crate::upstream::UpstreamPool;
 
 pub(crate) struct AdminApp {
     pub control: Arc<Control>,
@@ -182,16 +183,7 @@ impl AdminApp {
         let upstreams: serde_json::Map<String, serde_json::Value> = rt
             .upstreams
             .iter()
-            .map(|pool| {
-                let targets: Vec<serde_json::Value> = pool
-                    .health()
-                    .into_iter()
-                    .map(|(addr, healthy)| {
-                        serde_json::json!({"target": addr.to_string(), "healthy": healthy})
-                    })
-                    .collect();
-                (pool.name().to_string(), serde_json::Value::from(targets))
-            })
+            .map(|pool| (pool.name().to_string(), upstream_targets(pool)))
             .collect();
         serde_json::json!({
             "pid": std::process::id(),
@@ -200,6 +192,7 @@ impl AdminApp {
             "loaded_at": humantime::format_rfc3339_millis(rt.loaded_at).to_string(),
             "routes": rt.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             "upstreams": upstreams,
+            "dns": dns_status(&rt.upstreams),
             "auth": rt
                 .providers
                 .iter()
@@ -209,6 +202,49 @@ impl AdminApp {
             "draining": self.control.draining.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
+}
+
+/// An upstream's targets: every address, with the host-name target it
+/// was resolved from.
+fn upstream_targets(pool: &UpstreamPool) -> serde_json::Value {
+    pool.health()
+        .into_iter()
+        .map(|t| {
+            let mut entry = serde_json::json!({
+                "target": t.addr.to_string(),
+                "healthy": t.healthy,
+                "ejected": t.ejected,
+            });
+            if let (Some(name), Some(map)) = (t.name, entry.as_object_mut()) {
+                map.insert("name".to_string(), serde_json::Value::from(&*name));
+            }
+            entry
+        })
+        .collect()
+}
+
+/// The host-name targets of each upstream that has some: the addresses
+/// each stands for now, and the last lookup's error.
+fn dns_status(pools: &[Arc<UpstreamPool>]) -> serde_json::Value {
+    pools
+        .iter()
+        .filter(|p| p.has_names())
+        .map(|pool| {
+            let names: serde_json::Map<String, serde_json::Value> = pool
+                .names()
+                .into_iter()
+                .map(|n| {
+                    let addrs: Vec<String> = n.addrs.iter().map(ToString::to_string).collect();
+                    (
+                        n.name.to_string(),
+                        serde_json::json!({"addresses": addrs, "error": n.error}),
+                    )
+                })
+                .collect();
+            (pool.name().to_string(), serde_json::Value::from(names))
+        })
+        .collect::<serde_json::Map<String, serde_json::Value>>()
+        .into()
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>, id: &str) -> Response<Vec<u8>> {

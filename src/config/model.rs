@@ -220,6 +220,23 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub retries: usize,
     pub health_check: Option<HealthCheck>,
+    /// How often host-name targets are resolved again.
+    pub dns_refresh: Duration,
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// Passive health: targets failing requests in a row are taken out for a
+/// while (CONTRACT §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Failures in a row that eject a target (at least 1).
+    pub consecutive_failures: u32,
+    /// The first ejection's length; the n-th lasts n times as long.
+    pub base_ejection: Duration,
+    /// The longest ejection (at least `base_ejection`).
+    pub max_ejection: Duration,
+    /// The largest share of the targets ejected at once, 0 to 100.
+    pub max_ejection_percent: u8,
 }
 
 /// `upstream = "a"` (one choice of weight 1) or `upstreams = [{ name,
@@ -258,10 +275,32 @@ impl UpstreamProtocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
-    pub addr: SocketAddr,
+    pub addr: TargetAddr,
     pub weight: usize,
+}
+
+/// A target as written: an address, or a host name whose every A and AAAA
+/// address is a target of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TargetAddr {
+    Ip(SocketAddr),
+    /// `host` is lower-case, as written otherwise (a trailing dot keeps
+    /// the resolver's search domains out).
+    Name {
+        host: String,
+        port: u16,
+    },
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetAddr::Ip(addr) => addr.fmt(f),
+            TargetAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -194,3 +194,122 @@ fn authz_rules_are_validated() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].contains("did you mean `allow_cidrs`"), "{errs:?}");
 }
+
+#[test]
+fn host_name_targets_are_checked_not_resolved() {
+    let text = BASE.replace(
+        "targets = [\"127.0.0.1:9001\", { address = \"127.0.0.1:9002\", weight = 3 }]",
+        "targets = [\"Orders.Internal:8080\", { address = \"localhost.:9002\", weight = 3 }, \"[::1]:9003\"]\ndns_refresh_seconds = 5",
+    );
+    let c = parse_str(Path::new("gw.toml"), &text).unwrap();
+    let u = &c.upstreams[0];
+    assert_eq!(
+        u.targets[0].addr,
+        TargetAddr::Name {
+            host: "orders.internal".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(u.targets[1].addr.to_string(), "localhost.:9002");
+    assert_eq!(u.targets[1].weight, 3);
+    assert_eq!(u.targets[2].addr.to_string(), "[::1]:9003");
+    assert_eq!(u.dns_refresh, std::time::Duration::from_secs(5));
+    assert_eq!(
+        parse_str(Path::new("gw.toml"), BASE).unwrap().upstreams[0].dns_refresh,
+        std::time::Duration::from_secs(30)
+    );
+    for bad in [
+        "a.com",
+        "a.com:",
+        "a.com:0",
+        "a.com:65536",
+        "a.com:+80",
+        "::1:80",
+        "[::1:80",
+        "a..com:80",
+        "-a.com:80",
+        "a-.com:80",
+        "a b:80",
+        "a%2e.com:80",
+        "10.0.0:80",
+        "256.1.1.1:80",
+        "user@a.com:80",
+        "a.com/x:80",
+        ":80",
+    ] {
+        let text = BASE.replace("\"127.0.0.1:9001\"", &format!("\"{bad}\""));
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert!(errs[0].starts_with("gw.toml:7:"), "{bad}: {errs:?}");
+        assert!(
+            errs[0].contains("is not an IP:port address or a host:port name"),
+            "{bad}: {errs:?}"
+        );
+    }
+    let long = format!("{}.com:80", "a".repeat(64));
+    assert_eq!(errors(&BASE.replace("127.0.0.1:9001", &long)).len(), 1);
+    let errs = errors(
+        &BASE
+            .replace("\"127.0.0.1:9002\"", "\"A.com:80\"")
+            .replace("\"127.0.0.1:9001\"", "\"a.COM:80\""),
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("duplicate target a.com:80"), "{errs:?}");
+}
+
+#[test]
+fn dns_refresh_and_outlier_detection_are_validated() {
+    let at = |extra: &str| BASE.replace("\n[[routes]]", &format!("{extra}\n\n[[routes]]"));
+    let errs = errors(&at("dns_refresh_seconds = 10"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .starts_with("gw.toml:8:23: `dns_refresh_seconds` only applies to host-name targets"),
+        "{errs:?}"
+    );
+    let errs = errors(&at("dns_refresh_seconds = 0"));
+    assert!(errs[0].contains("must be between 1 and 86400"), "{errs:?}");
+
+    let c = parse_str(
+        Path::new("gw.toml"),
+        &at("outlier_detection = { consecutive_failures = 3, base_ejection_seconds = 2, max_ejection_seconds = 4, max_ejection_percent = 100 }"),
+    )
+    .unwrap();
+    let od = c.upstreams[0].outlier_detection.unwrap();
+    assert_eq!(od.consecutive_failures, 3);
+    assert_eq!(od.base_ejection, std::time::Duration::from_secs(2));
+    assert_eq!(od.max_ejection, std::time::Duration::from_secs(4));
+    assert_eq!(od.max_ejection_percent, 100);
+    let c = parse_str(Path::new("gw.toml"), &at("outlier_detection = {}")).unwrap();
+    let od = c.upstreams[0].outlier_detection.unwrap();
+    assert_eq!(
+        (
+            od.consecutive_failures,
+            od.base_ejection.as_secs(),
+            od.max_ejection.as_secs(),
+            od.max_ejection_percent
+        ),
+        (5, 30, 300, 50)
+    );
+    assert!(parse_str(Path::new("gw.toml"), BASE).unwrap().upstreams[0]
+        .outlier_detection
+        .is_none());
+
+    for (bad, message) in [
+        ("consecutive_failures = 0", "`consecutive_failures` in [upstreams.app.outlier_detection] must be between 1 and 1000"),
+        ("max_ejection_percent = 101", "`max_ejection_percent` in [upstreams.app.outlier_detection] must be between 0 and 100"),
+        ("base_ejection_seconds = 0", "must be between 1 and 86400"),
+        ("max_ejection_seconds = -1", "must be between 1 and 86400"),
+        ("base_ejection_seconds = 60, max_ejection_seconds = 10", "`base_ejection_seconds` (60) must not exceed `max_ejection_seconds` (10)"),
+        ("base_ejection_seconds = 600", "`base_ejection_seconds` (600) must not exceed `max_ejection_seconds` (300)"),
+        ("consecutive_failure = 3", "unknown key"),
+        ("max_ejection_percent = \"50\"", "must be an integer"),
+    ] {
+        let errs = errors(&at(&format!("outlier_detection = {{ {bad} }}")));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert!(errs[0].starts_with("gw.toml:8:"), "{bad}: {errs:?}");
+        assert!(errs[0].contains(message), "{bad}: {errs:?}");
+    }
+    let errs = errors(&at("outlier_detection = 5"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}

@@ -124,7 +124,32 @@ pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Ups
         h.finish(d);
         hc
     });
+    let outlier_detection = t.table(d, "outlier_detection").and_then(|o| {
+        let od = outlier_detection(d, &o);
+        o.finish(d);
+        od
+    });
+    let refresh_span = t.raw("dns_refresh_seconds").map(|v| v.span());
+    let dns_refresh = t
+        .duration(
+            d,
+            "dns_refresh_seconds",
+            1..=ONE_DAY_SECONDS,
+            Duration::from_secs,
+        )
+        .unwrap_or(DEFAULT_DNS_REFRESH);
     let targets = targets?;
+    if let Some(span) = refresh_span {
+        if !targets
+            .iter()
+            .any(|t| matches!(t.addr, TargetAddr::Name { .. }))
+        {
+            d.error(
+                span,
+                "`dns_refresh_seconds` only applies to host-name targets",
+            );
+        }
+    }
     Some(Upstream {
         name: name.to_string(),
         targets,
@@ -138,6 +163,55 @@ pub(super) fn upstream(d: &mut Diagnostics, t: &Table, name: &str) -> Option<Ups
         read_timeout,
         retries,
         health_check,
+        dns_refresh,
+        outlier_detection,
+    })
+}
+
+/// How often host names are resolved again when `dns_refresh_seconds` is
+/// not set.
+const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+
+/// The longest ejection and DNS refresh period accepted: a day.
+const ONE_DAY_SECONDS: u64 = 86_400;
+
+pub(super) fn outlier_detection(d: &mut Diagnostics, o: &Table) -> Option<OutlierDetection> {
+    let consecutive_failures = o.integer(d, "consecutive_failures", 1..=1000).unwrap_or(5) as u32;
+    let base_span = o.raw("base_ejection_seconds").map(|v| v.span());
+    let base_ejection = o
+        .duration(
+            d,
+            "base_ejection_seconds",
+            1..=ONE_DAY_SECONDS,
+            Duration::from_secs,
+        )
+        .unwrap_or(Duration::from_secs(30));
+    let max_ejection = o
+        .duration(
+            d,
+            "max_ejection_seconds",
+            1..=ONE_DAY_SECONDS,
+            Duration::from_secs,
+        )
+        .unwrap_or(Duration::from_secs(300));
+    let max_ejection_percent = o.integer(d, "max_ejection_percent", 0..=100).unwrap_or(50) as u8;
+    if base_ejection > max_ejection {
+        d.error(
+            base_span.unwrap_or_else(|| o.span()),
+            format!(
+                "[{}] `base_ejection_seconds` ({}) must not exceed `max_ejection_seconds` ({})",
+                o.section(),
+                base_ejection.as_secs(),
+                max_ejection.as_secs()
+            ),
+        );
+        return None;
+    }
+    Some(OutlierDetection {
+        consecutive_failures,
+        base_ejection,
+        max_ejection,
+        max_ejection_percent,
     })
 }
 
@@ -168,7 +242,7 @@ pub(super) fn targets(d: &mut Diagnostics, t: &Table) -> Option<Vec<Target>> {
                 d.error(
                     item.span(),
                     format!(
-                        "a target is \"IP:port\" or {{ address = \"IP:port\", weight = N }}, found {}",
+                        "a target is \"IP:port\", \"host:port\" or {{ address = \"IP:port\", weight = N }}, found {}",
                         other.type_str()
                     ),
                 );
@@ -186,17 +260,68 @@ pub(super) fn targets(d: &mut Diagnostics, t: &Table) -> Option<Vec<Target>> {
     Some(out)
 }
 
-pub(super) fn target_addr(d: &mut Diagnostics, item: &Value, s: &str) -> Option<SocketAddr> {
-    match s.parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
+/// An `IP:port` address (IPv6 in brackets), or `host:port` with a host
+/// name of letters, digits, `-` and `_` in dot-separated labels (a
+/// trailing dot allowed). Only the syntax is checked: nothing is resolved
+/// here, so `check` works offline.
+pub(super) fn target_addr(d: &mut Diagnostics, item: &Value, s: &str) -> Option<TargetAddr> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(TargetAddr::Ip(addr));
+    }
+    match host_target(s) {
+        Ok((host, port)) => Some(TargetAddr::Name { host, port }),
+        Err(why) => {
             d.error(
                 item.span(),
-                format!("target `{s}` is not an IP:port address (host names are not resolved)"),
+                format!("target `{s}` is not an IP:port address or a host:port name: {why}"),
             );
             None
         }
     }
+}
+
+/// The longest host name DNS allows, and its longest label.
+const MAX_HOST_NAME: usize = 253;
+const MAX_LABEL: usize = 63;
+
+fn host_target(s: &str) -> Result<(String, u16), &'static str> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("the port is missing");
+    };
+    if host.starts_with('[') || host.contains(':') {
+        return Err("an IPv6 address is written in brackets, as [::1]:8080");
+    }
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err("the port must be a number from 1 to 65535"),
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > MAX_HOST_NAME {
+        return Err("a host name has 1 to 253 characters");
+    }
+    let mut last = "";
+    for label in name.split('.') {
+        let edge = |b: Option<u8>| b.is_some_and(|b| b == b'-');
+        if label.is_empty()
+            || label.len() > MAX_LABEL
+            || edge(label.bytes().next())
+            || edge(label.bytes().last())
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(
+                "each dot-separated label has 1 to 63 letters, digits, `-` or `_` and does not start or end with `-`",
+            );
+        }
+        last = label;
+    }
+    // A name ending in a number is a mistyped address (`10.0.0:80`,
+    // `256.1.1.1:80`), never a name a resolver should be asked for.
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("it looks like an IP address but is not a valid one");
+    }
+    Ok((host.to_ascii_lowercase(), port))
 }
 
 pub(super) fn hash_key(d: &mut Diagnostics, k: &Spanned<String>) -> Option<HashKey> {

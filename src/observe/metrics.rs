@@ -27,6 +27,8 @@ pub struct Metrics {
     pub authz_denied: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub target_healthy: IntGaugeVec,
+    /// 1 while outlier detection keeps a target out.
+    pub target_ejected: IntGaugeVec,
     pub jwks_refresh: IntCounterVec,
     pub config_reloads: IntCounterVec,
     /// gRPC calls by route and `grpc-status`.
@@ -66,6 +68,18 @@ fn histogram(
     let h = HistogramVec::new(opts, &[label])?;
     registry.register(Box::new(h.clone()))?;
     Ok(h)
+}
+
+fn target_ejected(registry: &Registry) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(
+        Opts::new(
+            "portcullis_upstream_target_ejected",
+            "1 while outlier detection keeps the target out, else 0 (upstreams with outlier_detection)",
+        ),
+        &["upstream", "target"],
+    )?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
 }
 
 impl Metrics {
@@ -154,6 +168,7 @@ impl Metrics {
                 &["route"],
             )?,
             target_healthy,
+            target_ejected: target_ejected(r)?,
             grpc_requests: counter(
                 r,
                 "portcullis_grpc_requests_total",

@@ -6,6 +6,7 @@ pub(crate) mod caching;
 pub(crate) mod client;
 pub(crate) mod ctx;
 pub(crate) mod forward;
+pub(crate) mod passive;
 pub(crate) mod pipeline;
 pub(crate) mod reject;
 pub(crate) mod request;
@@ -129,10 +130,34 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        passive::connect_failed(ctx);
         // Nothing has been sent yet, so another target may be tried.
         if ctx.upstream.retries_left > 0 {
             ctx.upstream.retries_left -= 1;
             e.set_retry(true);
+        }
+        e
+    }
+
+    /// Pingora's own retry rule (an idempotent request whose body can be
+    /// sent again, on a connection that was reused), and what the failure
+    /// tells outlier detection.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let upgraded = session.response_written().is_some_and(|r| r.status == 101);
+        passive::proxy_failed(ctx, peer, &e, client_reused, upgraded);
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -172,9 +197,10 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        passive::answered(ctx, upstream_response.status.as_u16());
         if let Some(started) = ctx.upstream.started {
             ctx.upstream.elapsed = Some(started.elapsed());
         }

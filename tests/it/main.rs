@@ -23,6 +23,7 @@ mod pipeline;
 mod protection;
 mod protocols;
 mod ratelimit_store;
+mod resilience;
 mod routing;
 mod tls;
 mod tracing;
