@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
+use http::{HeaderName, HeaderValue};
 use pingora::cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora::cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
@@ -25,9 +26,11 @@ use prometheus::IntGauge;
 
 use super::key;
 
-/// What an entry costs beyond its body, header and key: the map slot, the
-/// `Arc`, the eviction manager's node.
-const ENTRY_OVERHEAD: usize = 256;
+/// What an entry costs beyond its body, header and key bytes: the map
+/// slot, the `Arc`, the header's own structure, the eviction manager's
+/// node and the allocator's rounding, as the process's resident memory
+/// grows per entry (README, "Response caching").
+const ENTRY_OVERHEAD: usize = 1536;
 
 /// One stored response. The metadata is kept as its parts because
 /// Pingora's `CacheMeta` cannot be cloned and re-parsing a serialized one
@@ -211,6 +214,7 @@ impl HandleMiss for Miss {
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let header = compact(&self.header)?;
         if self.too_large {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -221,7 +225,7 @@ impl HandleMiss for Miss {
         let weight = ENTRY_OVERHEAD
             + body.len()
             + self.primary.len()
-            + header_bytes(&self.header)
+            + header_bytes(&header)
             + self.compact.user_tag.len();
         let stored = Stored {
             primary: self.primary,
@@ -229,7 +233,7 @@ impl HandleMiss for Miss {
             fresh_until: self.fresh_until,
             created: self.created,
             updated: self.created,
-            header: self.header,
+            header,
             body,
             weight,
         };
@@ -239,11 +243,29 @@ impl HandleMiss for Miss {
     }
 }
 
+/// A copy of `header` that owns its bytes: a parsed header's names and
+/// values point into the whole buffer the response was read into, which a
+/// stored entry would otherwise keep alive, and its maps keep the capacity
+/// of the parser's.
+fn compact(header: &ResponseHeader) -> Result<ResponseHeader> {
+    let mut out = ResponseHeader::build_no_case(header.status, Some(header.headers.len()))?;
+    out.set_version(header.version);
+    for (name, value) in &header.headers {
+        let name = HeaderName::from_bytes(name.as_str().as_bytes())
+            .map_err(|e| Error::because(ErrorType::InternalError, "stored header name", e))?;
+        let value = HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|e| Error::because(ErrorType::InternalError, "stored header value", e))?;
+        out.append_header(name, value)?;
+    }
+    Ok(out)
+}
+
+/// What a stored header costs: its bytes and the map's slots.
 fn header_bytes(header: &ResponseHeader) -> usize {
     header
         .headers
         .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .map(|(name, value)| name.as_str().len() + value.len() + 96)
         .sum()
 }
 
@@ -321,7 +343,7 @@ impl Storage for Store {
             fresh_until: meta.fresh_until(),
             created: old.created,
             updated: meta.updated(),
-            header: meta.response_header_copy(),
+            header: compact(meta.response_header())?,
             body: old.body.clone(),
             weight: old.weight,
         };
