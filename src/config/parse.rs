@@ -43,6 +43,7 @@ pub(super) fn config(
     let routes = routes(d, root, &upstreams, &auth, &limits, &listeners);
     let protection = super::protect::protection(d, root);
     let rate_limit_store = super::protect::rate_limit_store(d, root);
+    let alerts = super::observe::alerts(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -59,6 +60,7 @@ pub(super) fn config(
         routes,
         protection,
         rate_limit_store,
+        alerts,
     })
 }
 
@@ -124,11 +126,7 @@ pub(super) fn server(d: &mut Diagnostics, root: &Table) -> Server {
 }
 
 pub(super) fn log(d: &mut Diagnostics, root: &Table) -> Log {
-    let mut out = Log {
-        level: "info".into(),
-        access_log: LogTarget::Stdout,
-        security_log: LogTarget::Stdout,
-    };
+    let mut out = Log::default();
     let Some(t) = root.table(d, "log") else {
         return out;
     };
@@ -156,6 +154,7 @@ pub(super) fn log(d: &mut Diagnostics, root: &Table) -> Log {
             other => other,
         };
     }
+    super::observe::log_keys(d, &t, &mut out);
     t.finish(d);
     out
 }

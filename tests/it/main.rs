@@ -6,6 +6,7 @@
 
 mod common;
 
+mod alerts;
 mod auth_api_key;
 mod auth_introspection;
 mod auth_jwt;
@@ -23,6 +24,7 @@ mod protection;
 mod protocols;
 mod ratelimit_store;
 mod routing;
+mod seclog;
 mod tls;
 mod upstreams;
 mod validation;
