@@ -8,7 +8,7 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
-use super::model::{Alerts, Log, SeclogKey};
+use super::model::{Alerts, Log, LogTarget, SeclogKey};
 use super::reader::Table;
 use super::values::non_empty_string;
 
@@ -44,6 +44,13 @@ const ALERTABLE_EVENTS: [&str; 24] = [
 /// `security_log_chain`, `security_log_key_file` and `max_consumer_labels`.
 pub(super) fn log_keys(d: &mut Diagnostics, t: &Table, out: &mut Log) {
     if let Some(on) = t.boolean(d, "security_log_chain") {
+        if on && !matches!(out.security_log, LogTarget::File(_)) {
+            let span = t.raw("security_log_chain").map_or(t.span(), |v| v.span());
+            d.error(
+                span,
+                "`security_log_chain` needs `security_log` to be a file: the chain is verified per file",
+            );
+        }
         out.security_log_chain = on;
     }
     if let Some(file) = non_empty_string(d, t, "security_log_key_file") {

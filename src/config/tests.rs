@@ -198,7 +198,7 @@ fn authz_rules_are_validated() {
 #[test]
 fn alerts_and_chained_log_keys_are_validated() {
     let ok = format!(
-        "{BASE}\n[alerts]\nwebhook_url = \"https://hooks.example/x?token=s\"\nevents = [\"brute_force_lockout\", \"upstream_ejected\"]\nauth_failure_spike = {{ per_minute = 100 }}\n\n[log]\nsecurity_log_chain = true\nmax_consumer_labels = 5\n"
+        "{BASE}\n[alerts]\nwebhook_url = \"https://hooks.example/x?token=s\"\nevents = [\"brute_force_lockout\", \"upstream_ejected\"]\nauth_failure_spike = {{ per_minute = 100 }}\n\n[log]\nsecurity_log = \"/var/log/portcullis/security.log\"\nsecurity_log_chain = true\nmax_consumer_labels = 5\n"
     );
     let c = parse_str(Path::new("gw.toml"), &ok).unwrap();
     let alerts = c.alerts.unwrap();
@@ -207,7 +207,11 @@ fn alerts_and_chained_log_keys_are_validated() {
     assert!(c.log.security_log_chain);
     assert_eq!(c.log.max_consumer_labels, 5);
 
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 8] = [
+        (
+            "[log]\nsecurity_log_chain = true\n",
+            "gw.toml:16:22: `security_log_chain` needs `security_log` to be a file",
+        ),
         (
             "[alerts]\nwebhook_url = \"ftp://x\"\n",
             "gw.toml:16:15: `webhook_url` must be an http:// or https:// URL",
@@ -261,7 +265,7 @@ fn the_checkpoint_key_must_be_a_private_ed25519_key_only_its_owner_reads() {
     );
     let config = |file: &Path| {
         format!(
-            "{BASE}\n[log]\nsecurity_log_chain = true\nsecurity_log_key_file = \"{}\"\n",
+            "{BASE}\n[log]\nsecurity_log = \"s.log\"\nsecurity_log_chain = true\nsecurity_log_key_file = \"{}\"\n",
             file.display()
         )
     };

@@ -13,7 +13,7 @@ pub mod writer;
 
 use std::time::Duration;
 
-use crate::config::{Alerts, Log};
+use crate::config::{self, Alerts, Log};
 use alerts::Alerter;
 use metrics::{Consumers, Metrics};
 use security::SecurityEvent;
@@ -35,11 +35,13 @@ pub struct Observer {
 
 impl Observer {
     pub fn new(log: &Log) -> prometheus::Result<Self> {
-        let security = if log.security_log_chain {
-            let key = log.security_log_key.as_ref().map(|k| k.key.clone());
-            LogWriter::chained(&log.security_log, key)
-        } else {
-            LogWriter::for_target(&log.security_log).unwrap_or_else(LogWriter::stdout)
+        let security = match &log.security_log {
+            // Validation allows the chain only with a file.
+            config::LogTarget::File(path) if log.security_log_chain => {
+                let key = log.security_log_key.as_ref().map(|k| k.key.clone());
+                LogWriter::chained(path.clone(), key)
+            }
+            target => LogWriter::for_target(target).unwrap_or_else(LogWriter::stdout),
         };
         let metrics = Metrics::new()?;
         Ok(Observer {

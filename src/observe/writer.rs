@@ -24,7 +24,7 @@ use crate::config::LogTarget;
 const QUEUE_LINES: usize = 65_536;
 
 #[derive(Debug, Clone)]
-pub(crate) enum Destination {
+enum Destination {
     Stdout,
     File(PathBuf),
 }
@@ -66,14 +66,10 @@ impl LogWriter {
         Self::new(Destination::Stdout)
     }
 
-    /// The chained security log of CONTRACT §12, signed with `key` when
-    /// there is one.
-    pub fn chained(target: &LogTarget, key: Option<Arc<SigningKey>>) -> Self {
-        let destination = match target {
-            LogTarget::File(p) => Destination::File(p.clone()),
-            LogTarget::Stdout | LogTarget::Off => Destination::Stdout,
-        };
-        let mut writer = Self::new(destination);
+    /// The chained security log of CONTRACT §12 in `path`, signed with
+    /// `key` when there is one.
+    pub fn chained(path: PathBuf, key: Option<Arc<SigningKey>>) -> Self {
+        let mut writer = Self::new(Destination::File(path));
         writer.chained = Some(Chained { key });
         writer
     }
@@ -129,9 +125,11 @@ impl LogWriter {
         let dropped = self.dropped.clone();
         let spawned = std::thread::Builder::new()
             .name("portcullis-log".into())
-            .spawn(move || match chained {
-                Some(c) => ChainedSink::new(destination, c.key, dropped).run(rx),
-                None => drain(destination, rx),
+            .spawn(move || match (chained, destination) {
+                (Some(c), Destination::File(path)) => {
+                    ChainedSink::new(path, c.key, dropped).run(rx)
+                }
+                (_, destination) => drain(destination, rx),
             });
         if let Err(e) = spawned {
             eprintln!("portcullis: cannot start log writer thread: {e}");

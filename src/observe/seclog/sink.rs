@@ -13,7 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use ed25519_dalek::{Signer, SigningKey};
 
 use super::{checkpoint_message, Chain, ChainValue, CHECKPOINT_EVERY, CHECKPOINT_EVERY_LINES};
 use crate::observe::security::SecurityEvent;
-use crate::observe::writer::{Destination, Msg};
+use crate::observe::writer::Msg;
 
 /// Lines written under one lock at most.
 const MAX_BATCH: usize = 4096;
@@ -42,12 +42,10 @@ struct OpenFile {
 }
 
 pub(crate) struct ChainedSink {
-    destination: Destination,
+    path: PathBuf,
     key: Option<Arc<SigningKey>>,
     dropped: Arc<AtomicU64>,
     file: Option<OpenFile>,
-    /// Whether stdout has had its `log_opened`.
-    stdout_opened: bool,
     chain: Chain,
     /// Whether this process has written a line (a rotated file's successor
     /// then names the chain it ended with).
@@ -68,16 +66,15 @@ enum Tail {
 
 impl ChainedSink {
     pub(crate) fn new(
-        destination: Destination,
+        path: PathBuf,
         key: Option<Arc<SigningKey>>,
         dropped: Arc<AtomicU64>,
     ) -> Self {
         ChainedSink {
-            destination,
+            path,
             key,
             dropped,
             file: None,
-            stdout_opened: false,
             chain: Chain::default(),
             wrote: false,
             since_checkpoint: 0,
@@ -136,10 +133,7 @@ impl ChainedSink {
     /// Writes `lines` (emptied) and, when asked for or due, a checkpoint.
     fn write(&mut self, lines: &mut Vec<String>, checkpoint: Option<&'static str>) {
         let count = lines.len() as u64;
-        let result = match self.destination.clone() {
-            Destination::Stdout => self.write_stdout(lines, checkpoint),
-            Destination::File(path) => self.write_file(&path, lines, checkpoint),
-        };
+        let result = self.write_file(lines, checkpoint);
         lines.clear();
         self.buf.clear();
         if let Err(e) = result {
@@ -151,28 +145,8 @@ impl ChainedSink {
         }
     }
 
-    fn write_stdout(
-        &mut self,
-        lines: &[String],
-        checkpoint: Option<&'static str>,
-    ) -> io::Result<()> {
-        if !self.stdout_opened {
-            self.stdout_opened = true;
-            self.push_opened(None, "stdout");
-        }
-        self.push_batch(lines, checkpoint);
-        let mut out = io::stdout().lock();
-        out.write_all(&self.buf)?;
-        out.flush()
-    }
-
-    fn write_file(
-        &mut self,
-        path: &Path,
-        lines: &[String],
-        checkpoint: Option<&'static str>,
-    ) -> io::Result<()> {
-        let rotated = self.open(path)?;
+    fn write_file(&mut self, lines: &[String], checkpoint: Option<&'static str>) -> io::Result<()> {
+        let rotated = self.open()?;
         let Some(open) = self.file.as_mut() else {
             return Ok(());
         };
@@ -190,8 +164,10 @@ impl ChainedSink {
 
     /// Opens the file when this process has none or the path now names
     /// another file; `true` when that was a rotation.
-    fn open(&mut self, path: &Path) -> io::Result<bool> {
-        let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    fn open(&mut self) -> io::Result<bool> {
+        let at_path = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         let rotated = match &self.file {
             Some(open) if Some(open.id) == at_path => return Ok(false),
             Some(_) => true,
@@ -201,7 +177,7 @@ impl ChainedSink {
             .create(true)
             .append(true)
             .read(true)
-            .open(path)?;
+            .open(&self.path)?;
         let meta = file.metadata()?;
         self.file = Some(OpenFile {
             file,
