@@ -353,3 +353,139 @@ fn tail(file: &File, len: u64) -> Tail {
             .map_or(Tail::Other { newline: false }, Tail::Chained);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::seclog::verify::{verify_files, VerifyError};
+
+    fn sink(path: &std::path::Path, key: Option<Arc<SigningKey>>) -> ChainedSink {
+        ChainedSink::new(path.to_path_buf(), key, Arc::new(AtomicU64::new(0)))
+    }
+
+    fn event(n: usize) -> String {
+        serde_json::to_string(&SecurityEvent::new("auth_failure", format!("n{n}"))).unwrap()
+    }
+
+    fn events(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn two_processes_writing_at_once_make_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut s = sink(&path, None);
+                    for i in 0..200 {
+                        s.write(&mut vec![event(w * 1000 + i), event(i)], None);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let done = verify_files(std::slice::from_ref(&path), None).unwrap();
+        assert_eq!(done.lines, 802);
+        let opened = events(&path)
+            .iter()
+            .filter(|e| e["event"] == "log_opened")
+            .count();
+        assert_eq!(opened, 2);
+    }
+
+    #[test]
+    fn interval_and_shutdown_checkpoints_sign_the_line_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let public = key.verifying_key();
+        let mut s = sink(&path, Some(Arc::new(key)));
+        s.write(&mut vec![event(1)], None);
+        assert!(s.checkpoint_due_in().is_some());
+        s.last_checkpoint -= CHECKPOINT_EVERY;
+        assert_eq!(s.checkpoint_due_in(), Some(std::time::Duration::ZERO));
+        s.write(&mut Vec::new(), None);
+        // Nothing new: no checkpoint, nothing due.
+        s.write(&mut Vec::new(), Some("shutdown"));
+        assert!(s.checkpoint_due_in().is_none());
+        s.write(&mut vec![event(2)], Some("shutdown"));
+        let lines = events(&path);
+        let kinds: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|e| (e["event"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("log_opened", "new file"),
+                ("auth_failure", "n1"),
+                ("checkpoint", "interval"),
+                ("auth_failure", "n2"),
+                ("checkpoint", "shutdown"),
+            ]
+        );
+        assert_eq!(lines[2]["signed_seq"], 2);
+        assert_eq!(lines[2]["signed_chain"], lines[1]["chain"]);
+        let done = verify_files(std::slice::from_ref(&path), Some(&public)).unwrap();
+        assert_eq!(
+            (done.lines, done.checkpoints, done.unsigned_tail),
+            (5, 2, 0)
+        );
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        let err = verify_files(std::slice::from_ref(&path), Some(&other)).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(":3: the checkpoint signature does not verify with the given key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_last_line_that_is_not_chained_is_reported_not_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        std::fs::write(&path, "{\"event\":\"old\"}\n{\"half").unwrap();
+        sink(&path, None).write(&mut vec![event(1)], None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "{\"half");
+        let opened: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(opened["event"], "log_opened");
+        assert_eq!(opened["seq"], 1);
+        assert_eq!(opened["prev_chain"], serde_json::Value::Null);
+        match verify_files(std::slice::from_ref(&path), None) {
+            Err(VerifyError::Bad { line: 1, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_truncated_file_starts_again_naming_the_chain_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let mut s = sink(&path, None);
+        s.write(&mut vec![event(1)], None);
+        let before = events(&path)[1]["chain"].clone();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        s.write(&mut vec![event(2)], None);
+        let after = events(&path);
+        assert_eq!(after[0]["event"], "log_opened");
+        assert_eq!(after[0]["reason"], "the file was truncated");
+        assert_eq!(after[0]["prev_chain"], before);
+        assert_eq!(verify_files(&[path], None).unwrap().lines, 2);
+    }
+}
