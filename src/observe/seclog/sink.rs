@@ -53,6 +53,8 @@ pub(crate) struct ChainedSink {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     buf: Vec<u8>,
+    /// Set while writes fail, so a failing disk is reported once.
+    failing: bool,
 }
 
 /// The last line of a file, as far as continuing its chain goes.
@@ -80,6 +82,7 @@ impl ChainedSink {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             buf: Vec::with_capacity(64 * 1024),
+            failing: false,
         }
     }
 
@@ -136,12 +139,18 @@ impl ChainedSink {
         let result = self.write_file(lines, checkpoint);
         lines.clear();
         self.buf.clear();
-        if let Err(e) = result {
-            self.dropped.fetch_add(count, Ordering::Relaxed);
-            // Reopened and re-read on the next batch: what reached the
-            // file is the truth the chain continues from.
-            self.file = None;
-            tracing::error!("cannot write the security log: {e}");
+        match result {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                self.dropped.fetch_add(count, Ordering::Relaxed);
+                // Reopened and re-read on the next batch: what reached the
+                // file is the truth the chain continues from.
+                self.file = None;
+                if !self.failing {
+                    tracing::error!("cannot write the security log: {e}");
+                }
+                self.failing = true;
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! `portcullis seclog verify`: recompute every chain value and check every
 //! checkpoint signature, stopping at the first line that does not hold.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
@@ -52,11 +53,11 @@ pub fn verify_files(
     };
     let mut previous: Option<ChainValue> = None;
     for path in files {
-        let bytes = std::fs::read(path).map_err(|source| VerifyError::Read {
+        let file = std::fs::File::open(path).map_err(|source| VerifyError::Read {
             path: path.clone(),
             source,
         })?;
-        let file = verify_bytes(path, &bytes, previous.as_ref(), key)?;
+        let file = verify_lines(path, BufReader::new(file), previous.as_ref(), key)?;
         previous = Some(file.last);
         total.lines += file.lines;
         total.checkpoints += file.checkpoints;
@@ -72,9 +73,12 @@ struct FileResult {
     last: ChainValue,
 }
 
-fn verify_bytes(
+/// Longer lines are refused rather than read whole into memory.
+const MAX_LINE: u64 = 16 << 20;
+
+fn verify_lines(
     path: &Path,
-    bytes: &[u8],
+    mut input: impl BufRead,
     previous_file: Option<&ChainValue>,
     key: Option<&VerifyingKey>,
 ) -> Result<FileResult, VerifyError> {
@@ -83,25 +87,36 @@ fn verify_bytes(
         line,
         what,
     };
-    if bytes.is_empty() {
-        return Err(bad(1, "empty file: no `log_opened` line".into()));
-    }
     let mut chain = super::genesis();
     let mut lines = 0usize;
     let mut checkpoints = 0usize;
     let mut since_checkpoint = 0usize;
-    let mut rest = bytes;
-    while !rest.is_empty() {
+    let mut raw = Vec::new();
+    loop {
         let n = lines + 1;
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        raw.clear();
+        let read = input
+            .by_ref()
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut raw)
+            .map_err(|source| VerifyError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        if raw.pop() != Some(b'\n') {
             return Err(bad(
                 n,
-                "the line has no newline: the file was cut mid-line".into(),
+                if raw.len() as u64 >= MAX_LINE {
+                    "the line is longer than 16 MiB".into()
+                } else {
+                    "the line has no newline: the file was cut mid-line".into()
+                },
             ));
-        };
-        let raw = &rest[..end];
-        rest = &rest[end + 1..];
-        let text = std::str::from_utf8(raw).map_err(|_| bad(n, "not UTF-8".into()))?;
+        }
+        let text = std::str::from_utf8(&raw).map_err(|_| bad(n, "not UTF-8".into()))?;
         let (body, claimed) =
             split(text).ok_or_else(|| bad(n, "not a chained line (no `chain` last)".into()))?;
         let record: serde_json::Value =
@@ -170,6 +185,9 @@ fn verify_bytes(
         chain = computed;
         lines = n;
     }
+    if lines == 0 {
+        return Err(bad(1, "empty file: no `log_opened` line".into()));
+    }
     if key.is_some() && checkpoints == 0 {
         return Err(bad(
             lines,
@@ -228,7 +246,7 @@ mod tests {
     }
 
     fn verify(bytes: &[u8]) -> Result<usize, String> {
-        verify_bytes(Path::new("s.log"), bytes, None, None)
+        verify_lines(Path::new("s.log"), bytes, None, None)
             .map(|r| r.lines)
             .map_err(|e| e.to_string())
     }
