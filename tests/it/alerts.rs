@@ -2,8 +2,8 @@
 //! receiver in the test gets configured events and one alert per auth
 //! failure spike; a hanging or down webhook never holds a request and its
 //! losses are counted; `[alerts]` follows reload; the consumer label cap;
-//! the shipped Prometheus rules pass `promtool` and name only metrics
-//! `/metrics` exposes.
+//! the shipped Prometheus rules pass `promtool`, and they and the Grafana
+//! dashboard name only metrics `/metrics` exposes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -315,6 +315,7 @@ const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/conf/alerts/portcullis-rules.yml"
 );
+const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/grafana/portcullis.json");
 
 #[test]
 fn the_shipped_alerting_rules_pass_promtool() {
@@ -338,8 +339,49 @@ fn the_shipped_alerting_rules_pass_promtool() {
     );
 }
 
+/// The metric families `text` names: words starting `portcullis_`, a
+/// histogram's `_bucket`, `_sum` and `_count` series under their family.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("portcullis_"))
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_string()
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 #[test]
-fn the_shipped_alerting_rules_name_only_exposed_metrics() {
+fn the_grafana_dashboard_is_a_dashboard_with_a_query_per_panel() {
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "portcullis-overview");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{panel}");
+        for t in targets {
+            assert!(t["expr"].as_str().unwrap().contains("portcullis_"), "{t}");
+        }
+    }
+    let exprs: String = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert!(exprs.contains("portcullis_consumer_requests_total"));
+}
+
+#[test]
+fn the_shipped_alerting_rules_and_dashboard_name_only_exposed_metrics() {
     let up = Upstream::start("app");
     let admin = free_addr();
     let dead_redis = free_addr();
@@ -359,27 +401,39 @@ name = "limited"
 path_prefix = "/limited"
 public = true
 upstream = "app"
-rate_limit = {{ per = "route", requests = 100, window_seconds = 60 }}
+rate_limit = {{ per = "route", requests = 1, window_seconds = 60 }}
+
+[[routes]]
+name = "scoped"
+path_prefix = "/scoped"
+auth = ["partners"]
+require_scopes = ["admin"]
+respond = {{ status = 200, body = "ok" }}
 "#,
         up = up.addr()
     );
     let gw = Gateway::start_with_files(&body(admin, &extra), &[("keys.toml", &keys())]);
     fail_auth(gw.addr, 1);
+    request(gw.addr, "GET", "/p/x", &[("x-api-key", KEY_A)], None);
+    let scoped = request(gw.addr, "GET", "/scoped", &[("x-api-key", KEY_A)], None);
+    assert_eq!(scoped.status, 403);
     request(gw.addr, "GET", "/limited/x", &[], None);
-    let rules = std::fs::read_to_string(RULES).unwrap();
-    let mut names: Vec<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("portcullis_"))
-        .collect();
+    let limited = request(gw.addr, "GET", "/limited/x", &[], None);
+    assert_eq!(limited.status, 429);
+    let rules = metric_names(&std::fs::read_to_string(RULES).unwrap());
+    assert!(rules.len() >= 7, "{rules:?}");
+    let dashboard = metric_names(&std::fs::read_to_string(DASHBOARD).unwrap());
+    assert!(dashboard.len() >= 14, "{dashboard:?}");
+    let mut names = rules;
+    names.extend(dashboard);
     names.sort_unstable();
     names.dedup();
-    assert!(names.len() >= 7, "{names:?}");
     let mut text = String::new();
     let exposed = wait_until(Duration::from_secs(10), || {
         text = metrics(admin);
         names.iter().all(|n| text.contains(&format!("# TYPE {n} ")))
     });
-    let missing: Vec<&&str> = names
+    let missing: Vec<&String> = names
         .iter()
         .filter(|n| !text.contains(&format!("# TYPE {n} ")))
         .collect();
