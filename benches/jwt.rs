@@ -211,6 +211,7 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
         level: "error".into(),
         access_log: LogTarget::Off,
         security_log: LogTarget::Off,
+        ..Log::default()
     };
     let observer = Arc::new(Observer::new(&log).expect("metrics"));
     let provider = |entries: u64| {

@@ -107,6 +107,7 @@ impl Control {
         let fixed = Fixed::of(&config);
         let config_path = config.path.clone();
         let admin_addr = config.admin.as_ref().map(|a| a.addr);
+        observer.configure_alerts(config.alerts.as_ref());
         let runtime = Runtime::compile(config, 1, &observer, None)?;
         Ok(Control {
             config_path,
@@ -166,6 +167,7 @@ impl Control {
             .await
             .map_err(|_| ReloadError::Task)??;
         let needs_upgrade = self.fixed.changed_sections(&Fixed::of(&config));
+        let alerts = config.alerts.clone();
         let old = self.runtime.load_full();
         let generation = old.generation + 1;
         let new = Arc::new(Runtime::compile(
@@ -196,6 +198,7 @@ impl Control {
         }
         self.runtime.store(new.clone());
         new.take_cache_over(&old);
+        self.observer.configure_alerts(alerts.as_ref());
         for pool in &fresh {
             UpstreamPool::start_background(pool);
         }

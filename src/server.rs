@@ -104,7 +104,7 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
     // with its own handshake deadline.
     let mut service = Service::new(
         "portcullis".to_string(),
-        Front::new(proxy, control.runtime.clone(), observer),
+        Front::new(proxy, control.runtime.clone(), observer.clone()),
     );
     for l in &listeners {
         service.add_tcp(&l.listen);
@@ -125,7 +125,11 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
         server.add_service(service);
     }
     server.add_service(background_service("control", Background { control }));
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    // Every service has stopped: what is left to log is written, with the
+    // security log's shutdown checkpoint.
+    observer.close();
+    Ok(())
 }
 
 fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {

@@ -7,6 +7,7 @@ pub mod diag;
 pub mod keys;
 mod listeners;
 pub mod model;
+mod observe;
 mod parse;
 mod protect;
 pub(crate) mod reader;

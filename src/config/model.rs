@@ -38,6 +38,8 @@ pub struct Config {
     pub cache: CacheLimits,
     /// `[tracing]`; nothing is traced without it.
     pub tracing: Option<TracingConfig>,
+    /// `[alerts]`; none when absent.
+    pub alerts: Option<Alerts>,
 }
 
 /// `[tracing]`: OTLP/HTTP export of one server span per request.
@@ -151,6 +153,57 @@ pub struct Log {
     pub level: String,
     pub access_log: LogTarget,
     pub security_log: LogTarget,
+    /// `security_log_chain`: `seq` and `chain` on every security log line.
+    pub security_log_chain: bool,
+    /// `security_log_key_file`, read and checked at load.
+    pub security_log_key: Option<SeclogKey>,
+    /// Consumers with their own `portcullis_consumer_requests_total` label.
+    pub max_consumer_labels: usize,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            access_log: LogTarget::Stdout,
+            security_log: LogTarget::Stdout,
+            security_log_chain: false,
+            security_log_key: None,
+            max_consumer_labels: 1000,
+        }
+    }
+}
+
+/// The Ed25519 key that signs security log checkpoints.
+#[derive(Clone)]
+pub struct SeclogKey {
+    pub path: PathBuf,
+    pub key: std::sync::Arc<ed25519_dalek::SigningKey>,
+}
+
+impl fmt::Debug for SeclogKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SeclogKey({})", self.path.display())
+    }
+}
+
+impl PartialEq for SeclogKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.key.verifying_key() == other.key.verifying_key()
+    }
+}
+
+impl Eq for SeclogKey {}
+
+/// `[alerts]` (CONTRACT §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerts {
+    /// May carry a credential in its path or query: never logged.
+    pub webhook_url: String,
+    /// Security events that each raise an alert.
+    pub events: Vec<String>,
+    /// `auth_failure_spike.per_minute`.
+    pub auth_failure_spike: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,6 +45,7 @@ pub(super) fn config(
     let rate_limit_store = super::protect::rate_limit_store(d, root);
     let cache = super::cache::limits(d, root);
     let tracing = super::trace::tracing(d, root);
+    let alerts = super::observe::alerts(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -63,6 +64,7 @@ pub(super) fn config(
         rate_limit_store,
         cache,
         tracing,
+        alerts,
     })
 }
 
@@ -128,11 +130,7 @@ pub(super) fn server(d: &mut Diagnostics, root: &Table) -> Server {
 }
 
 pub(super) fn log(d: &mut Diagnostics, root: &Table) -> Log {
-    let mut out = Log {
-        level: "info".into(),
-        access_log: LogTarget::Stdout,
-        security_log: LogTarget::Stdout,
-    };
+    let mut out = Log::default();
     let Some(t) = root.table(d, "log") else {
         return out;
     };
@@ -160,6 +158,7 @@ pub(super) fn log(d: &mut Diagnostics, root: &Table) -> Log {
             other => other,
         };
     }
+    super::observe::log_keys(d, &t, &mut out);
     t.finish(d);
     out
 }

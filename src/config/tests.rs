@@ -313,3 +313,99 @@ fn dns_refresh_and_outlier_detection_are_validated() {
     let errs = errors(&at("outlier_detection = 5"));
     assert_eq!(errs.len(), 1, "{errs:?}");
 }
+
+#[test]
+fn alerts_and_chained_log_keys_are_validated() {
+    let ok = format!(
+        "{BASE}\n[alerts]\nwebhook_url = \"https://hooks.example/x?token=s\"\nevents = [\"brute_force_lockout\", \"upstream_ejected\"]\nauth_failure_spike = {{ per_minute = 100 }}\n\n[log]\nsecurity_log = \"/var/log/portcullis/security.log\"\nsecurity_log_chain = true\nmax_consumer_labels = 5\n"
+    );
+    let c = parse_str(Path::new("gw.toml"), &ok).unwrap();
+    let alerts = c.alerts.unwrap();
+    assert_eq!(alerts.events, ["brute_force_lockout", "upstream_ejected"]);
+    assert_eq!(alerts.auth_failure_spike, Some(100));
+    assert!(c.log.security_log_chain);
+    assert_eq!(c.log.max_consumer_labels, 5);
+
+    let cases: [(&str, &str); 8] = [
+        (
+            "[log]\nsecurity_log_chain = true\n",
+            "gw.toml:16:22: `security_log_chain` needs `security_log` to be a file",
+        ),
+        (
+            "[alerts]\nwebhook_url = \"ftp://x\"\n",
+            "gw.toml:16:15: `webhook_url` must be an http:// or https:// URL",
+        ),
+        ("[alerts]\nevents = []\n", "gw.toml:15:1: [alerts] needs `webhook_url`"),
+        (
+            "[alerts]\nwebhook_url = \"http://h/\"\nevents = [\"brute_force_lockuot\"]\n",
+            "did you mean `brute_force_lockout`?",
+        ),
+        (
+            "[alerts]\nwebhook_url = \"http://h/\"\nevents = [\"config_reloaded\", \"config_reloaded\"]\n",
+            "gw.toml:17:30: `config_reloaded` is listed twice",
+        ),
+        (
+            "[alerts]\nwebhook_url = \"http://h/\"\nauth_failure_spike = { per_minut = 3 }\n",
+            "unknown key `per_minut` in [alerts.auth_failure_spike]",
+        ),
+        (
+            "[log]\nsecurity_log_key_file = \"/nonexistent/k\"\n",
+            "set `security_log_chain = true`",
+        ),
+        (
+            "[log]\nsecurity_log_chain = true\nsecurity_log_key_file = \"/nonexistent/k\"\n",
+            "gw.toml:17:25: cannot read `/nonexistent/k`",
+        ),
+    ];
+    for (extra, want) in cases {
+        let errs = errors(&format!("{BASE}\n{extra}"));
+        assert!(errs.iter().any(|e| e.contains(want)), "{extra}: {errs:?}");
+    }
+}
+
+#[test]
+fn the_checkpoint_key_must_be_a_private_ed25519_key_only_its_owner_reads() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey, EncodePublicKey};
+    let private = write("k.key", &key.to_pkcs8_pem(LineEnding::LF).unwrap());
+    let public = write(
+        "k.pub",
+        &key.verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    );
+    let config = |file: &Path| {
+        format!(
+            "{BASE}\n[log]\nsecurity_log = \"s.log\"\nsecurity_log_chain = true\nsecurity_log_key_file = \"{}\"\n",
+            file.display()
+        )
+    };
+    let c = parse_str(Path::new("gw.toml"), &config(&private)).unwrap();
+    assert!(c.log.security_log_key.is_some());
+    let shown = format!("{:?}", c.log.security_log_key);
+    assert!(!shown.contains("PRIVATE"), "{shown}");
+
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let errs = errors(&config(&private));
+    assert!(
+        errs[0].contains("can be read by group or others"),
+        "{errs:?}"
+    );
+
+    // The public key, or any other text, is not a signing key; the file's
+    // contents are not echoed.
+    let errs = errors(&config(&public));
+    assert!(
+        errs[0].contains("is not an Ed25519 private key"),
+        "{errs:?}"
+    );
+    assert!(!errs[0].contains("BEGIN"), "{errs:?}");
+}

@@ -5,10 +5,13 @@
 //! requests that matched no route are counted under `unmatched` — a raw
 //! path never becomes a label, so clients cannot grow the series count.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use dashmap::DashMap;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -45,6 +48,20 @@ pub struct Metrics {
     pub connections: prometheus::IntGauge,
     /// Connections closed at once or early, by reason.
     pub connections_refused: IntCounterVec,
+    /// Security events by name (bounded: names are the gateway's own).
+    pub security_events: IntCounterVec,
+    /// 1 while the shared rate-limit store answers, 0 after it failed;
+    /// follows the store's `rate_limit_store_*` events, so it exists only
+    /// once the store has failed (an alert on `== 0` never fires without
+    /// a store).
+    pub rate_limit_store_up: IntGaugeVec,
+    pub alerts_sent: IntCounter,
+    /// Alerts given up after every try failed.
+    pub alerts_failed: IntCounter,
+    /// Alerts pushed out of a full queue.
+    pub alerts_dropped: IntCounter,
+    /// Read through [`Consumers`], which bounds the label set.
+    consumer_requests: IntCounterVec,
 }
 
 fn counter(
@@ -114,6 +131,31 @@ impl Metrics {
             "OTLP export requests that failed, timed out or were refused",
         )?;
         registry.register(Box::new(trace_export_failures.clone()))?;
+        let rate_limit_store_up = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_rate_limit_store_up",
+                "1 while the shared rate-limit store answers, 0 once it failed (set by its events)",
+            ),
+            &["store"],
+        )?;
+        registry.register(Box::new(rate_limit_store_up.clone()))?;
+        let single = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let alerts_sent = single(
+            "portcullis_alerts_sent_total",
+            "Alerts the webhook accepted (2xx)",
+        )?;
+        let alerts_failed = single(
+            "portcullis_alerts_failed_total",
+            "Alerts given up after 3 failed tries",
+        )?;
+        let alerts_dropped = single(
+            "portcullis_alerts_dropped_total",
+            "Alerts dropped because 1,000 were already queued (the oldest goes)",
+        )?;
         let metrics = Metrics {
             trace_spans_dropped,
             trace_export_failures,
@@ -123,6 +165,23 @@ impl Metrics {
                 "portcullis_cache_requests_total",
                 "Requests of caching routes by route and result (HIT, MISS, EXPIRED, BYPASS)",
                 &["route", "result"],
+            )?,
+            security_events: counter(
+                r,
+                "portcullis_security_events_total",
+                "Security log events by event name",
+                &["event"],
+            )?,
+            rate_limit_store_up,
+            alerts_sent,
+            alerts_failed,
+            alerts_dropped,
+            consumer_requests: counter(
+                r,
+                "portcullis_consumer_requests_total",
+                "Requests of authenticated callers by consumer (else subject) and status class; \
+                 consumers beyond [log] max_consumer_labels count as `other`",
+                &["consumer", "status_class"],
             )?,
             connections,
             connections_refused: counter(
@@ -211,6 +270,97 @@ impl Metrics {
     }
 }
 
+/// The label of requests from consumers beyond the cap.
+pub const OTHER_CONSUMER: &str = "other";
+/// Longer consumer names are cut to this many bytes in labels.
+const MAX_CONSUMER_LABEL_BYTES: usize = 128;
+const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// `portcullis_consumer_requests_total` with at most `max` consumer
+/// labels: the first `max` consumers seen keep their own, every later one
+/// counts as `other`, for the life of the process. A request takes one
+/// shard's read lock and bumps an atomic; nothing global.
+pub struct Consumers {
+    family: IntCounterVec,
+    max: usize,
+    admitted: AtomicUsize,
+    known: DashMap<Box<str>, Arc<ByClass>>,
+    other: Arc<ByClass>,
+}
+
+/// One consumer's counters, made per status class on first use.
+struct ByClass {
+    label: Box<str>,
+    counters: [OnceLock<IntCounter>; 6],
+}
+
+impl ByClass {
+    fn new(label: &str) -> Self {
+        ByClass {
+            label: label.into(),
+            counters: Default::default(),
+        }
+    }
+
+    fn inc(&self, family: &IntCounterVec, status: u16) {
+        let class = match status {
+            100..=599 => usize::from(status / 100),
+            _ => 0,
+        };
+        if let Some(cell) = self.counters.get(class) {
+            cell.get_or_init(|| family.with_label_values(&[&*self.label, STATUS_CLASSES[class]]))
+                .inc();
+        }
+    }
+}
+
+impl Consumers {
+    pub fn new(metrics: &Metrics, max: usize) -> Self {
+        Consumers {
+            family: metrics.consumer_requests.clone(),
+            max,
+            admitted: AtomicUsize::new(0),
+            known: DashMap::new(),
+            other: Arc::new(ByClass::new(OTHER_CONSUMER)),
+        }
+    }
+
+    pub fn record(&self, consumer: &str, status: u16) {
+        let consumer = truncate(consumer, MAX_CONSUMER_LABEL_BYTES);
+        if let Some(known) = self.known.get(consumer) {
+            known.inc(&self.family, status);
+            return;
+        }
+        self.admit(consumer).inc(&self.family, status);
+    }
+
+    fn admit(&self, consumer: &str) -> Arc<ByClass> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return self.other.clone();
+        }
+        match self.known.entry(consumer.into()) {
+            dashmap::Entry::Occupied(e) => {
+                // Another request admitted it first.
+                self.admitted.fetch_sub(1, Ordering::AcqRel);
+                e.get().clone()
+            }
+            dashmap::Entry::Vacant(v) => v.insert(Arc::new(ByClass::new(consumer))).clone(),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A bounded label for a request method.
 pub fn method_label(method: &http::Method) -> &'static str {
     match *method {
@@ -284,5 +434,29 @@ mod tests {
         );
         assert!(text.contains(r#"portcullis_config_reloads_total{result="error"} 0"#));
         assert_eq!(status_label(0), "0");
+    }
+
+    #[test]
+    fn consumer_labels_stop_at_the_cap() {
+        let m = Metrics::new().unwrap();
+        let consumers = Consumers::new(&m, 2);
+        for name in ["alice", "bob", "carol", "alice", "dave"] {
+            consumers.record(name, 200);
+        }
+        consumers.record("bob", 503);
+        consumers.record("erin", 0);
+        consumers.record(&"é".repeat(100), 200);
+        let text = m.render();
+        for want in [
+            r#"portcullis_consumer_requests_total{consumer="alice",status_class="2xx"} 2"#,
+            r#"portcullis_consumer_requests_total{consumer="bob",status_class="2xx"} 1"#,
+            r#"portcullis_consumer_requests_total{consumer="bob",status_class="5xx"} 1"#,
+            r#"portcullis_consumer_requests_total{consumer="other",status_class="2xx"} 3"#,
+            r#"portcullis_consumer_requests_total{consumer="other",status_class="none"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+        assert!(!text.contains("carol"), "{text}");
+        assert_eq!(truncate(&"é".repeat(100), 5), "éé");
     }
 }

@@ -4,37 +4,93 @@
 //! through [`writer::LogWriter`], whose queue never blocks.
 
 pub mod access;
+pub mod alerts;
 pub mod metrics;
 pub mod otel;
 pub mod outcome;
+pub mod seclog;
 pub mod security;
 pub mod writer;
 
-use crate::config::Log;
-use metrics::Metrics;
+use std::time::Duration;
+
+use crate::config::{self, Alerts, Log};
+use alerts::Alerter;
+use metrics::{Consumers, Metrics};
 use security::SecurityEvent;
 use writer::LogWriter;
 
-/// The process's log destinations and metrics; lives as long as the
-/// process, across reloads.
+/// How long shutdown waits for the logs to be written.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The process's log destinations, metrics and alerts; lives as long as
+/// the process, across reloads.
 pub struct Observer {
     pub access: Option<LogWriter>,
     pub security: LogWriter,
     pub metrics: Metrics,
+    pub consumers: Consumers,
+    /// Follows `[alerts]` across reloads.
+    pub alerts: Alerter,
 }
 
 impl Observer {
     pub fn new(log: &Log) -> prometheus::Result<Self> {
+        let security = match &log.security_log {
+            // Validation allows the chain only with a file.
+            config::LogTarget::File(path) if log.security_log_chain => {
+                let key = log.security_log_key.as_ref().map(|k| k.key.clone());
+                LogWriter::chained(path.clone(), key)
+            }
+            target => LogWriter::for_target(target).unwrap_or_else(LogWriter::stdout),
+        };
+        let metrics = Metrics::new()?;
         Ok(Observer {
             access: LogWriter::for_target(&log.access_log),
-            security: LogWriter::for_target(&log.security_log).unwrap_or_else(LogWriter::stdout),
-            metrics: Metrics::new()?,
+            security,
+            consumers: Consumers::new(&metrics, log.max_consumer_labels),
+            alerts: Alerter::new(
+                metrics.alerts_sent.clone(),
+                metrics.alerts_failed.clone(),
+                metrics.alerts_dropped.clone(),
+            ),
+            metrics,
         })
     }
 
     /// The one way security events are recorded.
     pub fn security_event(&self, event: &SecurityEvent) {
+        self.metrics
+            .security_events
+            .with_label_values(&[event.event])
+            .inc();
+        let store_up = match event.event {
+            "rate_limit_store_unavailable" => Some(0),
+            "rate_limit_store_recovered" => Some(1),
+            _ => None,
+        };
+        if let Some(up) = store_up {
+            self.metrics
+                .rate_limit_store_up
+                .with_label_values(&["redis"])
+                .set(up);
+        }
+        self.alerts.security_event(event);
         event.emit(&self.security);
+    }
+
+    /// Takes the `[alerts]` of a (re)loaded configuration.
+    pub fn configure_alerts(&self, alerts: Option<&Alerts>) {
+        self.alerts.configure(alerts);
+    }
+
+    /// At shutdown: writes what the logs still queue, and the security
+    /// log's final checkpoint.
+    pub fn close(&self) {
+        self.security.close(CLOSE_TIMEOUT);
+        if let Some(access) = &self.access {
+            access.close(CLOSE_TIMEOUT);
+        }
     }
 }
 

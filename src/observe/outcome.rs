@@ -47,6 +47,8 @@ pub struct Finished<'a> {
     pub upstream_elapsed: Option<Duration>,
     pub auth_method: Option<&'a str>,
     pub subject: Option<&'a str>,
+    /// The identity's consumer, else its subject; none without identity.
+    pub consumer: Option<&'a str>,
     pub events: &'a [Event],
     /// A gRPC call's `grpc-status`.
     pub grpc_status: Option<&'static str>,
@@ -71,6 +73,9 @@ impl Observer {
                 status_label(done.status),
             ])
             .inc();
+        if let Some(consumer) = done.consumer {
+            self.consumers.record(consumer, done.status);
+        }
         if let Some(result) = done.cache_status {
             metrics
                 .cache_requests

@@ -320,6 +320,7 @@ impl ProxyHttp for Gateway {
             upstream_elapsed: ctx.upstream.elapsed,
             auth_method: identity.map(|i| i.method.as_str()),
             subject: identity.map(|i| i.subject.as_str()),
+            consumer: identity.map(|i| i.consumer.as_deref().unwrap_or(i.subject.as_str())),
             events: &ctx.outcome.events,
             grpc_status: ctx.outcome.grpc_status,
             cache_status: ctx

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod alerts;
 mod auth_api_key;
 mod auth_introspection;
 mod auth_jwt;
@@ -25,6 +26,7 @@ mod protocols;
 mod ratelimit_store;
 mod resilience;
 mod routing;
+mod seclog;
 mod tls;
 mod tracing;
 mod upstreams;

@@ -38,6 +38,7 @@ impl Gateway {
             level: "info".into(),
             access_log: LogTarget::Off,
             security_log: LogTarget::File(log.clone()),
+            ..Log::default()
         })
         .unwrap();
         let config = StoreConfig {

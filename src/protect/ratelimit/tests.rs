@@ -8,6 +8,7 @@ fn observer(dir: &Path) -> (Arc<Observer>, PathBuf) {
         level: "info".into(),
         access_log: LogTarget::Off,
         security_log: LogTarget::File(path.clone()),
+        ..Log::default()
     };
     (Arc::new(Observer::new(&log).unwrap()), path)
 }
