@@ -118,7 +118,12 @@ fn check_configs() -> Result<(), String> {
         creds: &creds,
         callgrind: false,
     };
-    for instance in [Instance::Plain, Instance::Logged, Instance::Redis] {
+    for instance in [
+        Instance::Plain,
+        Instance::Logged,
+        Instance::Redis,
+        Instance::Traced,
+    ] {
         let text = servers::portcullis_config(
             &setup,
             dir.path(),
@@ -240,7 +245,9 @@ fn bench(args: &Args) -> Result<(), String> {
     };
     let setup = Setup {
         origin: origin.addr(),
-        grpc_origin: grpc_origin.as_ref().map_or(unset, Server::addr),
+        // Without gRPC rows the peers' gRPC upstreams name the HTTP origin:
+        // nginx refuses port 0, and nothing is sent there.
+        grpc_origin: grpc_origin.as_ref().map_or(origin.addr(), Server::addr),
         ..setup
     };
     let mut fleet = Fleet {
@@ -367,7 +374,7 @@ fn start_fleet(
             );
         }
     }
-    for instance in [Instance::Plain, Instance::Logged] {
+    for instance in [Instance::Plain, Instance::Logged, Instance::Traced] {
         let h2 = instance == Instance::Plain
             && (needs(Peer::PortcullisH2c) || needs(Peer::PortcullisGrpc));
         if needs(Peer::Portcullis(instance)) || h2 {

@@ -90,6 +90,7 @@ const fn refused(mut r: Row) -> Row {
 const P: Peer = Peer::Portcullis(Instance::Plain);
 const LOGGED: Peer = Peer::Portcullis(Instance::Logged);
 const REDIS: Peer = Peer::Portcullis(Instance::Redis);
+const TRACED: Peer = Peer::Portcullis(Instance::Traced);
 
 pub(crate) const ROWS: &[Row] = &[
     row("direct", Peer::Direct, "/"),
@@ -118,6 +119,7 @@ pub(crate) const ROWS: &[Row] = &[
     grpc("portcullis grpc", Peer::PortcullisGrpc),
     row("portcullis public", P, "/"),
     row("portcullis cached", P, "/cached/"),
+    row("portcullis traced", TRACED, "/"),
     row("portcullis access log", LOGGED, "/"),
     with(row("portcullis jwt", P, "/jwt/"), Credential::Token),
     with(
@@ -152,6 +154,7 @@ pub(crate) const PAIRS: &[(&str, &str)] = &[
     ("portcullis jwt 10k uncached", "haproxy jwt 10k"),
     ("portcullis 401", "haproxy 401"),
     ("portcullis cached", "portcullis public"),
+    ("portcullis traced", "portcullis public"),
     ("portcullis access log", "portcullis public"),
     ("portcullis jwt", "portcullis public"),
     ("portcullis jwt+scopes+cel", "portcullis jwt"),

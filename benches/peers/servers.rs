@@ -411,6 +411,9 @@ pub(crate) enum Instance {
     Logged,
     /// Rate limits kept in Redis.
     Redis,
+    /// `[tracing]` on, every request sampled, spans posted to the origin
+    /// (which answers 200 to anything).
+    Traced,
 }
 
 /// A fresh API key for the `/key` route: (the key, its keys-file entry).
@@ -444,7 +447,14 @@ pub(crate) fn portcullis_config(
     let p = |name: &str| toml_str(&dir.join(name).to_string_lossy());
     let access_log = match instance {
         Instance::Logged => p("access.log"),
-        Instance::Plain | Instance::Redis => toml_str("off"),
+        Instance::Plain | Instance::Redis | Instance::Traced => toml_str("off"),
+    };
+    let tracing = match instance {
+        Instance::Traced => format!(
+            "[tracing]\notlp_endpoint = \"http://{}/v1/traces\"\nsample_ratio = 1.0\n\n",
+            setup.origin
+        ),
+        _ => String::new(),
     };
     let store = redis_url.map_or(String::new(), |url| {
         format!(
@@ -473,7 +483,7 @@ pub(crate) fn portcullis_config(
          [[listeners]]\nname = \"http\"\nlisten = \"{addr}\"\n\n\
          [[listeners]]\nname = \"h2c\"\nlisten = \"{h2}\"\nhttp2 = true\n\n\
          [upstreams.origin]\ntargets = [\"{}\"]\n\n\
-         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{}{}\
+         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{tracing}{}{}\
          [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}{}\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/grpc.health.v1.Health/\"\npublic = true\nupstream = \"grpc\"\n",
         p("portcullis.pid"),
@@ -513,6 +523,7 @@ pub(crate) fn portcullis(
         Instance::Plain => "portcullis",
         Instance::Logged => "portcullis-logged",
         Instance::Redis => "portcullis-redis",
+        Instance::Traced => "portcullis-traced",
     };
     let dir = tempfile::Builder::new()
         .prefix(name)
