@@ -53,6 +53,7 @@ fn lookups(c: &mut Criterion) {
             headers: &headers,
             query: None,
             client_cert: None,
+            once: None,
         };
         futures::executor::block_on(auth.authenticate(&request)).expect("bench key is valid");
         group.bench_function(format!("{count}_keys"), |b| {

@@ -238,6 +238,7 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
             scopes_claim: "scope".to_owned(),
             forward_credentials: true,
             fetch_timeout: std::time::Duration::from_secs(5),
+            replay_protection: false,
         };
         let described = AuthProvider {
             name: "bench".to_owned(),
@@ -269,6 +270,7 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
             headers: &headers,
             query: None,
             client_cert: None,
+            once: None,
         };
         for (mode, entries) in [("cached", 1000), ("uncached", 0)] {
             let auth = provider(entries);

@@ -31,6 +31,9 @@ pub struct Credentials<'a> {
     pub query: Option<&'a str>,
     /// The connection's verified client certificate, if any.
     pub client_cert: Option<&'a crate::tls::ClientCert>,
+    /// Where one-time `jti`s are recorded; without it a provider that
+    /// needs it fails closed.
+    pub once: Option<&'a dyn crate::core::once::SeenOnce>,
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@ pub mod model;
 mod parse;
 mod protect;
 pub(crate) mod reader;
+pub mod revocations;
 mod routes;
 mod upstreams;
 mod values;

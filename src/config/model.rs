@@ -35,6 +35,18 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub protection: Protection,
     pub rate_limit_store: StoreConfig,
+    /// `[auth]` settings shared by every provider.
+    pub tokens: TokenSettings,
+}
+
+/// `[auth]` settings beside the providers (CONTRACT §13).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenSettings {
+    /// Where revocations persist; without it they last as long as the
+    /// process.
+    pub revocations_file: Option<Located<PathBuf>>,
+    /// The file's entries at load.
+    pub revocations: Vec<super::revocations::Revocation>,
 }
 
 /// `[protection]`: rules for every route, checked before routing.
@@ -443,6 +455,8 @@ pub struct JwtProvider {
     pub forward_credentials: bool,
     /// Timeout of every JWKS and discovery fetch.
     pub fetch_timeout: Duration,
+    /// Each `jti` accepted once, until the token's `exp`.
+    pub replay_protection: bool,
 }
 
 /// Where a JWT provider's keys come from.

@@ -228,10 +228,17 @@ pub(crate) async fn authenticate(
         headers: req.headers,
         query: req.canon.credential_query(),
         client_cert: req.client_cert,
+        once: Some(&*rt.replay),
     };
     let providers = || route.auth.iter().filter_map(|id| rt.provider(*id));
     let (provider, error) = match crate::auth::first_accepting(providers(), &credentials).await {
-        Ok((identity, provider)) => return Ok((identity, provider.clone())),
+        Ok((identity, provider)) if !is_revoked(rt, &identity) => {
+            return Ok((identity, provider.clone()))
+        }
+        Ok((_, provider)) => (
+            provider,
+            AuthError::invalid("revoked", "The access token was revoked"),
+        ),
         Err(Some(refusal)) => refusal,
         Err(None) => {
             return Err(Reject::new(
@@ -249,6 +256,29 @@ pub(crate) async fn authenticate(
     }
     let bearer = providers().any(|p| p.is_bearer());
     Err(Reject::credential(&error, bearer, provider.method()))
+}
+
+/// Whether the token behind `identity` is revoked: checked on every use,
+/// after the providers' caches, so a revocation is in force at once.
+fn is_revoked(rt: &Runtime, identity: &Identity) -> bool {
+    if !matches!(
+        identity.method,
+        crate::auth::AuthMethod::Jwt | crate::auth::AuthMethod::Introspection
+    ) {
+        return false;
+    }
+    let claims = &identity.claims;
+    let jti = claims.get("jti").and_then(|v| v.as_str());
+    let iat = claims.get("iat").and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    });
+    rt.revocations.is_revoked(
+        jti,
+        &identity.subject,
+        iat,
+        crate::auth::jwt_auth::now_unix(),
+    )
 }
 
 /// 403 (or 503) unless the route's authorization rules allow the caller;
