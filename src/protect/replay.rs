@@ -101,6 +101,16 @@ impl ReplayCache {
         let mut shard = shard.lock().map_err(|_| OnceUnavailable)?;
         shard.first_use(key, expiry, now, self.per_shard)
     }
+
+    fn forget(&self, key: &[u8; 32]) {
+        if let Some(Ok(mut shard)) = self
+            .shards
+            .get(usize::from(key[0]) % SHARDS)
+            .map(|s| s.lock())
+        {
+            shard.seen.remove(key);
+        }
+    }
 }
 
 #[async_trait]
@@ -115,7 +125,12 @@ impl SeenOnce for ReplayCache {
         match redis.set_once(key, ttl).await {
             Ok(first) => Ok(first),
             Err(_) => match self.store.config().on_error {
-                OnError::Deny => Err(OnceUnavailable),
+                OnError::Deny => {
+                    // Refused without a use: a retry once Redis is back
+                    // is not a replay.
+                    self.forget(key);
+                    Err(OnceUnavailable)
+                }
                 OnError::Local | OnError::Allow => Ok(true),
             },
         }

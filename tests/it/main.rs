@@ -22,6 +22,7 @@ mod pipeline;
 mod protection;
 mod protocols;
 mod ratelimit_store;
+mod replay;
 mod revocation;
 mod routing;
 mod tls;
