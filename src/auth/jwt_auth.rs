@@ -16,12 +16,13 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use super::bearer::bearer_token;
+use super::bearer::authorization_token;
+use super::dpop::Dpop;
 use super::fetch::Fetcher;
 use super::jwks::KeySet;
 use super::jwt::{verify, JwtRules, VerifyError};
 use super::{AuthError, AuthMethod, Authenticator, Credentials, Identity};
-use crate::config::{AuthProvider, JwtProvider, KeySource};
+use crate::config::{AuthProvider, DpopMode, JwtProvider, KeySource};
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
 
@@ -75,6 +76,7 @@ pub struct JwtAuthenticator {
     cache: Option<Cache<[u8; 32], Arc<CachedToken>>>,
     fetcher: Fetcher,
     observer: Arc<Observer>,
+    dpop: Dpop,
 }
 
 impl JwtAuthenticator {
@@ -119,6 +121,7 @@ impl JwtAuthenticator {
             fetch_lock: tokio::sync::Mutex::new(()),
             last_refetch: Mutex::new(None),
             cache,
+            dpop: Dpop::new(config.dpop.clone()),
             config,
             observer,
         };
@@ -380,11 +383,18 @@ impl Authenticator for JwtAuthenticator {
     }
 
     async fn authenticate(&self, request: &Credentials<'_>) -> Result<Arc<Identity>, AuthError> {
-        let token = bearer_token(request.headers, self.config.max_token_bytes)?;
+        let (scheme, token) = authorization_token(
+            request.headers,
+            self.config.max_token_bytes,
+            self.dpop.mode() != DpopMode::Off,
+        )?;
         let (identity, exp) = self.verified(token).await?;
-        // The binding and the one-time use belong to this request, not to
+        // The bindings and the one-time use belong to this request, not to
         // the cached token: checked on every use.
         identity.check_certificate_binding(request.client_cert)?;
+        self.dpop
+            .check(&self.name, scheme, token, &identity, request)
+            .await?;
         if self.config.replay_protection {
             self.use_once(&identity, exp, request).await?;
         }
@@ -438,5 +448,9 @@ impl Authenticator for JwtAuthenticator {
             .and_then(|at| *at)
             .map(|t| humantime::format_rfc3339_millis(t).to_string());
         serde_json::json!({"kind": "jwt", "kids": kids, "last_refresh": last})
+    }
+
+    fn dpop_algs(&self) -> Option<&str> {
+        (self.dpop.mode() != DpopMode::Off).then(|| self.dpop.algs())
     }
 }

@@ -164,6 +164,7 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
         .integer(d, "fetch_timeout_ms", 100..=60_000)
         .unwrap_or(DEFAULT_FETCH_TIMEOUT_MS);
     let replay_protection = t.boolean(d, "replay_protection").unwrap_or(false);
+    let dpop = dpop(d, t);
 
     let mut given = sources.into_iter().flatten();
     let first = given.next();
@@ -239,6 +240,7 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
             KeySource::Secret { path, secret }
         }
     };
+    let dpop = dpop?;
     Some(JwtProvider {
         issuer,
         audiences,
@@ -254,6 +256,7 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
         forward_credentials,
         fetch_timeout: Duration::from_millis(fetch_timeout),
         replay_protection,
+        dpop,
     })
 }
 
@@ -303,6 +306,7 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
     let scopes_claim = t
         .string(d, "scopes_claim")
         .map_or_else(|| "scope".to_string(), Spanned::into_inner);
+    let dpop = dpop(d, t);
     let mut missing = |key: &str| d.error(t.span(), format!("[{}] needs `{key}`", t.section()));
     let (Some(endpoint), Some(client_id), Some(secret_file)) = (endpoint, client_id, secret_file)
     else {
@@ -319,6 +323,7 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
     };
     let endpoint = http_url(d, &endpoint)?;
     let client_secret = super::values::read_secret(d, &secret_file, 1)?;
+    let dpop = dpop?;
     Some(IntrospectionProvider {
         endpoint,
         client_id: client_id.into_inner(),
@@ -330,6 +335,59 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
         timeout: Duration::from_millis(timeout),
         roles_claim,
         scopes_claim,
+        dpop,
+    })
+}
+
+/// Proof algorithms when `dpop_algorithms` is not given.
+const DPOP_ALGORITHMS: [Alg; 5] = [Alg::ES256, Alg::ES384, Alg::RS256, Alg::PS256, Alg::EdDSA];
+
+/// `dpop`, `dpop_proof_lifetime_seconds`, `dpop_algorithms`.
+fn dpop(d: &mut Diagnostics, t: &Table) -> Option<DpopConfig> {
+    let mode = t.keyword(
+        d,
+        "dpop",
+        DpopMode::Off,
+        &[
+            ("off", DpopMode::Off),
+            ("optional", DpopMode::Optional),
+            ("required", DpopMode::Required),
+        ],
+    );
+    let proof_lifetime_seconds = t
+        .integer(d, "dpop_proof_lifetime_seconds", 1..=3600)
+        .unwrap_or(60);
+    let algorithms = match t.strings(d, "dpop_algorithms") {
+        None => Some(DPOP_ALGORITHMS.to_vec()),
+        Some(list) => {
+            let mut out = Vec::new();
+            for a in &list {
+                match Alg::parse(a.get_ref()) {
+                    Some(alg) if alg.is_hmac() => d.error(
+                        a.span(),
+                        format!("`{}`: a DPoP proof is signed with the client's own key pair; use an asymmetric algorithm", a.get_ref()),
+                    ),
+                    Some(alg) if !out.contains(&alg) => out.push(alg),
+                    Some(_) => {}
+                    None => d.error(
+                        a.span(),
+                        format!(
+                            "algorithm `{}` is not allowed; use RS256/384/512, PS256/384/512, ES256, ES384 or EdDSA",
+                            a.get_ref()
+                        ),
+                    ),
+                }
+            }
+            if out.is_empty() && list.is_empty() {
+                d.error(t.span(), "`dpop_algorithms` must not be empty");
+            }
+            (!out.is_empty()).then_some(out)
+        }
+    };
+    Some(DpopConfig {
+        mode: mode?,
+        proof_lifetime_seconds,
+        algorithms: algorithms?,
     })
 }
 

@@ -457,6 +457,27 @@ pub struct JwtProvider {
     pub fetch_timeout: Duration,
     /// Each `jti` accepted once, until the token's `exp`.
     pub replay_protection: bool,
+    pub dpop: DpopConfig,
+}
+
+/// RFC 9449 DPoP on a `jwt` or `introspection` provider (CONTRACT §13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    pub mode: DpopMode,
+    /// How far in the past a proof's `iat` may be.
+    pub proof_lifetime_seconds: u64,
+    /// Asymmetric algorithms a proof may be signed with.
+    pub algorithms: Vec<Alg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopMode {
+    /// Only `Authorization: Bearer`; a DPoP-bound token is still refused.
+    Off,
+    /// `DPoP` with a proof, or `Bearer` for tokens without `cnf.jkt`.
+    Optional,
+    /// Only `Authorization: DPoP` with a proof.
+    Required,
 }
 
 /// Where a JWT provider's keys come from.
@@ -491,6 +512,7 @@ pub struct IntrospectionProvider {
     /// Where roles and scopes are in the answer, like a JWT provider's.
     pub roles_claim: String,
     pub scopes_claim: String,
+    pub dpop: DpopConfig,
 }
 
 /// A route's limit: a bucket of `burst` tokens refilled with `requests`

@@ -13,6 +13,7 @@ mod authz;
 mod canonical;
 mod cli;
 mod connections;
+mod dpop;
 mod grpc;
 mod harness_smoke;
 mod hygiene;
