@@ -3,7 +3,8 @@
 //!
 //! Answers are cached (positive and negative) for `cache_seconds`, never
 //! beyond the token's `exp`; concurrent lookups of one token share one call;
-//! when the endpoint cannot answer the request fails closed (503).
+//! when the endpoint cannot answer the request fails closed (503). A
+//! certificate or DPoP binding in the answer is checked on every use.
 
 use crate::core::ttl::{ByValue, Expires};
 use std::sync::Arc;

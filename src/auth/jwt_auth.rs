@@ -5,6 +5,9 @@
 //! background, a token naming an unknown `kid` triggers one (rate-limited,
 //! single-flight) refetch, and a failed refresh keeps the last good keys.
 //! Verified tokens are cached by their SHA-256, never beyond their `exp`.
+//! What belongs to the request rather than the token (a certificate or
+//! DPoP binding, the one use of a `replay_protection` token) is checked on
+//! every use, cached or not.
 
 use crate::core::ttl::{ByValue, Expires};
 use std::sync::atomic::{AtomicU64, Ordering};
