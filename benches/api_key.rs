@@ -49,11 +49,7 @@ fn lookups(c: &mut Criterion) {
         let auth = authenticator(count);
         let mut headers = http::HeaderMap::new();
         headers.insert("x-api-key", key(count / 2).parse().expect("header"));
-        let request = Credentials {
-            headers: &headers,
-            query: None,
-            client_cert: None,
-        };
+        let request = Credentials::of_headers(&headers);
         futures::executor::block_on(auth.authenticate(&request)).expect("bench key is valid");
         group.bench_function(format!("{count}_keys"), |b| {
             b.iter(|| futures::executor::block_on(auth.authenticate(black_box(&request))))

@@ -239,6 +239,12 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
             scopes_claim: "scope".to_owned(),
             forward_credentials: true,
             fetch_timeout: std::time::Duration::from_secs(5),
+            replay_protection: false,
+            dpop: portcullis::config::DpopConfig {
+                mode: portcullis::config::DpopMode::Off,
+                proof_lifetime_seconds: 60,
+                algorithms: vec![Alg::ES256],
+            },
         };
         let described = AuthProvider {
             name: "bench".to_owned(),
@@ -266,11 +272,7 @@ fn provider_cached_vs_uncached(c: &mut Criterion) {
             http::header::AUTHORIZATION,
             format!("Bearer {token}").parse().expect("header"),
         );
-        let request = Credentials {
-            headers: &headers,
-            query: None,
-            client_cert: None,
-        };
+        let request = Credentials::of_headers(&headers);
         for (mode, entries) in [("cached", 1000), ("uncached", 0)] {
             let auth = provider(entries);
             futures::executor::block_on(auth.authenticate(&request)).expect("bench token verifies");

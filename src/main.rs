@@ -1,4 +1,4 @@
-//! The `portcullis` command line: `run`, `check`, `apikey`, `seclog`.
+//! The `portcullis` command line: `run`, `check`, `apikey`, `seclog` and `revoke`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +54,9 @@ enum Command {
         #[command(subcommand)]
         command: SeclogCommand,
     },
+    /// Revoke tokens (or list or delete revocations) through the admin
+    /// listener's `/revocations`.
+    Revoke(RevokeArgs),
 }
 
 #[derive(Subcommand)]
@@ -75,6 +78,62 @@ enum SeclogCommand {
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "subject", "list"])))]
+struct RevokeArgs {
+    /// The admin listener, e.g. http://127.0.0.1:9901.
+    #[arg(long)]
+    admin: String,
+    /// A file holding the admin bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The token's `jti` (with --expires-at, at least the token's exp).
+    #[arg(long, conflicts_with_all = ["subject", "issued_before"])]
+    jti: Option<String>,
+    /// Every token of this subject issued at or before --issued-before.
+    #[arg(long)]
+    subject: Option<String>,
+    /// RFC 3339.
+    #[arg(long)]
+    issued_before: Option<String>,
+    /// RFC 3339: when the revocation may be forgotten.
+    #[arg(long)]
+    expires_at: Option<String>,
+    /// Delete the revocation of --jti or --subject instead.
+    #[arg(long, conflicts_with = "list")]
+    delete: bool,
+    /// Print every revocation.
+    #[arg(long)]
+    list: bool,
+}
+
+impl RevokeArgs {
+    fn request(self) -> server::RevokeRequest {
+        let target = match (self.jti, self.subject) {
+            (Some(jti), _) => Some(server::Target::Jti {
+                jti,
+                expires_at: self.expires_at,
+            }),
+            (None, Some(subject)) => Some(server::Target::Subject {
+                subject,
+                issued_before: self.issued_before,
+                expires_at: self.expires_at,
+            }),
+            (None, None) => None,
+        };
+        let action = match target {
+            Some(t) if self.delete => server::RevokeAction::Delete(t),
+            Some(t) => server::RevokeAction::Add(t),
+            None => server::RevokeAction::List,
+        };
+        server::RevokeRequest {
+            admin: self.admin,
+            token_file: self.token_file,
+            action,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -128,6 +187,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Seclog { command } => seclog(command),
+        Command::Revoke(args) => match server::revoke(&args.request()) {
+            Ok(answer) => {
+                println!("{}", answer.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             upgrade,

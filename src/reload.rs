@@ -205,6 +205,8 @@ impl Control {
         for provider in fresh_providers {
             provider.start_background();
         }
+        // Starts only a list the reload made anew.
+        new.revocations.start_background();
         for pool in old.upstreams.iter().filter(|p| !new.owns(p)) {
             pool.forget_metrics();
         }

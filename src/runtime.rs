@@ -33,6 +33,8 @@ use crate::observe::otel::{ExportCounters, Tracing};
 use crate::observe::Observer;
 use crate::protect::cors::Cors;
 use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore};
+use crate::protect::replay::ReplayCache;
+use crate::protect::revocation::Revocations;
 use crate::protect::schema::JsonSchema;
 use crate::routing::table::{RouteSpec, RouteTable};
 use crate::tls::{CertStore, TlsListener, UpstreamCa};
@@ -71,6 +73,11 @@ pub struct Runtime {
     pub cache_limits: CacheLimits,
     /// `[tracing]`: kept across reloads while unchanged.
     pub tracing: Option<Arc<Tracing>>,
+    /// Token revocations (CONTRACT §13): one list for the process, kept by
+    /// reloads.
+    pub revocations: Arc<Revocations>,
+    /// One-time tokens and DPoP proof `jti`s; kept while the store is.
+    pub replay: Arc<ReplayCache>,
 }
 
 /// A route's `rate_limit` as requests use it.
@@ -347,6 +354,7 @@ impl Runtime {
             errors.sort_by_key(|e| e.position);
             return Err(ConfigErrors(errors));
         };
+        let (revocations, replay) = token_state(config.tokens, &rate_limits, observer, previous);
         Ok(Runtime {
             generation,
             admin_token: config.admin.and_then(|a| a.token),
@@ -370,6 +378,8 @@ impl Runtime {
             cache,
             cache_limits: config.cache,
             tracing,
+            revocations,
+            replay,
         })
     }
 
@@ -423,6 +433,33 @@ impl Runtime {
     pub fn owns(&self, pool: &Arc<UpstreamPool>) -> bool {
         self.upstreams.iter().any(|p| Arc::ptr_eq(p, pool))
     }
+}
+
+/// The revocation list and the replay cache: the running ones while the
+/// file and the store stay the same, else new ones (a new list keeps the
+/// running entries too, so a reload never drops a revocation).
+fn token_state(
+    tokens: crate::config::TokenSettings,
+    store: &Arc<RateLimitStore>,
+    observer: &Arc<Observer>,
+    previous: Option<&Runtime>,
+) -> (Arc<Revocations>, Arc<ReplayCache>) {
+    let file = tokens.revocations_file.map(|f| f.value);
+    let revocations = match previous {
+        Some(p) if p.revocations.fits(file.as_deref(), store) => p.revocations.clone(),
+        _ => {
+            let fresh = Revocations::new(file, tokens.revocations, store.clone(), observer.clone());
+            if let Some(p) = previous {
+                fresh.inherit(&p.revocations);
+            }
+            Arc::new(fresh)
+        }
+    };
+    let replay = match previous {
+        Some(p) if p.replay.uses(store) => p.replay.clone(),
+        _ => Arc::new(ReplayCache::new(store.clone())),
+    };
+    (revocations, replay)
 }
 
 /// The errors compiling would report for values of a file that has other

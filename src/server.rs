@@ -46,6 +46,8 @@ pub fn check(path: &std::path::Path) -> Result<(), crate::config::ConfigErrors> 
     crate::runtime::Runtime::compile(config, 0, &Arc::new(observer), None).map(drop)
 }
 
+pub use crate::admin::client::{revoke, RevokeAction, RevokeError, RevokeRequest, Target};
+
 /// Flags of `portcullis run`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunFlags {
@@ -163,6 +165,7 @@ impl BackgroundService for Background {
         for provider in &runtime.providers {
             provider.clone().start_background();
         }
+        runtime.revocations.start_background();
         drop(runtime);
         // Installed before readiness is reported: until a handler exists,
         // SIGHUP's default action would kill the process.

@@ -15,6 +15,9 @@ use crate::proxy::reject::{Code, Reject};
 use crate::reload::Control;
 use crate::upstream::UpstreamPool;
 
+pub(crate) mod client;
+mod revocations;
+
 pub(crate) struct AdminApp {
     pub control: Arc<Control>,
 }
@@ -108,6 +111,15 @@ impl ServeHttp for AdminApp {
                     Err(reject) => refusal(&reject, &id),
                 }
             }
+            ("/revocations", &Method::GET) => revocations::list(&self.control, &id),
+            ("/revocations", &Method::POST | &Method::DELETE) => {
+                revocations::change(&self.control, session, &method, &id).await
+            }
+            ("/revocations", _) => refusal(
+                &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
+                    .with_header("allow", http::HeaderValue::from_static("GET, POST, DELETE")),
+                &id,
+            ),
             ("/status" | "/metrics" | "/healthz" | "/readyz", _) => refusal(
                 &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
                     .with_header("allow", http::HeaderValue::from_static("GET")),
@@ -272,7 +284,7 @@ fn text(status: StatusCode, body: &str, id: &str) -> Response<Vec<u8>> {
     respond(status, "text/plain", body.as_bytes().to_vec(), id)
 }
 
-fn json(status: StatusCode, value: &serde_json::Value, id: &str) -> Response<Vec<u8>> {
+pub(super) fn json(status: StatusCode, value: &serde_json::Value, id: &str) -> Response<Vec<u8>> {
     respond(
         status,
         "application/json",
@@ -282,7 +294,7 @@ fn json(status: StatusCode, value: &serde_json::Value, id: &str) -> Response<Vec
 }
 
 /// Admin refusals use the same renderer as the proxy's.
-fn refusal(reject: &Reject, id: &str) -> Response<Vec<u8>> {
+pub(super) fn refusal(reject: &Reject, id: &str) -> Response<Vec<u8>> {
     let Ok((header, body)) = reject.render(id) else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n", id);
     };

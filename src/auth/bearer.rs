@@ -9,10 +9,28 @@ use http::HeaderMap;
 
 use super::AuthError;
 
+/// How an access token came (RFC 6750, RFC 9449).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
 /// The bearer token of `headers`. `Missing` when there is no
 /// `Authorization` header or it carries another scheme (it may be meant for
 /// another provider).
 pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthError> {
+    authorization_token(headers, max_bytes, false).map(|(_, token)| token)
+}
+
+/// The access token of `headers` and its scheme, `Bearer` or `DPoP` (RFC
+/// 9449 §7.1, only when `dpop`), with the same strictness; `Missing` for
+/// any other scheme.
+pub fn authorization_token(
+    headers: &HeaderMap,
+    max_bytes: usize,
+    dpop: bool,
+) -> Result<(Scheme, &str), AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::Missing);
@@ -26,14 +44,19 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthE
     let bytes = value.as_bytes();
     let Some((scheme, rest)) = split_scheme(bytes) else {
         // HTTP parsing drops trailing spaces: "Bearer " arrives as "Bearer".
-        if bytes.trim_ascii().eq_ignore_ascii_case(b"bearer") {
+        let bare = bytes.trim_ascii();
+        if bare.eq_ignore_ascii_case(b"bearer") || (dpop && bare.eq_ignore_ascii_case(b"dpop")) {
             return Err(AuthError::invalid("malformed", "the bearer token is empty"));
         }
         return Err(AuthError::Missing);
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if dpop && scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Err(AuthError::Missing);
-    }
+    };
     let token = rest.trim_ascii();
     if token.is_empty() {
         return Err(AuthError::invalid("malformed", "the bearer token is empty"));
@@ -51,8 +74,9 @@ pub fn bearer_token(headers: &HeaderMap, max_bytes: usize) -> Result<&str, AuthE
         ));
     }
     // token68 is ASCII, checked above.
-    std::str::from_utf8(token)
-        .map_err(|_| AuthError::invalid("malformed", "the bearer token is not ASCII"))
+    let token = std::str::from_utf8(token)
+        .map_err(|_| AuthError::invalid("malformed", "the bearer token is not ASCII"))?;
+    Ok((scheme, token))
 }
 
 fn split_scheme(value: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -129,6 +129,12 @@ pub enum AuthError {
         reason: &'static str,
         description: &'static str,
     },
+    /// The token came with a DPoP proof that is missing, broken or not
+    /// for this request (RFC 9449): 401 `invalid_dpop_proof`.
+    DpopProof {
+        reason: &'static str,
+        description: &'static str,
+    },
     /// The provider cannot decide now (keys never fetched, introspection
     /// endpoint down): 503, fail closed.
     Unavailable { reason: &'static str },
@@ -145,7 +151,7 @@ impl AuthError {
     fn rank(&self) -> u8 {
         match self {
             AuthError::Missing => 0,
-            AuthError::Invalid { .. } => 1,
+            AuthError::Invalid { .. } | AuthError::DpopProof { .. } => 1,
             AuthError::Unavailable { .. } => 2,
         }
     }
@@ -160,7 +166,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
-            AuthError::Invalid { reason, .. } => reason,
+            AuthError::Invalid { reason, .. } | AuthError::DpopProof { reason, .. } => reason,
             AuthError::Unavailable { reason } => reason,
         }
     }

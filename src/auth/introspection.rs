@@ -3,7 +3,8 @@
 //!
 //! Answers are cached (positive and negative) for `cache_seconds`, never
 //! beyond the token's `exp`; concurrent lookups of one token share one call;
-//! when the endpoint cannot answer the request fails closed (503).
+//! when the endpoint cannot answer the request fails closed (503). A
+//! certificate or DPoP binding in the answer is checked on every use.
 
 use crate::core::ttl::{ByValue, Expires};
 use std::sync::Arc;
@@ -13,12 +14,13 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use super::bearer::bearer_token;
+use super::bearer::authorization_token;
+use super::dpop::Dpop;
 use super::fetch::{FetchError, Fetcher};
 use super::jwt::string_list;
 use super::jwt_auth::now_unix;
 use super::{AuthError, AuthMethod, Authenticator, Credentials, Identity};
-use crate::config::{AuthProvider, IntrospectionProvider};
+use crate::config::{AuthProvider, DpopMode, IntrospectionProvider};
 
 /// What the endpoint said about one token.
 #[derive(Debug)]
@@ -48,6 +50,7 @@ pub(crate) struct IntrospectionAuthenticator {
     config: IntrospectionProvider,
     fetcher: Fetcher,
     cache: Cache<[u8; 32], Arc<Answer>>,
+    dpop: Dpop,
 }
 
 impl IntrospectionAuthenticator {
@@ -59,6 +62,7 @@ impl IntrospectionAuthenticator {
                 .max_capacity(config.cache_entries)
                 .expire_after(ByValue)
                 .build(),
+            dpop: Dpop::new(config.dpop.clone()),
             provider,
             config,
         }
@@ -131,7 +135,11 @@ impl Authenticator for IntrospectionAuthenticator {
     }
 
     async fn authenticate(&self, request: &Credentials<'_>) -> Result<Arc<Identity>, AuthError> {
-        let token = bearer_token(request.headers, self.config.max_token_bytes)?;
+        let (scheme, token) = authorization_token(
+            request.headers,
+            self.config.max_token_bytes,
+            self.dpop.mode() != DpopMode::Off,
+        )?;
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Concurrent misses for one token wait for a single call; errors
         // are not cached.
@@ -145,6 +153,9 @@ impl Authenticator for IntrospectionAuthenticator {
         match &answer.outcome {
             Outcome::Active(identity) if answer.token_exp.is_none_or(|e| e > now_unix()) => {
                 identity.check_certificate_binding(request.client_cert)?;
+                self.dpop
+                    .check(&self.name, scheme, token, identity, request)
+                    .await?;
                 Ok(identity.clone())
             }
             Outcome::Active(_) => Err(AuthError::invalid("expired", "the token has expired")),
@@ -154,5 +165,9 @@ impl Authenticator for IntrospectionAuthenticator {
 
     fn status(&self) -> serde_json::Value {
         serde_json::json!({"kind": "introspection", "cached_tokens": self.cache.entry_count()})
+    }
+
+    fn dpop_algs(&self) -> Option<&str> {
+        (self.dpop.mode() != DpopMode::Off).then(|| self.dpop.algs())
     }
 }

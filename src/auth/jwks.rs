@@ -228,6 +228,13 @@ impl RawJwk {
     }
 }
 
+/// The key of a DPoP proof's header `jwk` (already checked to hold public
+/// members only), usable with exactly `alg`; `None` for anything the JWKS
+/// reader would skip.
+pub(crate) fn proof_key(jwk: &serde_json::Value, alg: Alg) -> Option<Key> {
+    RawJwk::deserialize(jwk).ok()?.into_key(&[alg])
+}
+
 /// An RSA public key from its base64url `n` and `e`, if it is of a sane
 /// size with a sane exponent.
 fn rsa_key(n: &str, e: &str) -> Option<DecodingKey> {

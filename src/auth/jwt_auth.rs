@@ -5,6 +5,9 @@
 //! background, a token naming an unknown `kid` triggers one (rate-limited,
 //! single-flight) refetch, and a failed refresh keeps the last good keys.
 //! Verified tokens are cached by their SHA-256, never beyond their `exp`.
+//! What belongs to the request rather than the token (a certificate or
+//! DPoP binding, the one use of a `replay_protection` token) is checked on
+//! every use, cached or not.
 
 use crate::core::ttl::{ByValue, Expires};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +19,13 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use super::bearer::bearer_token;
+use super::bearer::authorization_token;
+use super::dpop::Dpop;
 use super::fetch::Fetcher;
 use super::jwks::KeySet;
 use super::jwt::{verify, JwtRules, VerifyError};
 use super::{AuthError, AuthMethod, Authenticator, Credentials, Identity};
-use crate::config::{AuthProvider, JwtProvider, KeySource};
+use crate::config::{AuthProvider, DpopMode, JwtProvider, KeySource};
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
 
@@ -75,6 +79,7 @@ pub struct JwtAuthenticator {
     cache: Option<Cache<[u8; 32], Arc<CachedToken>>>,
     fetcher: Fetcher,
     observer: Arc<Observer>,
+    dpop: Dpop,
 }
 
 impl JwtAuthenticator {
@@ -119,6 +124,7 @@ impl JwtAuthenticator {
             fetch_lock: tokio::sync::Mutex::new(()),
             last_refetch: Mutex::new(None),
             cache,
+            dpop: Dpop::new(config.dpop.clone()),
             config,
             observer,
         };
@@ -235,48 +241,9 @@ impl JwtAuthenticator {
         self.refresh().await
     }
 
-    fn identity(&self, v: super::jwt::Verified) -> Arc<Identity> {
-        Arc::new(Identity {
-            method: AuthMethod::Jwt,
-            provider: self.name.clone(),
-            subject: v.subject,
-            consumer: v.consumer,
-            scopes: v.scopes,
-            roles: v.roles,
-            claims: v.claims,
-            forwarded: Default::default(),
-        })
-    }
-}
-
-/// RFC 8705: a token whose `cnf` carries `x5t#S256` is only good on a
-/// connection whose client certificate has that SHA-256 thumbprint.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn token_key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-#[async_trait]
-impl Authenticator for JwtAuthenticator {
-    fn method(&self) -> AuthMethod {
-        AuthMethod::Jwt
-    }
-
-    fn forward_credentials(&self) -> bool {
-        self.config.forward_credentials
-    }
-
-    fn config(&self) -> &AuthProvider {
-        &self.provider
-    }
-
-    async fn authenticate(&self, request: &Credentials<'_>) -> Result<Arc<Identity>, AuthError> {
-        let token = bearer_token(request.headers, self.config.max_token_bytes)?;
+    /// The identity of `token` and its `exp`: from the cache when a
+    /// still-present key verified it, else verified now (and cached).
+    async fn verified(&self, token: &str) -> Result<(Arc<Identity>, u64), AuthError> {
         let key = self.cache.as_ref().map(|_| token_key(token));
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             if let Some(hit) = cache.get(key) {
@@ -286,9 +253,7 @@ impl Authenticator for JwtAuthenticator {
                     .as_ref()
                     .is_some_and(|keys| keys.contains_key(&hit.key));
                 if hit.exp > now_unix() && key_present {
-                    hit.identity
-                        .check_certificate_binding(request.client_cert)?;
-                    return Ok(hit.identity.clone());
+                    return Ok((hit.identity.clone(), hit.exp));
                 }
             }
         }
@@ -316,9 +281,6 @@ impl Authenticator for JwtAuthenticator {
         let verified_by = verified.key;
         let exp = verified.exp;
         let identity = self.identity(verified);
-        // Cached before the binding check: the binding belongs to the
-        // connection, and is checked on every use.
-        let bound = identity.check_certificate_binding(request.client_cert);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(
                 key,
@@ -329,7 +291,116 @@ impl Authenticator for JwtAuthenticator {
                 }),
             );
         }
-        bound?;
+        Ok((identity, exp))
+    }
+
+    /// `replay_protection`: the token's `jti` is accepted once, until its
+    /// `exp` (plus leeway, as long as it verifies).
+    async fn use_once(
+        &self,
+        identity: &Identity,
+        exp: u64,
+        request: &Credentials<'_>,
+    ) -> Result<(), AuthError> {
+        let Some(jti) = identity
+            .claims
+            .get("jti")
+            .and_then(|v| v.as_str())
+            .filter(|j| !j.is_empty())
+        else {
+            return Err(AuthError::invalid(
+                "missing_jti",
+                "The access token has no jti and can only be used once",
+            ));
+        };
+        let unavailable = AuthError::Unavailable {
+            reason: "replay_cache_unavailable",
+        };
+        let once = request.once.ok_or(unavailable.clone())?;
+        let ttl = Duration::from_secs(
+            exp.saturating_add(self.config.leeway_seconds)
+                .saturating_sub(now_unix())
+                .max(1),
+        );
+        match once
+            .first_use(&once_key(b"jti", &self.name, jti), ttl)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AuthError::invalid(
+                "replayed",
+                "The access token was already used",
+            )),
+            Err(_) => Err(unavailable),
+        }
+    }
+
+    fn identity(&self, v: super::jwt::Verified) -> Arc<Identity> {
+        Arc::new(Identity {
+            method: AuthMethod::Jwt,
+            provider: self.name.clone(),
+            subject: v.subject,
+            consumer: v.consumer,
+            scopes: v.scopes,
+            roles: v.roles,
+            claims: v.claims,
+            forwarded: Default::default(),
+        })
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The replay-cache key of a `jti` (or a DPoP proof's) of one provider:
+/// hashed, so a key is small whatever the token says.
+pub(crate) fn once_key(kind: &[u8], provider: &str, jti: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(kind);
+    h.update([0]);
+    h.update(provider.as_bytes());
+    h.update([0]);
+    h.update(jti.as_bytes());
+    h.finalize().into()
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[async_trait]
+impl Authenticator for JwtAuthenticator {
+    fn method(&self) -> AuthMethod {
+        AuthMethod::Jwt
+    }
+
+    fn forward_credentials(&self) -> bool {
+        self.config.forward_credentials
+    }
+
+    fn config(&self) -> &AuthProvider {
+        &self.provider
+    }
+
+    async fn authenticate(&self, request: &Credentials<'_>) -> Result<Arc<Identity>, AuthError> {
+        let (scheme, token) = authorization_token(
+            request.headers,
+            self.config.max_token_bytes,
+            self.dpop.mode() != DpopMode::Off,
+        )?;
+        let (identity, exp) = self.verified(token).await?;
+        // The bindings and the one-time use belong to this request, not to
+        // the cached token: checked on every use.
+        identity.check_certificate_binding(request.client_cert)?;
+        self.dpop
+            .check(&self.name, scheme, token, &identity, request)
+            .await?;
+        if self.config.replay_protection {
+            self.use_once(&identity, exp, request).await?;
+        }
         Ok(identity)
     }
 
@@ -380,5 +451,9 @@ impl Authenticator for JwtAuthenticator {
             .and_then(|at| *at)
             .map(|t| humantime::format_rfc3339_millis(t).to_string());
         serde_json::json!({"kind": "jwt", "kids": kids, "last_refresh": last})
+    }
+
+    fn dpop_algs(&self) -> Option<&str> {
+        (self.dpop.mode() != DpopMode::Off).then(|| self.dpop.algs())
     }
 }

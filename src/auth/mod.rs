@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod apikey_gen;
 pub mod bearer;
+pub(crate) mod dpop;
 pub(crate) mod fetch;
 pub mod identity;
 pub(crate) mod introspection;
@@ -31,6 +32,77 @@ pub struct Credentials<'a> {
     pub query: Option<&'a str>,
     /// The connection's verified client certificate, if any.
     pub client_cert: Option<&'a crate::tls::ClientCert>,
+    /// Where one-time `jti`s are recorded; without it a provider that
+    /// needs it fails closed.
+    pub once: Option<&'a dyn crate::core::once::SeenOnce>,
+    /// The canonical request a DPoP proof must be for; without it no proof
+    /// is valid.
+    pub target: Option<RequestTarget<'a>>,
+}
+
+/// What a DPoP proof's `htm` and `htu` are compared with: the canonical
+/// request (CONTRACT §8).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTarget<'a> {
+    pub method: &'a http::Method,
+    /// From the listener, or `x-forwarded-proto` from a trusted proxy.
+    pub https: bool,
+    /// Lower-case, without port and trailing dot.
+    pub host: &'a str,
+    /// The port the request named, if any.
+    pub port: Option<u16>,
+    /// The normalized path, without query.
+    pub path: &'a str,
+}
+
+impl RequestTarget<'_> {
+    /// Whether `htu` names this request: same scheme, host and effective
+    /// port (a default port may be given or not), and the same path once
+    /// normalized; query and fragment are ignored (RFC 9449 §4.3).
+    pub fn matches_htu(&self, htu: &str) -> bool {
+        let htu = htu.split_once('#').map_or(htu, |(before, _)| before);
+        let Ok(uri) = htu.parse::<http::Uri>() else {
+            return false;
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return false;
+        };
+        let https = match scheme.to_ascii_lowercase().as_str() {
+            "https" => true,
+            "http" => false,
+            _ => return false,
+        };
+        if authority.as_str().contains('@') || https != self.https {
+            return false;
+        }
+        let default_port = if https { 443 } else { 80 };
+        let host = authority.host().to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host);
+        if host != self.host
+            || authority.port_u16().unwrap_or(default_port) != self.port.unwrap_or(default_port)
+        {
+            return false;
+        }
+        let path = match uri.path() {
+            "" => "/",
+            p => p,
+        };
+        crate::core::normalize::normalize_path(path).is_ok_and(|p| p == self.path)
+    }
+}
+
+impl<'a> Credentials<'a> {
+    /// The credentials of a request known only by its headers (tools,
+    /// benchmarks): no replay cache, no DPoP target.
+    pub fn of_headers(headers: &'a http::HeaderMap) -> Self {
+        Credentials {
+            headers,
+            query: None,
+            client_cert: None,
+            once: None,
+            target: None,
+        }
+    }
 }
 
 #[async_trait]
@@ -65,6 +137,11 @@ pub trait Authenticator: Send + Sync {
     fn start_background(self: Arc<Self>) {}
     /// For the admin `/status`.
     fn status(&self) -> serde_json::Value;
+    /// The proof algorithms of the `WWW-Authenticate: DPoP` challenge,
+    /// when the provider takes DPoP.
+    fn dpop_algs(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A route's providers tried in order: the first that accepts wins. When

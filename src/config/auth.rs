@@ -14,12 +14,29 @@ use crate::core::location::Located;
 const DEFAULT_MAX_TOKEN_BYTES: u64 = 8192;
 const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5000;
 
+/// Keys of `[auth]` that are settings shared by all providers, not
+/// provider names.
+const SETTINGS: [&str; 1] = ["revocations_file"];
+
 pub(super) fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> {
     let Some(all) = root.table(d, "auth") else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (name, value) in all.entries() {
+        if SETTINGS.contains(name.get_ref()) {
+            continue;
+        }
+        if !matches!(value.get_ref(), toml::de::DeValue::Table(_)) {
+            d.error(
+                name.span(),
+                format!(
+                    "unknown setting `{}` in [auth]; [auth] holds `revocations_file` and [auth.NAME] provider tables",
+                    name.get_ref()
+                ),
+            );
+            continue;
+        }
         if !super::values::valid_name(name.get_ref()) {
             d.error(name.span(), super::values::name_rule(name.get_ref()));
         }
@@ -55,6 +72,55 @@ pub(super) fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> 
             });
         }
     }
+    out
+}
+
+/// The `[auth]` settings beside the providers (CONTRACT §13). The
+/// revocations file is read now, so that `check` reports it; a file that
+/// does not exist yet is an empty list (the gateway creates it), but its
+/// directory must exist.
+pub(super) fn settings(d: &mut Diagnostics, root: &Table) -> TokenSettings {
+    let mut out = TokenSettings::default();
+    let Some(value) = root.raw("auth") else {
+        return out;
+    };
+    let toml::de::DeValue::Table(entries) = value.get_ref() else {
+        return out;
+    };
+    let t = Table::new(entries, value.span(), "auth");
+    let Some(file) = super::values::non_empty_string(d, &t, "revocations_file") else {
+        return out;
+    };
+    let path = PathBuf::from(file.get_ref());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match super::revocations::parse_file(&path, &text) {
+            Ok(entries) => out.revocations = entries,
+            Err(e) => d.absorb(file.span(), vec![e]),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            if !dir.is_dir() {
+                d.error(
+                    file.span(),
+                    format!(
+                        "`revocations_file`: the directory of `{}` does not exist",
+                        file.get_ref()
+                    ),
+                );
+            }
+        }
+        Err(e) => d.error(
+            file.span(),
+            format!("cannot read `{}`: {e}", file.get_ref()),
+        ),
+    }
+    out.revocations_file = Some(Located {
+        value: path,
+        at: d.location(file.span()),
+    });
     out
 }
 
@@ -97,6 +163,8 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
     let fetch_timeout = t
         .integer(d, "fetch_timeout_ms", 100..=60_000)
         .unwrap_or(DEFAULT_FETCH_TIMEOUT_MS);
+    let replay_protection = t.boolean(d, "replay_protection").unwrap_or(false);
+    let dpop = dpop(d, t);
 
     let mut given = sources.into_iter().flatten();
     let first = given.next();
@@ -172,6 +240,7 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
             KeySource::Secret { path, secret }
         }
     };
+    let dpop = dpop?;
     Some(JwtProvider {
         issuer,
         audiences,
@@ -186,6 +255,8 @@ fn jwt(d: &mut Diagnostics, t: &Table) -> Option<JwtProvider> {
         scopes_claim,
         forward_credentials,
         fetch_timeout: Duration::from_millis(fetch_timeout),
+        replay_protection,
+        dpop,
     })
 }
 
@@ -235,6 +306,7 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
     let scopes_claim = t
         .string(d, "scopes_claim")
         .map_or_else(|| "scope".to_string(), Spanned::into_inner);
+    let dpop = dpop(d, t);
     let mut missing = |key: &str| d.error(t.span(), format!("[{}] needs `{key}`", t.section()));
     let (Some(endpoint), Some(client_id), Some(secret_file)) = (endpoint, client_id, secret_file)
     else {
@@ -251,6 +323,7 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
     };
     let endpoint = http_url(d, &endpoint)?;
     let client_secret = super::values::read_secret(d, &secret_file, 1)?;
+    let dpop = dpop?;
     Some(IntrospectionProvider {
         endpoint,
         client_id: client_id.into_inner(),
@@ -262,6 +335,59 @@ fn introspection(d: &mut Diagnostics, t: &Table) -> Option<IntrospectionProvider
         timeout: Duration::from_millis(timeout),
         roles_claim,
         scopes_claim,
+        dpop,
+    })
+}
+
+/// Proof algorithms when `dpop_algorithms` is not given.
+const DPOP_ALGORITHMS: [Alg; 5] = [Alg::ES256, Alg::ES384, Alg::RS256, Alg::PS256, Alg::EdDSA];
+
+/// `dpop`, `dpop_proof_lifetime_seconds`, `dpop_algorithms`.
+fn dpop(d: &mut Diagnostics, t: &Table) -> Option<DpopConfig> {
+    let mode = t.keyword(
+        d,
+        "dpop",
+        DpopMode::Off,
+        &[
+            ("off", DpopMode::Off),
+            ("optional", DpopMode::Optional),
+            ("required", DpopMode::Required),
+        ],
+    );
+    let proof_lifetime_seconds = t
+        .integer(d, "dpop_proof_lifetime_seconds", 1..=3600)
+        .unwrap_or(60);
+    let algorithms = match t.strings(d, "dpop_algorithms") {
+        None => Some(DPOP_ALGORITHMS.to_vec()),
+        Some(list) => {
+            let mut out = Vec::new();
+            for a in &list {
+                match Alg::parse(a.get_ref()) {
+                    Some(alg) if alg.is_hmac() => d.error(
+                        a.span(),
+                        format!("`{}`: a DPoP proof is signed with the client's own key pair; use an asymmetric algorithm", a.get_ref()),
+                    ),
+                    Some(alg) if !out.contains(&alg) => out.push(alg),
+                    Some(_) => {}
+                    None => d.error(
+                        a.span(),
+                        format!(
+                            "algorithm `{}` is not allowed; use RS256/384/512, PS256/384/512, ES256, ES384 or EdDSA",
+                            a.get_ref()
+                        ),
+                    ),
+                }
+            }
+            if out.is_empty() && list.is_empty() {
+                d.error(t.span(), "`dpop_algorithms` must not be empty");
+            }
+            (!out.is_empty()).then_some(out)
+        }
+    };
+    Some(DpopConfig {
+        mode: mode?,
+        proof_lifetime_seconds,
+        algorithms: algorithms?,
     })
 }
 

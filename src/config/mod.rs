@@ -11,6 +11,7 @@ mod observe;
 mod parse;
 mod protect;
 pub(crate) mod reader;
+pub mod revocations;
 mod routes;
 mod trace;
 mod upstreams;

@@ -40,6 +40,8 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     /// `[alerts]`; none when absent.
     pub alerts: Option<Alerts>,
+    /// `[auth]` settings shared by every provider.
+    pub tokens: TokenSettings,
 }
 
 /// `[tracing]`: OTLP/HTTP export of one server span per request.
@@ -83,6 +85,16 @@ pub enum CacheScope {
     Shared,
     /// Only the same consumer (the subject when it has none).
     Consumer,
+}
+
+/// `[auth]` settings beside the providers (CONTRACT §13).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenSettings {
+    /// Where revocations persist; without it they last as long as the
+    /// process.
+    pub revocations_file: Option<Located<PathBuf>>,
+    /// The file's entries at load.
+    pub revocations: Vec<super::revocations::Revocation>,
 }
 
 /// `[protection]`: rules for every route, checked before routing.
@@ -583,6 +595,29 @@ pub struct JwtProvider {
     pub forward_credentials: bool,
     /// Timeout of every JWKS and discovery fetch.
     pub fetch_timeout: Duration,
+    /// Each `jti` accepted once, until the token's `exp`.
+    pub replay_protection: bool,
+    pub dpop: DpopConfig,
+}
+
+/// RFC 9449 DPoP on a `jwt` or `introspection` provider (CONTRACT §13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    pub mode: DpopMode,
+    /// How far in the past a proof's `iat` may be.
+    pub proof_lifetime_seconds: u64,
+    /// Asymmetric algorithms a proof may be signed with.
+    pub algorithms: Vec<Alg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopMode {
+    /// Only `Authorization: Bearer`; a DPoP-bound token is still refused.
+    Off,
+    /// `DPoP` with a proof, or `Bearer` for tokens without `cnf.jkt`.
+    Optional,
+    /// Only `Authorization: DPoP` with a proof.
+    Required,
 }
 
 /// Where a JWT provider's keys come from.
@@ -617,6 +652,7 @@ pub struct IntrospectionProvider {
     /// Where roles and scopes are in the answer, like a JWT provider's.
     pub roles_claim: String,
     pub scopes_claim: String,
+    pub dpop: DpopConfig,
 }
 
 /// A route's limit: a bucket of `burst` tokens refilled with `requests`

@@ -40,6 +40,7 @@ pub(super) fn config(
     let limits = limits(d, root);
     let upstreams = upstreams(d, root);
     let auth = super::auth::providers(d, root);
+    let tokens = super::auth::settings(d, root);
     let routes = routes(d, root, &upstreams, &auth, &limits, &listeners);
     let protection = super::protect::protection(d, root);
     let rate_limit_store = super::protect::rate_limit_store(d, root);
@@ -65,6 +66,7 @@ pub(super) fn config(
         cache,
         tracing,
         alerts,
+        tokens,
     })
 }
 

@@ -409,3 +409,65 @@ fn the_checkpoint_key_must_be_a_private_ed25519_key_only_its_owner_reads() {
     );
     assert!(!errs[0].contains("BEGIN"), "{errs:?}");
 }
+
+/// `[auth]` holds providers and the token settings of CONTRACT §13 side
+/// by side; each is told apart, and each mistake has its place.
+#[test]
+fn auth_settings_beside_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("s");
+    std::fs::write(&secret, "introspection-secret").unwrap();
+    let provider = format!(
+        "[auth.opaque]\nkind = \"introspection\"\nendpoint = \"http://127.0.0.1:9/i\"\nclient_id = \"gw\"\nclient_secret_file = \"{}\"\n",
+        secret.display()
+    );
+    let file = dir.path().join("revocations.json");
+    let text = format!(
+        "{BASE}\n[auth]\nrevocations_file = \"{}\"\n\n{provider}dpop = \"required\"\ndpop_algorithms = [\"ES256\"]\n",
+        file.display()
+    );
+    let c = parse_str(Path::new("gw.toml"), &text).unwrap();
+    assert_eq!(c.auth.len(), 1);
+    assert_eq!(
+        c.tokens.revocations_file.map(|f| f.value),
+        Some(file.clone())
+    );
+    let AuthKind::Introspection(p) = &c.auth[0].kind else {
+        panic!("introspection");
+    };
+    assert_eq!(p.dpop.mode, DpopMode::Required);
+    assert_eq!(p.dpop.proof_lifetime_seconds, 60);
+
+    let text = format!("{BASE}\n[auth]\nrevocation_file = \"x\"\n\n{provider}");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("gw.toml:16:1: unknown setting `revocation_file` in [auth]"),
+        "{errs:?}"
+    );
+
+    let text = format!(
+        "{BASE}\n{provider}dpop = \"sometimes\"\ndpop_algorithms = [\"HS256\", \"none\"]\ndpop_proof_lifetime_seconds = 0\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    assert!(errs[0].contains("unknown dpop `sometimes`"), "{errs:?}");
+    assert!(errs[1].contains("use an asymmetric algorithm"), "{errs:?}");
+    assert!(
+        errs[2].contains("algorithm `none` is not allowed"),
+        "{errs:?}"
+    );
+    assert!(errs[3].contains("between 1 and 3600"), "{errs:?}");
+
+    std::fs::write(&file, "{\"revocations\": [{\"jti\": \"x\"}]}").unwrap();
+    let text = format!(
+        "{BASE}\n[auth]\nrevocations_file = \"{}\"\n",
+        file.display()
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("entry 1: a `jti` revocation needs `expires_at`"),
+        "{errs:?}"
+    );
+}

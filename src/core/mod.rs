@@ -9,6 +9,7 @@ pub mod location;
 pub mod matching;
 pub mod net;
 pub mod normalize;
+pub mod once;
 pub mod secret;
 pub(crate) mod tasks;
 pub(crate) mod text;

@@ -138,7 +138,7 @@ impl Observer {
                     return;
                 }
                 provider = Some(&**p);
-                ("auth_failure", Cow::Borrowed(*reason), None)
+                (failure_event(reason), Cow::Borrowed(*reason), None)
             }
             Event::AuthzDenied { rule } => {
                 metrics.authz_denied.with_label_values(&[route_label]).inc();
@@ -164,6 +164,17 @@ impl Observer {
         e.route = done.route;
         e.subject = subject;
         self.security_event(&e);
+    }
+}
+
+/// The security event of a refused credential: token revocation and
+/// replay have their own (CONTRACT §13), everything else is
+/// `auth_failure`.
+fn failure_event(reason: &str) -> &'static str {
+    match reason {
+        "revoked" => "token_revoked_used",
+        "replayed" | "dpop_proof_replayed" => "token_replayed",
+        _ => "auth_failure",
     }
 }
 

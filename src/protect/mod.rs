@@ -1,6 +1,9 @@
 //! Protecting the backends: client network rules, rate limits and
-//! lockouts, request body validation and CORS.
+//! lockouts, request body validation and CORS, and the token state
+//! gateways share: replay caches and revocations.
 
 pub(crate) mod cors;
 pub mod ratelimit;
+pub mod replay;
+pub mod revocation;
 pub(crate) mod schema;

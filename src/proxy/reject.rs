@@ -29,6 +29,8 @@ pub enum Code {
     Internal,
     MissingCredentials,
     InvalidToken,
+    /// RFC 9449: a DPoP proof missing, broken or not for this request.
+    InvalidDpopProof,
     InvalidApiKey,
     InvalidClientCertificate,
     AuthUnavailable,
@@ -59,6 +61,7 @@ impl Code {
             Code::Internal => 500,
             Code::MissingCredentials
             | Code::InvalidToken
+            | Code::InvalidDpopProof
             | Code::InvalidApiKey
             | Code::InvalidClientCertificate => 401,
             Code::AuthUnavailable => 503,
@@ -85,6 +88,7 @@ impl Code {
             Code::Internal => "internal_error",
             Code::MissingCredentials => "missing_credentials",
             Code::InvalidToken => "invalid_token",
+            Code::InvalidDpopProof => "invalid_dpop_proof",
             Code::InvalidApiKey => "invalid_api_key",
             Code::InvalidClientCertificate => "invalid_client_certificate",
             Code::AuthUnavailable => "auth_unavailable",
@@ -222,9 +226,23 @@ fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 impl Reject {
     /// The contract's 401/503 for a refused credential, with RFC 6750
-    /// `WWW-Authenticate` when the route has a bearer provider.
-    pub fn credential(error: &AuthError, bearer: bool, method: AuthMethod) -> Reject {
+    /// `WWW-Authenticate` when the route has a bearer provider, or the RFC
+    /// 9449 `DPoP` challenge (with the provider's proof algorithms) for a
+    /// refused proof.
+    pub fn credential(
+        error: &AuthError,
+        bearer: bool,
+        method: AuthMethod,
+        dpop_algs: Option<&str>,
+    ) -> Reject {
         let (reject, challenge) = match error {
+            AuthError::DpopProof { description, .. } => (
+                Reject::new(Code::InvalidDpopProof, *description),
+                format!(
+                    r#"DPoP algs="{}", error="invalid_dpop_proof", error_description="{description}""#,
+                    dpop_algs.unwrap_or_default()
+                ),
+            ),
             AuthError::Missing | AuthError::Invalid { .. } if method == AuthMethod::Mtls => {
                 return Reject::new(
                     Code::InvalidClientCertificate,

@@ -228,10 +228,18 @@ pub(crate) async fn authenticate(
         headers: req.headers,
         query: req.canon.credential_query(),
         client_cert: req.client_cert,
+        once: Some(&*rt.replay),
+        target: dpop_target(req),
     };
     let providers = || route.auth.iter().filter_map(|id| rt.provider(*id));
     let (provider, error) = match crate::auth::first_accepting(providers(), &credentials).await {
-        Ok((identity, provider)) => return Ok((identity, provider.clone())),
+        Ok((identity, provider)) if !is_revoked(rt, &identity) => {
+            return Ok((identity, provider.clone()))
+        }
+        Ok((_, provider)) => (
+            provider,
+            AuthError::invalid("revoked", "The access token was revoked"),
+        ),
         Err(Some(refusal)) => refusal,
         Err(None) => {
             return Err(Reject::new(
@@ -244,11 +252,71 @@ pub(crate) async fn authenticate(
         provider: provider.name().into(),
         reason: error.reason(),
     });
-    if matches!(error, AuthError::Invalid { .. }) {
+    if matches!(
+        error,
+        AuthError::Invalid { .. } | AuthError::DpopProof { .. }
+    ) {
         count_failure(rt, client_ip, events).await;
     }
     let bearer = providers().any(|p| p.is_bearer());
-    Err(Reject::credential(&error, bearer, provider.method()))
+    Err(Reject::credential(
+        &error,
+        bearer,
+        provider.method(),
+        provider.dpop_algs(),
+    ))
+}
+
+/// The request as a DPoP proof names it: the scheme is the listener's,
+/// or the `x-forwarded-proto` of a trusted proxy (sent once).
+fn dpop_target<'a>(req: &Request<'a>) -> Option<crate::auth::RequestTarget<'a>> {
+    let canon = req.canon;
+    let host = canon.host()?;
+    let mut proto = req.headers.get_all("x-forwarded-proto").iter();
+    let forwarded = match (proto.next(), proto.next()) {
+        (Some(v), None) if canon.peer_trusted() => match v.as_bytes().trim_ascii() {
+            p if p.eq_ignore_ascii_case(b"https") => Some(true),
+            p if p.eq_ignore_ascii_case(b"http") => Some(false),
+            _ => None,
+        },
+        _ => None,
+    };
+    let authority = canon.authority()?.to_str().ok()?;
+    let port = match authority.get(host.len()..) {
+        Some("") => None,
+        Some(rest) => Some(rest.strip_prefix(':')?.parse().ok()?),
+        None => return None,
+    };
+    Some(crate::auth::RequestTarget {
+        method: canon.method(),
+        https: forwarded.unwrap_or(canon.conn().https),
+        host,
+        port,
+        path: canon.path(),
+    })
+}
+
+/// Whether the token behind `identity` is revoked: checked on every use,
+/// after the providers' caches, so a revocation is in force at once.
+fn is_revoked(rt: &Runtime, identity: &Identity) -> bool {
+    if !matches!(
+        identity.method,
+        crate::auth::AuthMethod::Jwt | crate::auth::AuthMethod::Introspection
+    ) {
+        return false;
+    }
+    let claims = &identity.claims;
+    let jti = claims.get("jti").and_then(|v| v.as_str());
+    let iat = claims.get("iat").and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    });
+    rt.revocations.is_revoked(
+        jti,
+        &identity.subject,
+        iat,
+        crate::auth::jwt_auth::now_unix(),
+    )
 }
 
 /// 403 (or 503) unless the route's authorization rules allow the caller;

@@ -81,6 +81,12 @@ impl RateLimitStore {
         &self.config
     }
 
+    /// The shared store, for the other state gateways share through it
+    /// (replay caches, revocations).
+    pub fn redis(&self) -> Option<&RedisStore> {
+        self.redis.as_ref()
+    }
+
     pub async fn check(&self, key: &[u8], limit: &Limit) -> Decision {
         let Some(redis) = &self.redis else {
             return self.local.check(key, limit);

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, RedisError, RedisResult, Script, ScriptInvocation, Value};
+use redis::{Client, Cmd, Pipeline, RedisError, RedisResult, Script, ScriptInvocation, Value};
 
 use super::gcra::{self, Params, MICROS};
 use super::{Decision, Limit, Lockout, StoreError};
@@ -40,6 +40,8 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 const RATE_PREFIX: &[u8] = b"portcullis:rl:";
 /// The IP is a hash tag, so that an IP's two keys share a Cluster slot.
 const LOCK_PREFIX: &[u8] = b"portcullis:lock:{";
+/// One-time tokens and DPoP proof `jti`s (hashed), by `SET NX`.
+const ONCE_PREFIX: &[u8] = b"portcullis:once:";
 
 const RATE_SCRIPT: &str = include_str!("rate.lua");
 const LOCKOUT_SCRIPT: &str = include_str!("lockout.lua");
@@ -134,6 +136,43 @@ impl RedisStore {
         .await
     }
 
+    /// `SET key 1 NX PX ttl`: true when the key was not there (its first
+    /// use), false when it was (a replay).
+    pub async fn set_once(&self, key: &[u8], ttl: Duration) -> Result<bool, Unavailable> {
+        let mut set = redis::cmd("SET");
+        set.arg(prefixed(ONCE_PREFIX, key, b""))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        self.call(Request::Command(&set), |reply| match reply {
+            Value::Okay => Some(true),
+            Value::SimpleString(s) if s == "OK" => Some(true),
+            Value::Nil => Some(false),
+            _ => None,
+        })
+        .await
+    }
+
+    /// One command of another feature sharing this store (revocations),
+    /// with the same timeout and health state; `parse` checks the reply.
+    pub async fn query<T>(
+        &self,
+        cmd: &Cmd,
+        parse: impl FnOnce(Value) -> Option<T>,
+    ) -> Result<T, Unavailable> {
+        self.call(Request::Command(cmd), parse).await
+    }
+
+    /// Like [`Self::query`] for a pipeline (`MULTI`/`EXEC` when atomic).
+    pub async fn query_pipeline<T>(
+        &self,
+        pipe: &Pipeline,
+        parse: impl FnOnce(Value) -> Option<T>,
+    ) -> Result<T, Unavailable> {
+        self.call(Request::Pipeline(pipe), parse).await
+    }
+
     /// Sends `request` within the timeout, keeps the health state and
     /// parses the reply; a reply `parse` rejects counts as a failure.
     async fn call<T>(
@@ -200,6 +239,7 @@ impl RedisStore {
 enum Request<'a> {
     Script(&'a ScriptInvocation<'a>),
     Command(&'a Cmd),
+    Pipeline(&'a Pipeline),
 }
 
 impl Request<'_> {
@@ -207,6 +247,7 @@ impl Request<'_> {
         match self {
             Request::Script(invocation) => invocation.invoke_async(con).await,
             Request::Command(cmd) => cmd.query_async(con).await,
+            Request::Pipeline(pipe) => pipe.query_async(con).await,
         }
     }
 }

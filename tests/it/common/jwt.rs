@@ -18,6 +18,8 @@ pub struct TestKey {
     kid: String,
     alg: Algorithm,
     encoding: EncodingKey,
+    /// An Ed25519 key's public `x` (base64url), kept from generation.
+    okp_x: Option<String>,
 }
 
 impl TestKey {
@@ -27,6 +29,7 @@ impl TestKey {
             kid: kid.to_string(),
             alg: Algorithm::RS256,
             encoding: EncodingKey::from_rsa_der(&generate_rsa_pkcs1_der(2048)),
+            okp_x: None,
         }
     }
 
@@ -40,7 +43,41 @@ impl TestKey {
             kid: kid.to_string(),
             alg: Algorithm::ES256,
             encoding,
+            okp_x: None,
         }
+    }
+
+    /// A fresh Ed25519 key for EdDSA.
+    pub fn ed25519(kid: &str) -> TestKey {
+        let pair =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("generate Ed25519 key");
+        let encoding =
+            EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).expect("Ed25519 PEM");
+        TestKey {
+            kid: kid.to_string(),
+            alg: Algorithm::EdDSA,
+            encoding,
+            okp_x: Some(b64url(pair.public_key_raw())),
+        }
+    }
+
+    /// The JOSE name of the key's algorithm.
+    pub fn alg_name(&self) -> &'static str {
+        alg_name(self.alg)
+    }
+
+    /// A compact JWS of exactly these header and payload JSON texts, so a
+    /// test controls every member (DPoP proofs with odd headers).
+    pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        let signing_input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.encoding, self.alg)
+                .expect("sign JWS");
+        format!("{signing_input}.{signature}")
     }
 
     /// The same key material under another kid.
@@ -49,12 +86,19 @@ impl TestKey {
             kid: kid.to_string(),
             alg: self.alg,
             encoding: self.encoding.clone(),
+            okp_x: self.okp_x.clone(),
         }
     }
 
     /// The public JWK: `kty`, `kid`, `alg`, `use = "sig"` and `n`/`e` or
     /// `crv`/`x`/`y`.
     pub fn jwk(&self) -> Value {
+        if let Some(x) = &self.okp_x {
+            return json!({
+                "kty": "OKP", "kid": self.kid, "alg": "EdDSA", "use": "sig",
+                "crv": "Ed25519", "x": x,
+            });
+        }
         let jwk = Jwk::from_encoding_key(&self.encoding, self.alg).expect("public JWK");
         let alg = alg_name(self.alg);
         match jwk.algorithm {
@@ -64,6 +108,10 @@ impl TestKey {
             AlgorithmParameters::EllipticCurve(p) => json!({
                 "kty": "EC", "kid": self.kid, "alg": alg, "use": "sig",
                 "crv": "P-256", "x": p.x, "y": p.y,
+            }),
+            AlgorithmParameters::OctetKeyPair(p) => json!({
+                "kty": "OKP", "kid": self.kid, "alg": alg, "use": "sig",
+                "crv": "Ed25519", "x": p.x,
             }),
             other => panic!("unexpected JWK parameters {other:?}"),
         }
@@ -170,6 +218,7 @@ fn alg_name(alg: Algorithm) -> &'static str {
     match alg {
         Algorithm::RS256 => "RS256",
         Algorithm::ES256 => "ES256",
+        Algorithm::EdDSA => "EdDSA",
         other => panic!("no test keys for {other:?}"),
     }
 }
@@ -219,4 +268,17 @@ pub fn jwks_file_provider(name: &str, extra: &str) -> String {
     format!(
         "\n[auth.{name}]\nkind = \"jwt\"\nissuer = \"https://idp.test/\"\naudiences = [\"orders\"]\njwks_file = \"{{dir}}/jwks.json\"\nalgorithms = [\"RS256\"]\n{extra}\n"
     )
+}
+
+/// An HS256 JWS of exactly these header and payload JSON texts.
+pub fn sign_hs256_raw(secret: &[u8], header: &Value, claims: &Value) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let key = EncodingKey::from_secret(secret).expect("HMAC key");
+    let signature =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256).expect("sign");
+    format!("{signing_input}.{signature}")
 }

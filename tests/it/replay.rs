@@ -1,0 +1,176 @@
+//! One-time tokens (`replay_protection = true`, CONTRACT §13) against the
+//! real binary: a `jti` accepted once, cached or not; a token without `jti`
+//! refused; replays across two gateways on one real Redis, raced; Redis
+//! down with `on_error = "deny"` fails closed.
+
+use crate::common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+
+use common::client::{request, Response};
+use common::gateway::{free_addr, Gateway};
+use common::jwt::{claims, jwks, jwks_file_provider, TestKey};
+use common::redis::RedisServer;
+use common::upstream::Upstream;
+use common::{assert_error, wait_until};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    gw: Gateway,
+    admin: SocketAddr,
+    _up: Upstream,
+}
+
+fn start(key: &TestKey, extra: &str) -> Fixture {
+    let up = Upstream::start("app");
+    let admin = free_addr();
+    let body = format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[upstreams.app]
+targets = ["{up}"]
+{provider}
+{extra}
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+auth = ["corp"]
+upstream = "app"
+"#,
+        up = up.addr(),
+        provider = jwks_file_provider("corp", "replay_protection = true"),
+    );
+    let gw = Gateway::start_with_files(&body, &[("jwks.json", &jwks(&[key]))]);
+    assert!(wait_until(WAIT, || std::net::TcpStream::connect(admin).is_ok()));
+    Fixture { gw, admin, _up: up }
+}
+
+fn get_token(addr: SocketAddr, token: &str) -> Response {
+    let auth = format!("Bearer {token}");
+    request(addr, "GET", "/orders/1", &[("authorization", &auth)], None)
+}
+
+fn assert_replayed(resp: &Response) {
+    let body = assert_error(resp, 401, "invalid_token");
+    assert_eq!(
+        body["message"], "The access token was already used",
+        "{body}"
+    );
+}
+
+fn redis_store(redis: &RedisServer, on_error: &str) -> String {
+    format!(
+        "\n[rate_limit_store]\nkind = \"redis\"\nredis_url = \"{}\"\non_error = \"{on_error}\"\n",
+        redis.url()
+    )
+}
+
+#[test]
+fn a_one_time_token_is_accepted_once() {
+    let key = TestKey::rsa("k1");
+    let f = start(&key, "");
+    let token = key.sign(claims("https://idp.test/", "orders", "alice", 300));
+    assert_eq!(get_token(f.gw.addr, &token).status, 200);
+    // The second use hits the verified-token cache: still refused.
+    assert_replayed(&get_token(f.gw.addr, &token));
+    assert_replayed(&get_token(f.gw.addr, &token));
+    let event = f.gw.wait_security_event("token_replayed").expect("event");
+    assert_eq!(event["provider"], "corp");
+    assert_eq!(event["reason"], "replayed");
+    // Another token of the same subject is another jti.
+    let other = key.sign(claims("https://idp.test/", "orders", "alice", 300));
+    assert_eq!(get_token(f.gw.addr, &other).status, 200);
+
+    let mut no_jti = claims("https://idp.test/", "orders", "alice", 300);
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let no_jti = key.sign(no_jti);
+    let body = assert_error(&get_token(f.gw.addr, &no_jti), 401, "invalid_token");
+    assert!(
+        body["message"].as_str().unwrap().contains("no jti"),
+        "{body}"
+    );
+    let mut empty = claims("https://idp.test/", "orders", "alice", 300);
+    empty["jti"] = json!("");
+    assert_error(
+        &get_token(f.gw.addr, &key.sign(empty)),
+        401,
+        "invalid_token",
+    );
+
+    let metrics = request(f.admin, "GET", "/metrics", &[], None).body_str();
+    assert!(
+        metrics.contains(r#"portcullis_auth_failures_total{provider="corp",reason="replayed"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn replays_across_two_gateways_on_one_redis_are_refused_exactly() {
+    let redis = RedisServer::start();
+    let key = TestKey::rsa("k1");
+    let a = start(&key, &redis_store(&redis, "deny"));
+    let b = start(&key, &redis_store(&redis, "deny"));
+    let token = key.sign(claims("https://idp.test/", "orders", "alice", 300));
+    assert_eq!(get_token(a.gw.addr, &token).status, 200);
+    assert_replayed(&get_token(b.gw.addr, &token));
+
+    // Each token raced on both gateways at once: exactly one use passes.
+    let tokens: Vec<String> = (0..100)
+        .map(|_| key.sign(claims("https://idp.test/", "orders", "alice", 300)))
+        .collect();
+    let (addr_a, addr_b) = (a.gw.addr, b.gw.addr);
+    let handles: Vec<_> = tokens
+        .chunks(25)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || {
+                let mut accepted = Vec::new();
+                for t in chunk {
+                    let t2 = t.clone();
+                    let other = std::thread::spawn(move || get_token(addr_b, &t2).status);
+                    let here = get_token(addr_a, &t).status;
+                    let there = other.join().unwrap();
+                    accepted.push((here, there));
+                }
+                accepted
+            })
+        })
+        .collect();
+    for h in handles {
+        for (here, there) in h.join().unwrap() {
+            let passed = [here, there].iter().filter(|s| **s == 200).count();
+            assert_eq!(passed, 1, "statuses {here} / {there}");
+            assert!(here == 401 || there == 401, "{here} / {there}");
+        }
+    }
+}
+
+#[test]
+fn redis_down_fails_closed_with_on_error_deny() {
+    let mut redis = RedisServer::start();
+    let key = TestKey::rsa("k1");
+    let deny = start(&key, &redis_store(&redis, "deny"));
+    let local = start(&key, &redis_store(&redis, "local"));
+    redis.stop();
+    let token = key.sign(claims("https://idp.test/", "orders", "alice", 300));
+    assert_error(&get_token(deny.gw.addr, &token), 503, "auth_unavailable");
+    // Refused without a use: once Redis is back, the token's one use works.
+    redis.restart();
+    assert!(
+        wait_until(WAIT, || get_token(deny.gw.addr, &token).status == 200),
+        "the token never worked after the outage"
+    );
+    assert_replayed(&get_token(deny.gw.addr, &token));
+    redis.stop();
+    let token = key.sign(claims("https://idp.test/", "orders", "alice", 300));
+    // "local": this gateway's own cache still refuses its own replays.
+    assert_eq!(get_token(local.gw.addr, &token).status, 200);
+    assert_replayed(&get_token(local.gw.addr, &token));
+}
