@@ -123,6 +123,7 @@ fn check_configs() -> Result<(), String> {
         Instance::Logged,
         Instance::Redis,
         Instance::Traced,
+        Instance::Chained,
     ] {
         let text = servers::portcullis_config(
             &setup,
@@ -374,7 +375,12 @@ fn start_fleet(
             );
         }
     }
-    for instance in [Instance::Plain, Instance::Logged, Instance::Traced] {
+    for instance in [
+        Instance::Plain,
+        Instance::Logged,
+        Instance::Traced,
+        Instance::Chained,
+    ] {
         let h2 = instance == Instance::Plain
             && (needs(Peer::PortcullisH2c) || needs(Peer::PortcullisGrpc));
         if needs(Peer::Portcullis(instance)) || h2 {

@@ -87,10 +87,17 @@ const fn refused(mut r: Row) -> Row {
     r
 }
 
+/// Refused by the route's network rule: one security event per request.
+const fn denied(mut r: Row) -> Row {
+    r.status = 403;
+    r
+}
+
 const P: Peer = Peer::Portcullis(Instance::Plain);
 const LOGGED: Peer = Peer::Portcullis(Instance::Logged);
 const REDIS: Peer = Peer::Portcullis(Instance::Redis);
 const TRACED: Peer = Peer::Portcullis(Instance::Traced);
+const CHAINED: Peer = Peer::Portcullis(Instance::Chained);
 
 pub(crate) const ROWS: &[Row] = &[
     row("direct", Peer::Direct, "/"),
@@ -127,6 +134,8 @@ pub(crate) const ROWS: &[Row] = &[
         Credential::Tokens,
     ),
     refused(row("portcullis 401", P, "/jwt/")),
+    denied(row("portcullis 403 event", P, "/deny/")),
+    denied(row("portcullis 403 event chained", CHAINED, "/deny/")),
     with(
         row("portcullis jwt+scopes+cel", P, "/authz/"),
         Credential::Token,
@@ -155,6 +164,7 @@ pub(crate) const PAIRS: &[(&str, &str)] = &[
     ("portcullis 401", "haproxy 401"),
     ("portcullis cached", "portcullis public"),
     ("portcullis traced", "portcullis public"),
+    ("portcullis 403 event chained", "portcullis 403 event"),
     ("portcullis access log", "portcullis public"),
     ("portcullis jwt", "portcullis public"),
     ("portcullis jwt+scopes+cel", "portcullis jwt"),

@@ -414,6 +414,8 @@ pub(crate) enum Instance {
     /// `[tracing]` on, every request sampled, spans posted to the origin
     /// (which answers 200 to anything).
     Traced,
+    /// The security log chained (`security_log_chain = true`).
+    Chained,
 }
 
 /// A fresh API key for the `/key` route: (the key, its keys-file entry).
@@ -447,7 +449,12 @@ pub(crate) fn portcullis_config(
     let p = |name: &str| toml_str(&dir.join(name).to_string_lossy());
     let access_log = match instance {
         Instance::Logged => p("access.log"),
-        Instance::Plain | Instance::Redis | Instance::Traced => toml_str("off"),
+        Instance::Plain | Instance::Redis | Instance::Traced | Instance::Chained => toml_str("off"),
+    };
+    let chain = if instance == Instance::Chained {
+        "security_log_chain = true\n"
+    } else {
+        ""
     };
     let tracing = match instance {
         Instance::Traced => format!(
@@ -479,12 +486,12 @@ pub(crate) fn portcullis_config(
     format!(
         "[server]\nthreads = 1\npid_file = {}\nupgrade_sock = {}\n\
          grace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\n\
-         [log]\nlevel = \"warn\"\naccess_log = {access_log}\nsecurity_log = {}\n\n\
+         [log]\nlevel = \"warn\"\naccess_log = {access_log}\nsecurity_log = {}\n{chain}\n\
          [[listeners]]\nname = \"http\"\nlisten = \"{addr}\"\n\n\
          [[listeners]]\nname = \"h2c\"\nlisten = \"{h2}\"\nhttp2 = true\n\n\
          [upstreams.origin]\ntargets = [\"{}\"]\n\n\
          [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{tracing}{}{}\
-         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}{}\
+         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}{}{}\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/grpc.health.v1.Health/\"\npublic = true\nupstream = \"grpc\"\n",
         p("portcullis.pid"),
         p("upgrade.sock"),
@@ -507,6 +514,11 @@ pub(crate) fn portcullis_config(
         route("rl", "/rl/", &format!("public = true\n{unlimited}")),
         route("key", "/key/", "auth = [\"keys\"]\n"),
         route("cached", "/cached/", "public = true\ncache = { ttl_seconds = 3600 }\n"),
+        route(
+            "deny",
+            "/deny/",
+            "public = true\ndeny_cidrs = [\"127.0.0.0/8\"]\n"
+        ),
         route("public", "/", "public = true\n"),
     )
 }
@@ -524,6 +536,7 @@ pub(crate) fn portcullis(
         Instance::Logged => "portcullis-logged",
         Instance::Redis => "portcullis-redis",
         Instance::Traced => "portcullis-traced",
+        Instance::Chained => "portcullis-chained",
     };
     let dir = tempfile::Builder::new()
         .prefix(name)
