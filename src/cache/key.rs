@@ -14,6 +14,8 @@ pub(crate) struct KeyParts<'a> {
     /// `scope = "consumer"`: the caller's consumer (its subject when it
     /// has none).
     pub consumer: Option<&'a str>,
+    /// The upstream chosen among the route's (a canary answers for itself).
+    pub upstream: &'a str,
     pub vary: &'a [HeaderName],
     pub headers: &'a HeaderMap,
 }
@@ -48,6 +50,7 @@ impl KeyParts<'_> {
         field(&mut out, self.path.as_bytes());
         optional(&mut out, self.query);
         optional(&mut out, self.consumer);
+        field(&mut out, self.upstream.as_bytes());
         for name in self.vary {
             let values = self.headers.get_all(name);
             out.extend_from_slice(&(values.iter().count() as u32).to_le_bytes());
@@ -90,6 +93,7 @@ mod tests {
             path,
             query,
             consumer,
+            upstream: "u",
             vary: &[HeaderName::from_static("accept")],
             headers: &headers,
         }

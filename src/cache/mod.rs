@@ -119,6 +119,7 @@ mod tests {
             path,
             query: None,
             consumer: None,
+            upstream: "u",
             vary: &[],
             headers: &headers,
         }

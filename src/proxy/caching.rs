@@ -43,7 +43,8 @@ pub(crate) fn enable(session: &mut Session, ctx: &mut Ctx) {
 
 /// The key of CONTRACT §10: route, canonical host, normalized path and
 /// query, the route's `vary` headers, the consumer for `scope =
-/// "consumer"`.
+/// "consumer"` — and the upstream chosen, so a canary's answers are never
+/// served to the stable side's callers or the other way round.
 pub(crate) fn key(session: &Session, ctx: &Ctx) -> Option<CacheKey> {
     let route = ctx.route()?;
     let spec = route.cache.as_ref()?;
@@ -54,12 +55,18 @@ pub(crate) fn key(session: &Session, ctx: &Ctx) -> Option<CacheKey> {
             Some(id.consumer.as_deref().unwrap_or(&id.subject))
         }
     };
+    let upstream = ctx
+        .upstream
+        .chosen
+        .and_then(|id| ctx.runtime.upstream(id))
+        .map_or("", |u| u.name());
     let primary = KeyParts {
         route: &route.name,
         host: ctx.canon.authority().map_or(&b""[..], |a| a.as_bytes()),
         path: ctx.canon.path(),
         query: ctx.canon.query(),
         consumer,
+        upstream,
         vary: &spec.vary,
         headers: &session.req_header().headers,
     }

@@ -420,3 +420,32 @@ fn cache_mistakes_are_refused_at_load() {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
 }
+
+#[test]
+fn a_canary_and_the_stable_side_keep_their_own_entries() {
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let gw = Gateway::start(&format!(
+        "[upstreams.stable]\ntargets = [\"{}\"]\n\n[upstreams.canary]\ntargets = [\"{}\"]\n\n\
+         [[routes]]\nname = \"c\"\npath_prefix = \"/c\"\npublic = true\n\
+         upstreams = [{{ name = \"stable\", weight = 1 }}, {{ name = \"canary\", weight = 1 }}]\n\
+         split_key = \"header:x-user\"\ncache = {{ ttl_seconds = 60 }}\n",
+        stable.addr(),
+        canary.addr()
+    ));
+    let server = |r: &Response| r.json()["server"].as_str().unwrap_or_default().to_string();
+    let mut seen = std::collections::HashMap::new();
+    for i in 0..64 {
+        let user = format!("u{i}");
+        let r = get(&gw, "/c/same", &[("x-user", &user)]);
+        seen.entry(server(&r)).or_insert(user);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "both sides were never chosen: {seen:?}");
+    for (side, user) in &seen {
+        let r = get(&gw, "/c/same", &[("x-user", user)]);
+        assert_eq!(status(&r), "HIT");
+        assert_eq!(&server(&r), side, "a stored answer crossed sides");
+    }
+}
