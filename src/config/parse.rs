@@ -45,6 +45,7 @@ pub(super) fn config(
     let rate_limit_store = super::protect::rate_limit_store(d, root);
     let cache = super::cache::limits(d, root);
     let tracing = super::trace::tracing(d, root);
+    let waf = super::waf::waf(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -63,6 +64,7 @@ pub(super) fn config(
         rate_limit_store,
         cache,
         tracing,
+        waf,
     })
 }
 
