@@ -202,6 +202,11 @@ pub struct Waf {
     pub config: WafConfig,
     files: Vec<PathBuf>,
     base: Arc<RuleSet>,
+    /// Transactions take about a millisecond of CPU with the CRS, too
+    /// long for a worker's event loop: they run on the blocking pool, at
+    /// most this many at once, so a flood of large bodies cannot take
+    /// every thread.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The rules of one route's exclusion list.
@@ -218,10 +223,12 @@ impl Waf {
             files.extend(expand(&pattern.value)?);
         }
         let base = Arc::new(RuleSet::compile(&config, &files, &[])?);
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Waf {
             config,
             files,
             base,
+            slots: Arc::new(tokio::sync::Semaphore::new(cpus * 2)),
         })
     }
 
@@ -412,6 +419,27 @@ pub struct Inspected<'a> {
     pub http_version: &'static str,
     pub headers: &'a http::HeaderMap,
     pub body: Option<&'a [u8]>,
+}
+
+/// Whether a body of this type is inspected: JSON, form or XML.
+pub fn inspects_body(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let (kind, subtype) = (kind.to_ascii_lowercase(), subtype.to_ascii_lowercase());
+    match kind.as_str() {
+        "application" => {
+            matches!(subtype.as_str(), "json" | "xml" | "x-www-form-urlencoded")
+                || subtype.ends_with("+json")
+                || subtype.ends_with("+xml")
+        }
+        "text" => subtype == "xml",
+        _ => false,
+    }
 }
 
 /// The outcome of one transaction.

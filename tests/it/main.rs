@@ -30,4 +30,5 @@ mod tracing;
 mod upstreams;
 mod validation;
 mod versions;
+mod waf;
 mod websocket;
