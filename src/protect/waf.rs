@@ -320,6 +320,9 @@ impl RuleSet {
         // SAFETY: a new, owned rule set, freed by `Rules`'s drop.
         let rules = Rules(unsafe { msc_create_rules_set() });
         let limit = config.inspect_body_bytes;
+        // The route table already decides which methods a route takes;
+        // the CRS's default list (no PUT, PATCH or DELETE) would refuse
+        // ordinary APIs.
         let prelude = format!(
             "SecRuleEngine On\n\
              SecRequestBodyAccess On\n\
@@ -334,7 +337,8 @@ impl RuleSet {
              \"id:{XML_BODY_RULE},phase:1,t:none,pass,nolog,ctl:requestBodyProcessor=XML\"\n\
              SecAction \"id:{SETTINGS_RULE},phase:1,pass,nolog,t:none,\
              setvar:tx.paranoia_level={pl},setvar:tx.executing_paranoia_level={pl},\
-             setvar:tx.inbound_anomaly_score_threshold={threshold}\"\n",
+             setvar:tx.inbound_anomaly_score_threshold={threshold},\
+             setvar:'tx.allowed_methods=GET HEAD POST PUT PATCH DELETE OPTIONS'\"\n",
             pl = config.paranoia_level,
             threshold = config.anomaly_threshold,
         );

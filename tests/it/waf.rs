@@ -14,6 +14,8 @@ use common::gateway::{check, Gateway};
 use common::upstream::Upstream;
 use sha2::{Digest, Sha256};
 
+const KEY: &str = "pc_good1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 const CRS: &str = r#"
 [waf]
 engine = "modsecurity"
@@ -22,7 +24,7 @@ inspect_body_bytes = 4096
 "#;
 
 fn start(up: &Upstream, route_extra: &str, waf_extra: &str) -> Gateway {
-    let key = hex::encode(Sha256::digest(b"k-123"));
+    let key = hex::encode(Sha256::digest(KEY.as_bytes()));
     let body = format!(
         r#"{CRS}{waf_extra}
 
@@ -63,7 +65,8 @@ waf = "block"
 "#,
         up = up.addr()
     );
-    let keys = format!("[[keys]]\nid = \"k\"\nconsumer = \"c-k\"\nhash = \"sha256:{key}\"\n");
+    let keys =
+        format!("[[keys]]\nid = \"good1\"\nconsumer = \"c-good1\"\nhash = \"sha256:{key}\"\n");
     Gateway::start_with_files(&body, &[("keys.toml", &keys)])
 }
 
@@ -228,7 +231,17 @@ fn an_excluded_rule_stops_blocking_on_that_route_only() {
     let jndi = [("x-api-version", "${jndi:ldap://x/a}")];
     let r = get(gw.addr, "/b/orders", &jndi);
     assert_eq!(r.status, 200, "{}", r.body_str());
-    let r = get(gw.addr, "/a/orders", &[("x-api-key", "k-123"), jndi[0]]);
+    let r = get(
+        gw.addr,
+        "/a/orders",
+        &[
+            (
+                "x-api-key",
+                "pc_good1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
+            jndi[0],
+        ],
+    );
     assert_error(&r, 403, "request_blocked");
     let r = get(gw.addr, &format!("/b/orders{XSS}"), &[]);
     assert_error(&r, 403, "request_blocked");
@@ -243,10 +256,20 @@ fn the_waf_runs_after_authentication() {
     let r = get(
         gw.addr,
         &format!("/a/orders{XSS}"),
-        &[("x-api-key", "k-123")],
+        &[(
+            "x-api-key",
+            "pc_good1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )],
     );
     assert_error(&r, 403, "request_blocked");
-    let r = get(gw.addr, "/a/orders", &[("x-api-key", "k-123")]);
+    let r = get(
+        gw.addr,
+        "/a/orders",
+        &[(
+            "x-api-key",
+            "pc_good1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )],
+    );
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(up.hits(), 1);
 }
