@@ -21,7 +21,7 @@ use crate::cache::EdgeCache;
 use crate::config::{
     AuthKind, AuthProvider, CacheLimits, Config, ConfigError, ConfigErrors, CorsSpec,
     ExternalAuthzConfig, HeaderOps, KeySource, Limits, Pending, PolicySource, RateKey, RouteAction,
-    RouteCache, RouteRateLimit, UnderscoreHeaders,
+    RouteCache, RouteRateLimit, UnderscoreHeaders, WafMode,
 };
 use crate::core::ids::{ListenerId, ProviderId, RouteId, UpstreamId};
 use crate::core::location::Located;
@@ -36,6 +36,7 @@ use crate::protect::ratelimit::{Limit, Lockout, RateLimitStore};
 use crate::protect::replay::ReplayCache;
 use crate::protect::revocation::Revocations;
 use crate::protect::schema::JsonSchema;
+use crate::protect::waf::{RuleSet, Waf};
 use crate::routing::table::{RouteSpec, RouteTable};
 use crate::tls::{CertStore, TlsListener, UpstreamCa};
 use crate::upstream::pool::UpstreamPool;
@@ -78,6 +79,14 @@ pub struct Runtime {
     pub revocations: Arc<Revocations>,
     /// One-time tokens and DPoP proof `jti`s; kept while the store is.
     pub replay: Arc<ReplayCache>,
+    /// `[waf]`'s compiled rules: kept across reloads while unchanged.
+    pub waf: Option<Arc<Waf>>,
+}
+
+/// A route's WAF: its mode and the rule set of its exclusion list.
+pub struct RouteWafRules {
+    pub mode: WafMode,
+    pub rules: Arc<RuleSet>,
 }
 
 /// A route's `rate_limit` as requests use it.
@@ -142,6 +151,8 @@ pub struct Route {
     pub credential_params: Vec<String>,
     /// `cache`: responses stored in [`Runtime::cache`].
     pub cache: Option<RouteCache>,
+    /// `waf`, when not `off`.
+    pub waf: Option<RouteWafRules>,
 }
 
 impl Runtime {
@@ -292,6 +303,26 @@ impl Runtime {
             Some(p) => p.cache,
             None => EdgeCache::leak(config.cache, observer.metrics.cache_bytes.clone()),
         };
+        let waf = config.waf.and_then(|w| {
+            let kept = previous
+                .and_then(|p| p.waf.as_ref())
+                .filter(|old| old.config == w)
+                .cloned();
+            kept.or_else(|| {
+                let at = w.rules.first().map(|r| r.at.clone());
+                Waf::compile(w)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        fail(match &at {
+                            Some(at) => ConfigError::at(at, format!("[waf] rules: {e}")),
+                            None => ConfigError::in_file(&file, format!("[waf] rules: {e}")),
+                        })
+                    })
+                    .ok()
+            })
+        });
+        // Routes with the same exclusion list share one rule set.
+        let mut rule_sets: Vec<Arc<RuleSet>> = Vec::new();
         let mut specs = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
         for (id, r) in config.routes.into_iter().enumerate() {
@@ -319,6 +350,35 @@ impl Runtime {
                 .cors
                 .and_then(|spec| compile_cors(&spec).map_err(&mut fail).ok());
             let rate_limit = r.rate_limit.map(|rl| RouteLimit::new(&r.name, rl));
+            let route_waf = match (&waf, r.waf.mode) {
+                (Some(waf), WafMode::Detect | WafMode::Block) => {
+                    let excluded = &r.waf.exclude_rules;
+                    let known = rule_sets
+                        .iter()
+                        .find(|s| s.excluded() == excluded.as_slice());
+                    let rules = match known {
+                        Some(set) => Some(set.clone()),
+                        None => match waf.rule_set(excluded) {
+                            Ok(set) => {
+                                rule_sets.push(set.clone());
+                                Some(set)
+                            }
+                            Err(e) => {
+                                fail(ConfigError::in_file(
+                                    &file,
+                                    format!("route `{}`: waf_exclude_rules: {e}", r.name),
+                                ));
+                                None
+                            }
+                        },
+                    };
+                    rules.map(|rules| RouteWafRules {
+                        mode: r.waf.mode,
+                        rules,
+                    })
+                }
+                _ => None,
+            };
             let credential_params = r
                 .auth
                 .iter()
@@ -348,6 +408,7 @@ impl Runtime {
                 websocket: r.websocket,
                 credential_params,
                 cache: r.cache,
+                waf: route_waf,
             });
         }
         let Some(rate_limits) = rate_limits.filter(|_| errors.is_empty()) else {
@@ -380,6 +441,7 @@ impl Runtime {
             tracing,
             revocations,
             replay,
+            waf,
         })
     }
 

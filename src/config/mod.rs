@@ -16,6 +16,7 @@ mod routes;
 mod trace;
 mod upstreams;
 mod values;
+mod waf;
 
 use std::path::Path;
 

@@ -42,6 +42,44 @@ pub struct Config {
     pub alerts: Option<Alerts>,
     /// `[auth]` settings shared by every provider.
     pub tokens: TokenSettings,
+    /// `[waf]`; routes with `waf` need it.
+    pub waf: Option<WafConfig>,
+}
+
+/// `[waf]` (CONTRACT §14): the rule set and how much of a body it reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WafConfig {
+    /// Rule files in load order; a `*` in a file name matches in name order.
+    pub rules: Vec<Located<String>>,
+    pub paranoia_level: u8,
+    pub anomaly_threshold: u32,
+    pub inspect_body_bytes: u64,
+    pub oversize: WafOversize,
+}
+
+/// What a WAF route does with a body over `inspect_body_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WafOversize {
+    Reject,
+    InspectPrefix,
+    Skip,
+}
+
+/// A route's `waf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WafMode {
+    #[default]
+    Off,
+    Detect,
+    Block,
+}
+
+/// A route's `waf` and `waf_exclude_rules`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteWaf {
+    pub mode: WafMode,
+    /// Sorted, without repeats: routes with the same list share rules.
+    pub exclude_rules: Vec<u32>,
 }
 
 /// `[tracing]`: OTLP/HTTP export of one server span per request.
@@ -432,6 +470,7 @@ pub struct Route {
     pub websocket: Option<Duration>,
     /// `cache`: responses stored and served at the edge.
     pub cache: Option<RouteCache>,
+    pub waf: RouteWaf,
 }
 
 /// A route's `cors`, as configured.

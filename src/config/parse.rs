@@ -47,6 +47,7 @@ pub(super) fn config(
     let cache = super::cache::limits(d, root);
     let tracing = super::trace::tracing(d, root);
     let alerts = super::observe::alerts(d, root);
+    let waf = super::waf::waf(d, root);
     if root.raw("listeners").is_none() {
         d.error(0..0, "at least one [[listeners]] is required");
     }
@@ -67,6 +68,7 @@ pub(super) fn config(
         tracing,
         alerts,
         tokens,
+        waf,
     })
 }
 

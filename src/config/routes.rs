@@ -28,10 +28,11 @@ pub(super) fn routes(
     limits: &Limits,
     listeners: &[Listener],
 ) -> Vec<Route> {
+    let has_waf = root.raw("waf").is_some();
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for t in root.tables(d, "routes") {
-        if let Some(r) = route(d, &t, upstreams, auth, limits, listeners) {
+        if let Some(r) = route(d, &t, upstreams, auth, limits, listeners, has_waf) {
             if !names.insert(r.name.clone()) {
                 d.error(t.span(), format!("duplicate route name `{}`", r.name));
             }
@@ -49,6 +50,7 @@ pub(super) fn route(
     providers: &[AuthProvider],
     limits: &Limits,
     listeners: &[Listener],
+    has_waf: bool,
 ) -> Option<Route> {
     let name = required_string(d, t, "name");
     if let Some(n) = &name {
@@ -147,6 +149,7 @@ pub(super) fn route(
         (None, None) => None,
     };
     let cache = super::cache::route_cache(d, t, public, respond.is_none());
+    let waf = super::waf::route_waf(d, t, has_waf);
     let action = match (upstream, respond) {
         (Some(upstreams), None) => {
             let strip_prefix = strip_prefix.unwrap_or(false);
@@ -200,6 +203,7 @@ pub(super) fn route(
         allow_path_params,
         websocket,
         cache,
+        waf,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// gRPC calls by route and `grpc-status`.
     pub grpc_requests: IntCounterVec,
+    /// The WAF's decisions by route and action (pass, detect, block).
+    pub waf_decisions: IntCounterVec,
     /// Requests of caching routes by route and `x-cache-status`.
     pub cache_requests: IntCounterVec,
     /// What the response cache holds, in bytes as it counts them.
@@ -228,6 +230,12 @@ impl Metrics {
             )?,
             target_healthy,
             target_ejected: target_ejected(r)?,
+            waf_decisions: counter(
+                r,
+                "portcullis_waf_decisions_total",
+                "WAF decisions by route and action (pass, detect, block)",
+                &["route", "action"],
+            )?,
             grpc_requests: counter(
                 r,
                 "portcullis_grpc_requests_total",

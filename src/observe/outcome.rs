@@ -29,6 +29,31 @@ pub enum Event {
     RateLimited,
     /// A refusal that points at a hostile or broken client.
     Rejected { reason: Cow<'static, str> },
+    /// The WAF's decision on a `waf` route: the CRS rules that matched and
+    /// the anomaly score, never what they matched.
+    Waf {
+        action: WafAction,
+        rules: Vec<u32>,
+        score: Option<u32>,
+    },
+}
+
+/// What the WAF did with a request (the metric's `action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WafAction {
+    Pass,
+    Detect,
+    Block,
+}
+
+impl WafAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WafAction::Pass => "pass",
+            WafAction::Detect => "detect",
+            WafAction::Block => "block",
+        }
+    }
 }
 
 /// One finished request, borrowed from the request's state.
@@ -154,6 +179,30 @@ impl Observer {
                 ("rate_limited", Cow::Borrowed("rate_limit"), done.subject)
             }
             Event::Rejected { reason } => ("request_rejected", reason.clone(), None),
+            Event::Waf {
+                action,
+                rules,
+                score,
+            } => {
+                metrics
+                    .waf_decisions
+                    .with_label_values(&[route_label, action.as_str()])
+                    .inc();
+                let name = match action {
+                    WafAction::Pass => return,
+                    WafAction::Detect => "waf_detected",
+                    WafAction::Block => "waf_blocked",
+                };
+                let mut e = SecurityEvent::new(name, "anomaly_threshold")
+                    .field("rule_ids", rules.clone())
+                    .field("anomaly_score", *score);
+                e.request_id = Some(done.request_id);
+                e.client_ip = done.client_ip;
+                e.route = done.route;
+                e.subject = done.subject;
+                self.security_event(&e);
+                return;
+            }
         };
         let mut e = SecurityEvent::new(name, reason);
         if let Some(p) = provider {

@@ -1,5 +1,5 @@
 //! Protecting the backends: client network rules, rate limits and
-//! lockouts, request body validation and CORS, and the token state
+//! lockouts, request body validation, CORS, the WAF, and the token state
 //! gateways share: replay caches and revocations.
 
 pub(crate) mod cors;
@@ -7,3 +7,4 @@ pub mod ratelimit;
 pub mod replay;
 pub mod revocation;
 pub(crate) mod schema;
+pub mod waf;

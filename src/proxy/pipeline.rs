@@ -123,6 +123,17 @@ async fn stages_in_order(
         &mut ctx.outcome.events,
     )
     .await?;
+    // The WAF, on the canonical request and the body it reads.
+    let read = stages::waf(session, rt, route, &ctx.canon, &mut ctx.outcome.events).await?;
+    let client_cert = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|s| s.extension.get::<ClientCert>());
+    let req = Request {
+        canon: &ctx.canon,
+        headers: &session.req_header().headers,
+        client_cert,
+    };
     // The route's rate limit for this caller.
     stages::rate_limit(
         rt,
@@ -134,7 +145,7 @@ async fn stages_in_order(
     )
     .await?;
     // A `json_schema` route's body, read and validated.
-    stages::body(session, route, ctx.canon.method()).await?;
+    stages::body(session, route, ctx.canon.method(), read).await?;
     Ok(match &route.action {
         RouteAction::Respond {
             status,

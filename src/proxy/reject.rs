@@ -40,6 +40,8 @@ pub enum Code {
     TemporarilyBlocked,
     InvalidBody,
     UnsupportedMediaType,
+    /// The WAF found an attack pattern (CONTRACT §14).
+    RequestBlocked,
     /// The admin listener's missing or wrong bearer token.
     Unauthorized,
     /// `POST /reload` with a configuration that does not validate.
@@ -65,7 +67,7 @@ impl Code {
             | Code::InvalidApiKey
             | Code::InvalidClientCertificate => 401,
             Code::AuthUnavailable => 503,
-            Code::InsufficientScope | Code::Forbidden => 403,
+            Code::InsufficientScope | Code::Forbidden | Code::RequestBlocked => 403,
             Code::RateLimited | Code::TemporarilyBlocked => 429,
             Code::InvalidBody => 400,
             Code::UnsupportedMediaType => 415,
@@ -98,6 +100,7 @@ impl Code {
             Code::TemporarilyBlocked => "temporarily_blocked",
             Code::InvalidBody => "invalid_body",
             Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::RequestBlocked => "request_blocked",
             Code::Unauthorized => "unauthorized",
             Code::InvalidConfig => "invalid_config",
         }

@@ -18,11 +18,13 @@ use crate::authz::external::Question;
 use crate::authz::policy::RequestView;
 use crate::authz::{Denial, Rule};
 use crate::config::RateKey;
+use crate::config::{WafMode, WafOversize};
 use crate::core::ids::RouteId;
 use crate::core::net::CidrRules;
-use crate::observe::outcome::Event;
+use crate::observe::outcome::{Event, WafAction};
 use crate::protect::cors::{Cors, Preflight};
 use crate::protect::schema::is_json_content_type;
+use crate::protect::waf::Inspected;
 use crate::routing::table::Lookup;
 use crate::runtime::{Route, RouteLimit, Runtime};
 use crate::upstream::pool::UpstreamPool;
@@ -420,13 +422,129 @@ fn bucket_key(rl: &RouteLimit, req: &Request<'_>, identity: Option<&Identity>) -
     }
 }
 
+/// The body the WAF read before the schema stage.
+pub(crate) enum ReadBody {
+    /// Nothing was read.
+    None,
+    /// All of it.
+    Whole(Vec<u8>),
+    /// Its first bytes; the rest streams to the upstream.
+    Prefix,
+}
+
+/// 403 `request_blocked` when the CRS's anomaly score reaches the
+/// threshold on a `block` route; a `detect` route records it and goes on.
+/// The canonical request is inspected: method, normalized target, the
+/// canonical headers and, for POST/PUT/PATCH with a JSON, form or XML type,
+/// the body up to `inspect_body_bytes` (beyond: per `oversize`).
+pub(crate) async fn waf(
+    session: &mut Session,
+    rt: &Runtime,
+    route: &Route,
+    canon: &Canonical,
+    events: &mut Vec<Event>,
+) -> Result<ReadBody, Reject> {
+    let (Some(on), Some(waf)) = (&route.waf, &rt.waf) else {
+        return Ok(ReadBody::None);
+    };
+    let config = &waf.config;
+    let method = canon.method();
+    let headers = &session.req_header().headers;
+    let wants_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && crate::protect::waf::inspects_body(headers.get(CONTENT_TYPE));
+    let limit = config.inspect_body_bytes;
+    let (mut read, mut inspected) = (ReadBody::None, None);
+    if wants_body {
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let oversize = config.oversize;
+        let over = declared.is_some_and(|n| n > limit);
+        if over && oversize == WafOversize::Reject {
+            session.set_keepalive(None);
+            return Err(too_large());
+        }
+        if !(over && oversize == WafOversize::Skip) {
+            let (body, whole) = read_up_to(session, limit).await?;
+            if !whole {
+                // Over the limit while streaming (no or a wrong length).
+                if oversize == WafOversize::Reject || session.retry_buffer_truncated() {
+                    session.set_keepalive(None);
+                    return Err(too_large());
+                }
+            }
+            let keep = usize::try_from(limit).unwrap_or(usize::MAX).min(body.len());
+            if whole {
+                inspected = Some(body);
+            } else if oversize == WafOversize::InspectPrefix {
+                inspected = body.get(..keep).map(<[u8]>::to_vec);
+            }
+            read = match inspected.as_ref() {
+                Some(b) if whole => ReadBody::Whole(b.clone()),
+                _ => ReadBody::Prefix,
+            };
+        }
+    }
+    let headers = session.req_header().headers.clone();
+    let (client_ip, method, target) = (
+        canon.client_ip(),
+        method.as_str().to_string(),
+        canon.target().to_string(),
+    );
+    let http_version = match session.req_header().version {
+        http::Version::HTTP_2 => "2.0",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    let rules = on.rules.clone();
+    let unavailable = || Reject::new(Code::Internal, "the request could not be inspected");
+    let _slot = waf
+        .slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| unavailable())?;
+    let verdict = tokio::task::spawn_blocking(move || {
+        rules.inspect(&Inspected {
+            client_ip,
+            method: &method,
+            target: &target,
+            http_version,
+            headers: &headers,
+            body: inspected.as_deref(),
+        })
+    })
+    .await
+    .map_err(|_| unavailable())?;
+    let action = match (verdict.matched, on.mode) {
+        (false, _) => WafAction::Pass,
+        (true, WafMode::Block) => WafAction::Block,
+        (true, _) => WafAction::Detect,
+    };
+    events.push(Event::Waf {
+        action,
+        rules: verdict.rules,
+        score: verdict.score,
+    });
+    if action == WafAction::Block {
+        return Err(Reject::new(
+            Code::RequestBlocked,
+            "the request was blocked by the web application firewall",
+        ));
+    }
+    Ok(read)
+}
+
 /// A `json_schema` route's POST/PUT/PATCH body, read whole (bounded by the
 /// route's limit) and validated before anything is sent upstream; Pingora
-/// then replays the buffered body to the upstream unchanged.
+/// then replays the buffered body to the upstream unchanged. The WAF may
+/// have read it already.
 pub(crate) async fn body(
     session: &mut Session,
     route: &Route,
     method: &Method,
+    read: ReadBody,
 ) -> Result<(), Reject> {
     let Some(schema) = &route.json_schema else {
         return Ok(());
@@ -449,13 +567,29 @@ pub(crate) async fn body(
             "the request body must be one application/json body without content coding",
         ));
     }
-    let body = read_body(session, route.max_body_bytes).await?;
+    let body = match read {
+        ReadBody::None => read_body(session, route.max_body_bytes).await?,
+        ReadBody::Whole(body) => body,
+        ReadBody::Prefix => return Err(too_large()),
+    };
     schema
         .validate(&body)
         .map_err(|e| Reject::new(Code::InvalidBody, e.to_string()))
 }
 
 async fn read_body(session: &mut Session, limit: u64) -> Result<Vec<u8>, Reject> {
+    match read_up_to(session, limit).await? {
+        (body, true) => Ok(body),
+        (_, false) => {
+            session.set_keepalive(None);
+            Err(too_large())
+        }
+    }
+}
+
+/// The body, or its first bytes when it is over `limit` (then `false`),
+/// buffered for Pingora to replay.
+async fn read_up_to(session: &mut Session, limit: u64) -> Result<(Vec<u8>, bool), Reject> {
     let unreadable = || Reject::new(Code::BadRequest, "the request body could not be read");
     let expects_continue = session
         .req_header()
@@ -478,13 +612,12 @@ async fn read_body(session: &mut Session, limit: u64) -> Result<Vec<u8>, Reject>
         .await
         .map_err(|_| unreadable())?
     {
-        if (body.len() + chunk.len()) as u64 > limit {
-            session.set_keepalive(None);
-            return Err(too_large());
-        }
         body.extend_from_slice(&chunk);
+        if body.len() as u64 > limit {
+            return Ok((body, false));
+        }
     }
-    Ok(body)
+    Ok((body, true))
 }
 
 #[cfg(test)]

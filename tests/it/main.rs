@@ -35,4 +35,5 @@ mod tracing;
 mod upstreams;
 mod validation;
 mod versions;
+mod waf;
 mod websocket;
