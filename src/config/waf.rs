@@ -45,9 +45,12 @@ pub(super) fn waf(d: &mut Diagnostics, root: &Table) -> Option<WafConfig> {
     }
     let paranoia_level = t.integer(d, "paranoia_level", 1..=4).unwrap_or(1) as u8;
     let anomaly_threshold = t.integer(d, "anomaly_threshold", 1..=10_000).unwrap_or(5) as u32;
+    // A larger value (CONTRACT §14's example says 131072) is accepted and
+    // inspects what can be replayed; a longer body follows `oversize`.
     let inspect_body_bytes = t
-        .integer(d, "inspect_body_bytes", 0..=MAX_INSPECT_BODY_BYTES)
-        .unwrap_or(MAX_INSPECT_BODY_BYTES);
+        .integer(d, "inspect_body_bytes", 0..=u64::from(u32::MAX))
+        .unwrap_or(MAX_INSPECT_BODY_BYTES)
+        .min(MAX_INSPECT_BODY_BYTES);
     let oversize = t
         .keyword(
             d,
