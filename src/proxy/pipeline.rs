@@ -81,15 +81,7 @@ async fn stages_in_order(
     };
     ctx.route = Some(id);
     ctx.canon.remove_query_params(&route.credential_params);
-    let client_cert = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|s| s.extension.get::<ClientCert>());
-    let req = Request {
-        canon: &ctx.canon,
-        headers,
-        client_cert,
-    };
+    let req = view(session, &ctx.canon);
     // A WebSocket tunnel only where the route opens one.
     stages::websocket(route, &ctx.canon)?;
     // The route's network rules.
@@ -125,15 +117,7 @@ async fn stages_in_order(
     .await?;
     // The WAF, on the canonical request and the body it reads.
     let read = stages::waf(session, rt, route, &ctx.canon, &mut ctx.outcome.events).await?;
-    let client_cert = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|s| s.extension.get::<ClientCert>());
-    let req = Request {
-        canon: &ctx.canon,
-        headers: &session.req_header().headers,
-        client_cert,
-    };
+    let req = view(session, &ctx.canon);
     // The route's rate limit for this caller.
     stages::rate_limit(
         rt,
@@ -167,4 +151,17 @@ async fn stages_in_order(
             Verdict::Continue
         }
     })
+}
+
+/// What the stages read: the canonical request, its headers and the
+/// verified client certificate.
+fn view<'a>(session: &'a Session, canon: &'a Canonical) -> Request<'a> {
+    Request {
+        canon,
+        headers: &session.req_header().headers,
+        client_cert: session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<ClientCert>()),
+    }
 }
