@@ -5,58 +5,47 @@
 //! the shipped Prometheus rules pass `promtool`, and they and the Grafana
 //! dashboard name only metrics `/metrics` exposes.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::common::gateway::{config_header, free_addr, Gateway};
+use crate::common::sink::{Mode, Sink};
 use crate::common::{request, wait_until, Upstream};
 
 const BAD_KEY: &str = "pc_nope_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Accept,
-    /// Reads the request and never answers.
-    Hang,
-}
-
-/// A webhook receiver: a raw HTTP/1.1 server keeping every JSON body.
+/// A webhook receiver: every body it got, as JSON.
 struct Webhook {
     addr: SocketAddr,
-    received: Arc<Mutex<Vec<Value>>>,
+    sink: Sink,
 }
 
 impl Webhook {
     fn start(mode: Mode) -> Webhook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let seen = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let seen = seen.clone();
-                std::thread::spawn(move || serve(stream, mode, &seen));
-            }
-        });
-        Webhook { addr, received }
+        let sink = Sink::start(mode);
+        Webhook {
+            addr: sink.addr,
+            sink,
+        }
     }
 
     fn url(&self) -> String {
         format!("http://{}/alerts?token=hook-secret", self.addr)
     }
 
+    fn received(&self) -> Vec<Value> {
+        (self.sink.bodies().iter())
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .collect()
+    }
+
     fn alerts(&self, alert: &str) -> Vec<Value> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
+        self.received()
+            .into_iter()
             .filter(|a| a["alert"] == alert)
-            .cloned()
             .collect()
     }
 
@@ -64,52 +53,9 @@ impl Webhook {
         assert!(
             wait_until(Duration::from_secs(15), || !self.alerts(alert).is_empty()),
             "no `{alert}` alert; received {:?}",
-            self.received.lock().unwrap()
+            self.received()
         );
         self.alerts(alert).remove(0)
-    }
-}
-
-fn serve(stream: TcpStream, mode: Mode, seen: &Mutex<Vec<Value>>) {
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut length = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if let Ok(v) = serde_json::from_slice(&body) {
-            seen.lock().unwrap().push(v);
-        }
-        match mode {
-            Mode::Accept => {
-                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                if reader.get_mut().write_all(ok).is_err() {
-                    return;
-                }
-            }
-            // Holds the connection until the gateway gives up on it.
-            Mode::Hang => {
-                let mut rest = Vec::new();
-                let _ = reader.read_to_end(&mut rest);
-                return;
-            }
-        }
     }
 }
 
@@ -249,7 +195,7 @@ fn configured_events_and_one_alert_per_auth_failure_spike_reach_the_webhook() {
         .alerts("config_reloaded")
         .len()
         == 2));
-    assert_eq!(hook.received.lock().unwrap().len(), 2);
+    assert_eq!(hook.received().len(), 2);
     assert!(second.alerts("auth_failure_spike").is_empty());
 }
 

@@ -3,9 +3,7 @@
 //! the trace context the upstream gets, sampling, and collectors that fail
 //! or hang without a request noticing.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -16,29 +14,24 @@ use prost::Message;
 use crate::common;
 use common::client::request;
 use common::gateway::{check, free_addr, Gateway};
+use common::sink::{Mode, Sink};
 use common::upstream::Upstream;
 use common::wait_until;
 
-/// A collector on 127.0.0.1: every span of every export it received, or
-/// (`hang`) one that reads requests and never answers.
+/// An OTLP/HTTP collector on 127.0.0.1: every span of every export it
+/// received, or (`hang`) one that reads requests and never answers.
 struct Collector {
     addr: SocketAddr,
-    spans: Arc<Mutex<Vec<Span>>>,
+    sink: Sink,
 }
 
 impl Collector {
     fn start(hang: bool) -> Collector {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let sink = spans.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().take(64).flatten() {
-                let sink = sink.clone();
-                std::thread::spawn(move || serve(stream, &sink, hang));
-            }
-        });
-        Collector { addr, spans }
+        let sink = Sink::start(if hang { Mode::Hang } else { Mode::Accept });
+        Collector {
+            addr: sink.addr,
+            sink,
+        }
     }
 
     fn endpoint(&self) -> String {
@@ -46,54 +39,20 @@ impl Collector {
     }
 
     fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
+        let exports = self.sink.bodies();
+        let exports = exports
+            .iter()
+            .filter_map(|b| ExportTraceServiceRequest::decode(b.as_slice()).ok());
+        exports
+            .flat_map(|e| e.resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .collect()
     }
 
     fn wait_spans(&self, n: usize) -> Vec<Span> {
         wait_until(Duration::from_secs(10), || self.spans().len() >= n);
         self.spans()
-    }
-}
-
-fn serve(stream: TcpStream, sink: &Mutex<Vec<Span>>, hang: bool) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
-    let mut reader = BufReader::new(stream);
-    for _ in 0..1000 {
-        let mut length = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if hang {
-            std::thread::sleep(Duration::from_secs(30));
-            return;
-        }
-        if let Ok(export) = ExportTraceServiceRequest::decode(body.as_slice()) {
-            let mut spans = sink.lock().unwrap();
-            for rs in export.resource_spans {
-                for ss in rs.scope_spans {
-                    spans.extend(ss.spans);
-                }
-            }
-        }
-        let _ = reader
-            .get_mut()
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
     }
 }
 

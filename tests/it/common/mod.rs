@@ -10,6 +10,7 @@ pub mod idp;
 pub mod jwt;
 pub mod raw_upstream;
 pub mod redis;
+pub mod sink;
 pub mod upstream;
 
 use std::time::{Duration, Instant};
