@@ -306,7 +306,7 @@ impl Runtime {
         let waf = config.waf.and_then(|w| {
             let kept = previous
                 .and_then(|p| p.waf.as_ref())
-                .filter(|old| old.config == w)
+                .filter(|old| old.is_current(&w))
                 .cloned();
             kept.or_else(|| {
                 let at = w.rules.first().map(|r| r.at.clone());

@@ -97,9 +97,13 @@ pub fn run(config: Config, flags: RunFlags) -> Result<(), StartError> {
     // reach Pingora in plaintext (`[[listeners]] http2`).
     options.h2c = true;
     proxy.server_options = Some(options);
+    // HTTP/2 counts 32 bytes more per field than the head's own size; the
+    // cap leaves room for that so the canonical step, not h2, refuses an
+    // oversized list, with the contract's 431.
     let mut h2 = default_h2_options();
     h2.max_header_list_size(
-        u32::try_from(limits.max_header_bytes + limits.max_uri_bytes).unwrap_or(u32::MAX),
+        u32::try_from(2 * (limits.max_header_bytes + limits.max_uri_bytes) + 32 * 512)
+            .unwrap_or(u32::MAX),
     );
     proxy.h2_options = Some(h2);
     // Every listener is plain TCP to Pingora: the front does TLS itself,

@@ -153,7 +153,9 @@ impl Dpop {
             return Err(malformed());
         };
         let header = json_object(header_b64).ok_or_else(malformed)?;
-        if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+        // A media type: compared without regard to case (RFC 7515 §4.1.9).
+        let typ = header.get("typ").and_then(Value::as_str);
+        if !typ.is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt")) {
             return Err(proof_error(
                 "dpop_typ",
                 "The DPoP proof typ must be dpop+jwt",

@@ -55,6 +55,10 @@ pub struct WafConfig {
     pub anomaly_threshold: u32,
     pub inspect_body_bytes: u64,
     pub oversize: WafOversize,
+    /// How long one request's inspection (waiting for a slot, then the
+    /// rules) may take; past it a `block` route refuses, a `detect` route
+    /// goes on.
+    pub timeout: std::time::Duration,
 }
 
 /// What a WAF route does with a body over `inspect_body_bytes`.

@@ -1,5 +1,7 @@
 //! `[waf]` and a route's `waf` / `waf_exclude_rules` (CONTRACT §14).
 
+use std::time::Duration;
+
 use toml::de::DeValue;
 
 use super::diag::Diagnostics;
@@ -10,6 +12,10 @@ use crate::core::location::Located;
 /// Pingora replays a body read before forwarding only up to 64 KiB, so a
 /// WAF route never buffers more than that for inspection.
 pub(super) const MAX_INSPECT_BODY_BYTES: u64 = 64 * 1024;
+
+/// Far above what the CRS takes on an ordinary request, so only a
+/// pathological one (or a saturated pool) reaches it.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 pub(super) fn waf(d: &mut Diagnostics, root: &Table) -> Option<WafConfig> {
     let t = root.table(d, "waf")?;
@@ -63,6 +69,9 @@ pub(super) fn waf(d: &mut Diagnostics, root: &Table) -> Option<WafConfig> {
             ],
         )
         .unwrap_or(WafOversize::Reject);
+    let timeout = t
+        .duration(d, "timeout_ms", 10..=60_000, Duration::from_millis)
+        .unwrap_or(DEFAULT_TIMEOUT);
     t.finish(d);
     Some(WafConfig {
         rules,
@@ -70,6 +79,7 @@ pub(super) fn waf(d: &mut Diagnostics, root: &Table) -> Option<WafConfig> {
         anomaly_threshold,
         inspect_body_bytes,
         oversize,
+        timeout,
     })
 }
 

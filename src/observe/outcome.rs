@@ -33,6 +33,7 @@ pub enum Event {
     /// the anomaly score, never what they matched.
     Waf {
         action: WafAction,
+        reason: WafReason,
         rules: Vec<u32>,
         score: Option<u32>,
     },
@@ -52,6 +53,24 @@ impl WafAction {
             WafAction::Pass => "pass",
             WafAction::Detect => "detect",
             WafAction::Block => "block",
+        }
+    }
+}
+
+/// Why the WAF acted (the security event's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WafReason {
+    /// The anomaly score reached the threshold.
+    AnomalyThreshold,
+    /// The inspection did not end within `[waf] timeout_ms`.
+    Timeout,
+}
+
+impl WafReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WafReason::AnomalyThreshold => "anomaly_threshold",
+            WafReason::Timeout => "timeout",
         }
     }
 }
@@ -181,6 +200,7 @@ impl Observer {
             Event::Rejected { reason } => ("request_rejected", reason.clone(), None),
             Event::Waf {
                 action,
+                reason,
                 rules,
                 score,
             } => {
@@ -193,7 +213,7 @@ impl Observer {
                     WafAction::Detect => "waf_detected",
                     WafAction::Block => "waf_blocked",
                 };
-                let mut e = SecurityEvent::new(name, "anomaly_threshold")
+                let mut e = SecurityEvent::new(name, reason.as_str())
                     .field("rule_ids", rules.clone())
                     .field("anomaly_score", *score);
                 e.request_id = Some(done.request_id);

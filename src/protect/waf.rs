@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use sha2::{Digest, Sha256};
+
 use crate::config::WafConfig;
 
 #[repr(C)]
@@ -201,6 +203,9 @@ pub enum WafError {
 pub struct Waf {
     pub config: WafConfig,
     files: Vec<PathBuf>,
+    /// The expanded rule files' names and contents, so a reload after an
+    /// edited rule file recompiles even when `[waf]` reads the same.
+    fingerprint: [u8; 32],
     base: Arc<RuleSet>,
     /// Transactions take about a millisecond of CPU with the CRS, too
     /// long for a worker's event loop: they run on the blocking pool, at
@@ -222,14 +227,32 @@ impl Waf {
         for pattern in &config.rules {
             files.extend(expand(&pattern.value)?);
         }
+        let fingerprint = fingerprint(&files)?;
         let base = Arc::new(RuleSet::compile(&config, &files, &[])?);
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Waf {
             config,
             files,
+            fingerprint,
             base,
             slots: Arc::new(tokio::sync::Semaphore::new(cpus * 2)),
         })
+    }
+
+    /// Whether `config` would compile to these rules: the same `[waf]`
+    /// and rule files whose names and contents have not changed.
+    pub fn is_current(&self, config: &WafConfig) -> bool {
+        if self.config != *config {
+            return false;
+        }
+        let mut files = Vec::new();
+        for pattern in &config.rules {
+            match expand(&pattern.value) {
+                Ok(found) => files.extend(found),
+                Err(_) => return false,
+            }
+        }
+        fingerprint(&files).is_ok_and(|f| f == self.fingerprint)
     }
 
     /// The rule set of a route that switches off `excluded`.
@@ -239,6 +262,20 @@ impl Waf {
         }
         RuleSet::compile(&self.config, &self.files, excluded).map(Arc::new)
     }
+}
+
+fn fingerprint(files: &[PathBuf]) -> Result<[u8; 32], WafError> {
+    let mut hash = Sha256::new();
+    for file in files {
+        let name = file.as_os_str().as_encoded_bytes();
+        let text =
+            std::fs::read(file).map_err(|e| WafError::Read(file.display().to_string(), e))?;
+        for part in [name, &text] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+    }
+    Ok(hash.finalize().into())
 }
 
 /// `dir/*.conf` style patterns: a `*` only in the file name, matches in
@@ -292,10 +329,16 @@ const JSON_BODY_RULE: u32 = 99_001;
 const XML_BODY_RULE: u32 = 99_002;
 const SETTINGS_RULE: u32 = 99_003;
 
-/// Log4Shell lookups (`${jndi:…}` and nested `${…${`), which the CRS of
-/// Debian bookworm (3.3.4) predates: scored like the CRS's own critical
-/// rules, loaded before its blocking evaluation.
-const LOG4SHELL: &str = concat!(
+/// Rules of our own, loaded before the CRS's blocking evaluation and
+/// scored like its critical rules:
+/// - Log4Shell lookups (`${jndi:…}` and nested `${…${`), which the CRS of
+///   Debian bookworm (3.3.4) predates;
+/// - a JSON or XML body the engine could not parse (and that was not cut
+///   at `inspect_body_bytes`): its values were never inspected, and a
+///   lenient backend may still read them;
+/// - XML entity declarations, the carrier of external-entity (XXE) and
+///   entity-expansion attacks, which an API body has no use for.
+const OWN_RULES: &str = concat!(
     "SecRule REQUEST_LINE|ARGS_GET|ARGS_GET_NAMES|REQUEST_COOKIES|REQUEST_COOKIES_NAMES|REQUEST_HEADERS ",
     "\"@rx (?i)(?:[$]|&dollar;?)(?:[{]|&l(?:brace|cub);?)(?:[^}]{0,15}(?:[$]|&dollar;?)(?:[{]|&l(?:brace|cub);?)|jndi|ctx)\" ",
     "\"id:99010,phase:1,block,t:none,t:urlDecodeUni,t:jsDecode,t:htmlEntityDecode,log,",
@@ -308,6 +351,14 @@ const LOG4SHELL: &str = concat!(
     "msg:'Potential Remote Command Execution: Log4j / Log4shell',severity:'CRITICAL',",
     "setvar:'tx.rce_score=+%{tx.critical_anomaly_score}',",
     "setvar:'tx.anomaly_score_pl1=+%{tx.critical_anomaly_score}'\"\n",
+    "SecRule REQBODY_ERROR \"!@eq 0\" ",
+    "\"id:99012,phase:2,block,t:none,log,msg:'Request body could not be parsed',severity:'CRITICAL',chain\"\n",
+    "SecRule INBOUND_DATA_ERROR \"@eq 0\" ",
+    "\"t:none,setvar:'tx.anomaly_score_pl1=+%{tx.critical_anomaly_score}'\"\n",
+    "SecRule REQUEST_HEADERS:Content-Type \"@rx (?i)xml\" ",
+    "\"id:99013,phase:2,block,t:none,log,msg:'XML entity declaration',severity:'CRITICAL',chain\"\n",
+    "SecRule REQUEST_BODY \"@rx (?i)<!ENTITY\" ",
+    "\"t:none,setvar:'tx.anomaly_score_pl1=+%{tx.critical_anomaly_score}'\"\n",
 );
 
 impl RuleSet {
@@ -350,7 +401,7 @@ impl RuleSet {
         });
         for (i, file) in files.iter().enumerate() {
             if Some(i) == evaluation {
-                add(&rules, LOG4SHELL)?;
+                add(&rules, OWN_RULES)?;
             }
             let c = CString::new(file.as_os_str().as_encoded_bytes())
                 .map_err(|_| WafError::Rules(format!("`{}`: NUL in path", file.display())))?;
@@ -363,7 +414,7 @@ impl RuleSet {
             }
         }
         if evaluation.is_none() {
-            add(&rules, LOG4SHELL)?;
+            add(&rules, OWN_RULES)?;
         }
         if !excluded.is_empty() {
             let ids: Vec<String> = excluded.iter().map(u32::to_string).collect();
@@ -560,6 +611,7 @@ mod tests {
             anomaly_threshold: 5,
             inspect_body_bytes: 65536,
             oversize: WafOversize::Reject,
+            timeout: std::time::Duration::from_secs(1),
         }
     }
 
@@ -640,6 +692,42 @@ mod tests {
             "clean JSON POST: {:?} per transaction",
             started.elapsed() / n
         );
+    }
+
+    #[test]
+    fn unparsable_bodies_and_xml_entities_are_blocked_but_a_cut_body_is_not() {
+        let waf = Waf::compile(crs(1)).unwrap();
+        let set = waf.rule_set(&[]).unwrap();
+        let json = [("content-type", "application/json")];
+        let xml = [("content-type", "application/xml")];
+        for bad in [&br#"{"a":1,,"b":"x"}"#[..], b"garbage{\"b\":1}", b"[1,2"] {
+            let v = run(&set, "/orders", &json, Some(bad));
+            assert!(v.matched && v.rules.contains(&99_012), "{v:?}");
+        }
+        let v = run(&set, "/orders", &xml, Some(b"<order><id>42"));
+        assert!(v.matched && v.rules.contains(&99_012), "{v:?}");
+        let xxe = br#"<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/hostname">]><a>&x;</a>"#;
+        let v = run(&set, "/orders", &xml, Some(xxe));
+        assert!(v.matched && v.rules.contains(&99_013), "{v:?}");
+        for fine in [
+            &br#"<?xml version="1.0"?><order><id>42</id><note>two apples</note></order>"#[..],
+            b"<order id=\"42\"/>",
+        ] {
+            let v = run(&set, "/orders", &xml, Some(fine));
+            assert!(!v.matched, "{v:?}");
+        }
+        assert!(!run(&set, "/orders", &json, Some(b"")).matched);
+        // One byte past the limit: the engine cuts the body there, so the
+        // JSON it parses ends early; that alone is no reason to block.
+        let mut cut = br#"{"items":["#.to_vec();
+        while cut.len() <= 65536 {
+            cut.extend_from_slice(br#""abcdefgh","#);
+        }
+        cut.truncate(65537);
+        let v = run(&set, "/orders", &json, Some(&cut));
+        assert!(!v.matched, "{v:?}");
+        let v = run(&set, "/orders", &json, Some(&cut[..65536]));
+        assert!(v.matched && v.rules.contains(&99_012), "{v:?}");
     }
 
     #[test]

@@ -64,7 +64,12 @@ async fn stages_in_order(
         ctx.client.conn,
         ctx.client.ip,
         &Rules::of(rt),
-    )?;
+    )
+    .inspect_err(|_| {
+        // A head refused as malformed or too large: what follows it on
+        // the connection is not trusted to be the next request.
+        session.set_keepalive(None);
+    })?;
     if ctx.canon.wants_close() {
         // Pingora read only the first Connection line.
         session.set_keepalive(None);

@@ -24,6 +24,18 @@ use crate::tls::ClientCert;
 /// `HeaderName` into a title-cased name on every insert, a string not.
 pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub(crate) const X_REAL_IP: &str = "x-real-ip";
+pub(crate) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Headers the gateway sets on every forwarded request, replacing a
+/// client's. Their `_` look-alikes (which CGI-style backends read as the
+/// same variable) never get past the canonical step when
+/// `underscore_headers = "allow"`.
+const SET_HEADERS: [&str; 4] = [
+    "x-request-id",
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    "x-forwarded-host",
+];
 
 /// What the connection says about a request: who sent it and where.
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,6 +95,10 @@ pub struct Canonical {
     client_ip: Option<IpAddr>,
     conn: Conn,
     peer_trusted: bool,
+    /// The scheme the client used: the listener's, or the one a trusted
+    /// proxy names in its single `x-forwarded-proto`. What DPoP's `htu` is
+    /// checked against and what the upstream is told.
+    https: bool,
     /// `OPTIONS *`.
     asterisk: bool,
     close: bool,
@@ -186,6 +202,23 @@ pub(crate) fn forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderVa
     HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
 }
 
+/// A trusted proxy's single `x-forwarded-proto`, when it says `http` or
+/// `https`; anything else leaves the listener's scheme.
+fn forwarded_https(headers: &HeaderMap, peer_trusted: bool) -> Option<bool> {
+    if !peer_trusted {
+        return None;
+    }
+    let mut proto = headers.get_all(X_FORWARDED_PROTO).iter();
+    match (proto.next(), proto.next()) {
+        (Some(v), None) => match v.as_bytes().trim_ascii() {
+            p if p.eq_ignore_ascii_case(b"https") => Some(true),
+            p if p.eq_ignore_ascii_case(b"http") => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical_ip(ip);
     trusted.iter().any(|net| net.contains(&ip))
@@ -224,7 +257,7 @@ fn is_owned_header(name: &str, underscore_as_dash: bool) -> bool {
     }
     underscore_as_dash
         && name.contains('_')
-        && owned().any(|owned| {
+        && owned().chain(SET_HEADERS.iter()).any(|owned| {
             owned.len() == name.len()
                 && owned
                     .bytes()
@@ -304,8 +337,10 @@ impl Canonical {
                         .split(|b| *b == b',')
                         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
                 });
+        let https = forwarded_https(&req.headers, peer_trusted).unwrap_or(conn.https);
         Ok(Canonical {
             close,
+            https,
             method: req.method.clone(),
             host,
             path_len: path.len(),
@@ -378,6 +413,11 @@ impl Canonical {
 
     pub fn peer_trusted(&self) -> bool {
         self.peer_trusted
+    }
+
+    /// Whether the client spoke HTTPS (to us, or to a trusted proxy).
+    pub fn https(&self) -> bool {
+        self.https
     }
 
     pub fn is_asterisk(&self) -> bool {

@@ -21,7 +21,7 @@ use crate::config::RateKey;
 use crate::config::{WafMode, WafOversize};
 use crate::core::ids::RouteId;
 use crate::core::net::CidrRules;
-use crate::observe::outcome::{Event, WafAction};
+use crate::observe::outcome::{Event, WafAction, WafReason};
 use crate::protect::cors::{Cors, Preflight};
 use crate::protect::schema::is_json_content_type;
 use crate::protect::waf::Inspected;
@@ -269,20 +269,11 @@ pub(crate) async fn authenticate(
     ))
 }
 
-/// The request as a DPoP proof names it: the scheme is the listener's,
-/// or the `x-forwarded-proto` of a trusted proxy (sent once).
+/// The request as a DPoP proof names it: the scheme is the client's
+/// (the listener's, or a trusted proxy's `x-forwarded-proto`).
 fn dpop_target<'a>(req: &Request<'a>) -> Option<crate::auth::RequestTarget<'a>> {
     let canon = req.canon;
     let host = canon.host()?;
-    let mut proto = req.headers.get_all("x-forwarded-proto").iter();
-    let forwarded = match (proto.next(), proto.next()) {
-        (Some(v), None) if canon.peer_trusted() => match v.as_bytes().trim_ascii() {
-            p if p.eq_ignore_ascii_case(b"https") => Some(true),
-            p if p.eq_ignore_ascii_case(b"http") => Some(false),
-            _ => None,
-        },
-        _ => None,
-    };
     let authority = canon.authority()?.to_str().ok()?;
     let port = match authority.get(host.len()..) {
         Some("") => None,
@@ -291,7 +282,7 @@ fn dpop_target<'a>(req: &Request<'a>) -> Option<crate::auth::RequestTarget<'a>> 
     };
     Some(crate::auth::RequestTarget {
         method: canon.method(),
-        https: forwarded.unwrap_or(canon.conn().https),
+        https: canon.https(),
         host,
         port,
         path: canon.path(),
@@ -474,10 +465,15 @@ pub(crate) async fn waf(
                     return Err(too_large());
                 }
             }
-            let keep = usize::try_from(limit).unwrap_or(usize::MAX).min(body.len());
             if whole {
                 inspected = Some(body);
             } else if oversize == WafOversize::InspectPrefix {
+                // One byte past the limit tells the engine the body was
+                // cut there, so a JSON or XML body ending early is not
+                // taken for an unparsable one.
+                let keep = usize::try_from(limit)
+                    .map_or(usize::MAX, |l| l.saturating_add(1))
+                    .min(body.len());
                 inspected = body.get(..keep).map(<[u8]>::to_vec);
             }
             read = match inspected.as_ref() {
@@ -499,24 +495,44 @@ pub(crate) async fn waf(
     };
     let rules = on.rules.clone();
     let unavailable = || Reject::new(Code::Internal, "the request could not be inspected");
-    let _slot = waf
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| unavailable())?;
-    let verdict = tokio::task::spawn_blocking(move || {
-        rules.inspect(&Inspected {
-            client_ip,
-            method: &method,
-            target: &target,
-            http_version,
-            headers: &headers,
-            body: inspected.as_deref(),
+    let slot = waf.slots.clone().acquire_owned();
+    let inspection = async move {
+        let slot = slot.await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            // Held until the transaction ends, even when the request has
+            // stopped waiting for it, so the pool stays bounded.
+            let _slot = slot;
+            rules.inspect(&Inspected {
+                client_ip,
+                method: &method,
+                target: &target,
+                http_version,
+                headers: &headers,
+                body: inspected.as_deref(),
+            })
         })
-    })
-    .await
-    .map_err(|_| unavailable())?;
+        .await
+        .ok()
+    };
+    let Ok(verdict) = tokio::time::timeout(config.timeout, inspection).await else {
+        events.push(Event::Waf {
+            action: match on.mode {
+                WafMode::Block => WafAction::Block,
+                _ => WafAction::Detect,
+            },
+            reason: WafReason::Timeout,
+            rules: Vec::new(),
+            score: None,
+        });
+        if on.mode == WafMode::Block {
+            return Err(Reject::new(
+                Code::RequestBlocked,
+                "the request could not be inspected in time",
+            ));
+        }
+        return Ok(read);
+    };
+    let verdict = verdict.ok_or_else(unavailable)?;
     let action = match (verdict.matched, on.mode) {
         (false, _) => WafAction::Pass,
         (true, WafMode::Block) => WafAction::Block,
@@ -524,6 +540,7 @@ pub(crate) async fn waf(
     };
     events.push(Event::Waf {
         action,
+        reason: WafReason::AnomalyThreshold,
         rules: verdict.rules,
         score: verdict.score,
     });

@@ -323,6 +323,52 @@ fn address_headers_are_the_gateways() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(up2.last().one("forwarded"), "for=198.51.100.1");
+    assert_eq!(up2.last().one("x-forwarded-proto"), "http");
+    // A trusted proxy's scheme is the client's: what DPoP checks `htu`
+    // against is what the upstream is told.
+    let r = raw(
+        &trusted,
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up2.last().all("x-forwarded-proto"), vec!["https"]);
+    // An untrusted peer's claim is replaced by the listener's scheme.
+    let r = raw(
+        &gw,
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().all("x-forwarded-proto"), vec!["http"]);
+}
+
+#[test]
+fn an_oversized_head_is_refused_and_the_connection_closed() {
+    let up = RawUpstream::start();
+    let gw = start(&up, "");
+    let big = "a".repeat(16_500);
+    let mut conn = Conn::open(gw.addr);
+    let r = conn
+        .send(format!("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .expect("a 431");
+    assert_error(&r, 431, "headers_too_large");
+    assert_eq!(r.header("connection"), Some("close"), "{:?}", r.headers);
+    assert!(
+        conn.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").is_err(),
+        "the connection stays open after a 431"
+    );
+    assert_eq!(up.count(), 0);
+}
+
+#[test]
+fn cookie_lines_reach_the_upstream_as_one() {
+    let up = RawUpstream::start();
+    let gw = start(&up, "");
+    let r = raw(
+        &gw,
+        "GET /x HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().all("cookie"), vec!["a=1; b=2"]);
 }
 
 #[test]
@@ -352,12 +398,23 @@ fn look_alike_headers() {
     let lenient = start(&up, "underscore_headers = \"allow\"\n");
     let r = raw(
         &lenient,
-        &format!("GET /admin/x HTTP/1.1\r\nHost: a\r\nx-api-key: {KEY}\r\nX_Auth_Subject: root\r\nX_Custom: 1\r\nConnection: close\r\n\r\n"),
+        &format!("GET /admin/x HTTP/1.1\r\nHost: a\r\nx-api-key: {KEY}\r\nX_Auth_Subject: root\r\nX_Custom: 1\r\nx_request_id: zz\r\nX_Forwarded_For: 6.6.6.6\r\nx_forwarded_proto: https\r\nx_forwarded_host: admin.example.com\r\nx_real_ip: 6.6.6.6\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(r.status, 200);
     let got = up.last();
     assert_eq!(got.one("x_custom"), "1");
     assert!(!got.has("x_auth_subject"), "{got:?}");
+    // The `_` forms of the headers the gateway sets go too: CGI-style
+    // backends read them as the same variable.
+    for name in [
+        "x_request_id",
+        "x_forwarded_for",
+        "x_forwarded_proto",
+        "x_forwarded_host",
+        "x_real_ip",
+    ] {
+        assert!(!got.has(name), "{name} reached the upstream: {got:?}");
+    }
     assert_eq!(got.all("x-auth-subject"), vec!["acme"]);
 }
 

@@ -278,6 +278,17 @@ fn every_broken_proof_is_refused() {
         let r = send(f.gw.addr, "GET", "DPoP", &token, &[p]);
         assert_proof_refused(&r, what);
     }
+    // `typ` is a media type: its case does not matter.
+    let mut upper = header.clone();
+    upper["typ"] = json!("DPoP+JWT");
+    let r = send(
+        f.gw.addr,
+        "GET",
+        "DPoP",
+        &token,
+        &[&signed(&upper, &good())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
     // Exactly one DPoP header: none, or two valid ones.
     assert_proof_refused(&send(f.gw.addr, "GET", "DPoP", &token, &[]), "no proof");
     let (p1, p2) = (proof(&client, &token), proof(&client, &token));

@@ -369,3 +369,31 @@ fn auth_and_rate_limits_hold_over_http2() {
     assert!(r.header("retry-after").is_some());
     assert_eq!(up.hits(), 2);
 }
+
+#[test]
+fn http2_cookie_fields_are_joined_and_large_header_lists_get_the_json_431() {
+    let up = Upstream::start("app");
+    let (_gw, listener) = start(&public_route(&up), &[]);
+    let r = h2c(
+        listener,
+        "GET",
+        "/app/x",
+        &[("cookie", "a=1"), ("cookie", "b=2")],
+    );
+    assert_eq!(r.status, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    // One line for the HTTP/1.1 origin (RFC 9113 §8.2.3), not two.
+    assert_eq!(seen["headers"]["cookie"], "a=1; b=2", "{seen}");
+
+    // 200 fields of 100 bytes: over `max_header_bytes` as the gateway
+    // counts them, refused by the gateway (not by h2) with the §4 JSON.
+    let names: Vec<String> = (0..200).map(|i| format!("x-field-{i:03}")).collect();
+    let value = "v".repeat(100);
+    let fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), value.as_str())).collect();
+    let r = h2c(listener, "GET", "/app/x", &fields);
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"], "headers_too_large", "{body}");
+    assert!(r.header("x-request-id").is_some());
+    assert_eq!(up.hits(), 1);
+}

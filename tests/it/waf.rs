@@ -333,9 +333,194 @@ fn check_reports_rule_file_errors_and_waf_keys() {
     assert!(err.contains("gw.toml:") && err.contains("waf"), "{err}");
     write(&format!("{CRS}paranoia_level = 5\n"), "waf = \"block\"");
     assert!(!check(&path).status.success());
+    write(&format!("{CRS}timeout_ms = 5\n"), "waf = \"block\"");
+    let err = stderr(check(&path));
+    assert!(
+        err.contains("gw.toml:") && err.contains("timeout_ms"),
+        "{err}"
+    );
     write(CRS, "waf = \"detect\"\nwaf_exclude_rules = [942100, \"x\"]");
     assert!(!check(&path).status.success());
     write(CRS, "waf = \"block\"\nwaf_exclude_rules = [942100]");
     let out = check(&path);
     assert!(out.status.success(), "{}", stderr(out));
+}
+
+/// A gateway whose `[waf]` loads the CRS and then `local.conf` of its
+/// directory, with one `block` route and one `detect` route.
+fn start_local(up: &Upstream, local: &str, waf_extra: &str) -> Gateway {
+    let body = format!(
+        r#"
+[waf]
+engine = "modsecurity"
+rules = ["/etc/modsecurity/crs/crs-setup.conf", "/usr/share/modsecurity-crs/rules/*.conf", "{{dir}}/local.conf"]
+{waf_extra}
+
+[upstreams.app]
+targets = ["{up}"]
+
+[[routes]]
+name = "block"
+path_prefix = "/b"
+public = true
+upstream = "app"
+waf = "block"
+
+[[routes]]
+name = "detect"
+path_prefix = "/d"
+public = true
+upstream = "app"
+waf = "detect"
+"#,
+        up = up.addr()
+    );
+    Gateway::start_with_files(&body, &[("local.conf", local)])
+}
+
+fn probe_rule(value: &str) -> String {
+    format!("# local rules\nSecRule REQUEST_HEADERS:x-probe \"@streq {value}\" \"id:10001,phase:1,deny,log\"\n")
+}
+
+#[test]
+fn a_reload_with_a_broken_rule_file_keeps_the_old_rules() {
+    let up = Upstream::start("app");
+    let gw = start_local(&up, &probe_rule("one"), "");
+    assert_error(
+        &get(gw.addr, "/b/x", &[("x-probe", "one")]),
+        403,
+        "request_blocked",
+    );
+    assert_eq!(get(gw.addr, "/b/x", &[("x-probe", "two")]).status, 200);
+
+    gw.write_file(
+        "local.conf",
+        "# local rules\nSecRule REQUEST_HEADERS:x-probe \"@streq two\" \"id:10001,phase:1,nosuchaction\"\n",
+    );
+    gw.signal("HUP");
+    let failed = gw
+        .wait_security_event("config_reload_failed")
+        .expect("config_reload_failed event");
+    assert!(
+        failed.to_string().contains("local.conf:2"),
+        "the rule file's place is named: {failed}"
+    );
+    // The old rules, the CRS's and the local one, still hold.
+    assert_error(
+        &get(gw.addr, "/b/x", &[("x-probe", "one")]),
+        403,
+        "request_blocked",
+    );
+    assert_error(
+        &get(gw.addr, &format!("/b/x{XSS}"), &[]),
+        403,
+        "request_blocked",
+    );
+    assert_eq!(get(gw.addr, "/b/x", &[("x-probe", "two")]).status, 200);
+
+    gw.write_file("local.conf", &probe_rule("two"));
+    gw.signal("HUP");
+    gw.wait_security_event("config_reloaded")
+        .expect("config_reloaded event");
+    assert_eq!(get(gw.addr, "/b/x", &[("x-probe", "one")]).status, 200);
+    assert_error(
+        &get(gw.addr, "/b/x", &[("x-probe", "two")]),
+        403,
+        "request_blocked",
+    );
+}
+
+#[test]
+fn paranoia_level_2_blocks_what_level_1_lets_through() {
+    let up = Upstream::start("app");
+    // Many SQL special characters in one value: CRS rule 942430, which
+    // runs from paranoia level 2 on.
+    let odd = "/b/x?a=b'c'd'e'f'g'h'i'j'k'l'm'n'o";
+    let gw = start(&up, "", "");
+    assert_eq!(get(gw.addr, odd, &[]).status, 200);
+    drop(gw);
+    let gw = start(&up, "", "paranoia_level = 2");
+    assert_error(&get(gw.addr, odd, &[]), 403, "request_blocked");
+    let event = gw.wait_security_event("waf_blocked").expect("waf_blocked");
+    let ids = event["rule_ids"].as_array().expect("rule ids");
+    assert!(ids.iter().any(|id| id == 942430), "{event}");
+    // Ordinary requests still pass at level 2.
+    assert_eq!(get(gw.addr, "/b/orders?id=42&page=2", &[]).status, 200);
+    let json = br#"{"name":"Alice","when":"2026-12-02T13:00:00Z"}"#;
+    assert_eq!(
+        post(gw.addr, "/b/orders", "application/json", json).status,
+        200
+    );
+}
+
+#[test]
+fn xml_bodies_are_parsed_and_unparsable_bodies_blocked() {
+    let up = Upstream::start("app");
+    let gw = start(&up, "", "");
+    let ok = br#"<?xml version="1.0"?><order><id>42</id><note>two apples</note></order>"#;
+    for kind in ["application/xml", "text/xml", "application/soap+xml"] {
+        let r = post(gw.addr, "/b/orders", kind, ok);
+        assert_eq!(r.status, 200, "{kind}: {}", r.body_str());
+    }
+    let hits = up.hits();
+    for (kind, attack) in [
+        (
+            "application/xml",
+            &b"<order><id>1' OR 1=1 --</id></order>"[..],
+        ),
+        (
+            "text/xml",
+            b"<order><note>&lt;script&gt;alert(1)&lt;/script&gt;</note></order>",
+        ),
+        (
+            "application/xml",
+            b"<order><cmd>;cat /etc/passwd</cmd></order>",
+        ),
+        (
+            "application/xml",
+            br#"<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>"#,
+        ),
+        ("application/xml", b"<order><id>42</id>"),
+        ("application/json", br#"{"a":1,,"b":"x' OR 1=1 --"}"#),
+        (
+            "application/json",
+            br#"garbage{"b":"<script>alert(1)</script>"}"#,
+        ),
+    ] {
+        let r = post(gw.addr, "/b/orders", kind, attack);
+        assert_error(&r, 403, "request_blocked");
+    }
+    assert_eq!(up.hits(), hits, "no blocked body reached the upstream");
+}
+
+#[test]
+fn an_inspection_past_timeout_ms_blocks_or_passes_by_mode() {
+    let up = Upstream::start("app");
+    // Ten rules that backtrack on one header value until PCRE's match
+    // limit: a pathological request, far slower than 300 ms, where an
+    // ordinary one takes a few milliseconds.
+    let slow: String = (0..10)
+        .map(|i| {
+            format!(
+                "SecRule REQUEST_HEADERS:x-slow \"@rx ^(a|aa|aaa)+$\" \"id:{},phase:1,pass,nolog,t:none\"\n",
+                12_000 + i
+            )
+        })
+        .collect();
+    let gw = start_local(&up, &slow, "timeout_ms = 300");
+    let value = format!("{}!", "a".repeat(60));
+    assert_error(
+        &get(gw.addr, "/b/x", &[("x-slow", &value)]),
+        403,
+        "request_blocked",
+    );
+    let event = gw.wait_security_event("waf_blocked").expect("waf_blocked");
+    assert_eq!(event["reason"], "timeout", "{event}");
+    let r = get(gw.addr, "/d/x", &[("x-slow", &value)]);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let event = gw
+        .wait_security_event("waf_detected")
+        .expect("waf_detected");
+    assert_eq!(event["reason"], "timeout", "{event}");
+    assert_eq!(get(gw.addr, "/b/x", &[]).status, 200);
 }
