@@ -1,9 +1,12 @@
 //! One-time tokens (`replay_protection = true`, CONTRACT §13) against the
 //! real binary: a `jti` accepted once, cached or not; a token without `jti`
-//! refused; replays across two gateways on one real Redis, raced; Redis
-//! down with `on_error = "deny"` fails closed.
+//! refused; replays across two gateways on one real Redis, raced, and
+//! exact over 10,000 attempts; Redis down with `on_error = "deny"` fails
+//! closed; every refused replay counted in
+//! `portcullis_tokens_replayed_total`.
 
 use crate::common;
+use crate::dpop;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +21,33 @@ use common::upstream::Upstream;
 use common::{assert_error, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The value of the `portcullis_tokens_replayed_total` sample of
+/// `provider` and `kind`, if it exists.
+fn replayed(admin: SocketAddr, provider: &str, kind: &str) -> Option<u64> {
+    let metrics = request(admin, "GET", "/metrics", &[], None).body_str();
+    let (p, k) = (
+        format!("provider=\"{provider}\""),
+        format!("kind=\"{kind}\""),
+    );
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix("portcullis_tokens_replayed_total{")?;
+        let (labels, value) = rest.split_once("} ")?;
+        (labels.split(',').any(|l| l == p) && labels.split(',').any(|l| l == k))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// Waits (bounded) until the replay counter reads `want`.
+fn wait_replayed(admin: SocketAddr, provider: &str, kind: &str, want: u64) -> Option<u64> {
+    let mut last = None;
+    wait_until(WAIT, || {
+        last = replayed(admin, provider, kind);
+        last == Some(want)
+    });
+    last
+}
 
 struct Fixture {
     gw: Gateway,
@@ -107,6 +137,67 @@ fn a_one_time_token_is_accepted_once() {
     let metrics = request(f.admin, "GET", "/metrics", &[], None).body_str();
     assert!(
         metrics.contains(r#"portcullis_auth_failures_total{provider="corp",reason="replayed"} 2"#),
+        "{metrics}"
+    );
+    assert_eq!(wait_replayed(f.admin, "corp", "token", 2), Some(2));
+    // A token without jti or an empty one is no replay.
+    assert_eq!(replayed(f.admin, "corp", "dpop_proof"), None);
+}
+
+#[test]
+fn replayed_dpop_proofs_are_counted_by_kind() {
+    let issuer = TestKey::rsa("k1");
+    let client = TestKey::ec256("c");
+    let up = Upstream::start("app");
+    let admin = free_addr();
+    let body = format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[upstreams.app]
+targets = ["{up}"]
+{provider}
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+auth = ["corp"]
+upstream = "app"
+"#,
+        up = up.addr(),
+        provider = jwks_file_provider("corp", "dpop = \"required\""),
+    );
+    let gw = Gateway::start_with_files(&body, &[("jwks.json", &jwks(&[&issuer]))]);
+    assert!(wait_until(WAIT, || std::net::TcpStream::connect(admin).is_ok()));
+    let token = dpop::bound_token(&issuer, &client);
+    let first = dpop::proof(&client, &token);
+    assert_eq!(
+        dpop::send(gw.addr, "GET", "DPoP", &token, &[&first]).status,
+        200
+    );
+    for _ in 0..3 {
+        let r = dpop::send(gw.addr, "GET", "DPoP", &token, &[&first]);
+        assert_eq!(r.json()["error"], "invalid_dpop_proof", "{}", r.body_str());
+    }
+    // A fresh proof is no replay; a broken one is a failure, not a replay.
+    let fresh = dpop::proof(&client, &token);
+    assert_eq!(
+        dpop::send(gw.addr, "GET", "DPoP", &token, &[&fresh]).status,
+        200
+    );
+    let broken = format!("{first}x");
+    assert_eq!(
+        dpop::send(gw.addr, "GET", "DPoP", &token, &[&broken]).status,
+        401
+    );
+    assert_eq!(wait_replayed(admin, "corp", "dpop_proof", 3), Some(3));
+    assert_eq!(replayed(admin, "corp", "token"), None);
+    let metrics = request(admin, "GET", "/metrics", &[], None).body_str();
+    assert!(
+        metrics.contains(
+            r#"portcullis_auth_failures_total{provider="corp",reason="dpop_proof_replayed"} 3"#
+        ),
         "{metrics}"
     );
 }
