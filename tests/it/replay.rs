@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use common::client::{request, Response};
+use common::client::{request, Conn, Response};
 use common::gateway::{free_addr, Gateway};
 use common::jwt::{claims, jwks, jwks_file_provider, TestKey};
 use common::redis::RedisServer;
@@ -241,6 +241,96 @@ fn replays_across_two_gateways_on_one_redis_are_refused_exactly() {
             assert!(here == 401 || there == 401, "{here} / {there}");
         }
     }
+}
+
+/// The bar of CONTRACT §13's replay detection: this many attempts in all,
+/// every token sent `SENDS` times.
+const ATTEMPTS: usize = 10_000;
+const SENDS: usize = 5;
+
+#[test]
+fn ten_thousand_attempts_on_two_gateways_accept_each_token_exactly_once() {
+    let redis = RedisServer::start();
+    let key = TestKey::rsa("k1");
+    let a = start(&key, &redis_store(&redis, "deny"));
+    let b = start(&key, &redis_store(&redis, "deny"));
+    let tokens: Vec<String> = std::thread::scope(|s| {
+        let signers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..ATTEMPTS / SENDS / 2)
+                        .map(|_| key.sign(claims("https://idp.test/", "orders", "alice", 300)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        signers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(tokens.len() * SENDS, ATTEMPTS);
+    let gateways = [a.gw.addr, b.gw.addr];
+    // SENDS clients walk the tokens in the same order, so each token is
+    // raced by all of them at nearly the same moment; client `c` sends
+    // token `i` to gateway `(i + c) % 2`, so every token reaches both.
+    let statuses: Vec<Vec<(u16, String)>> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..SENDS)
+            .map(|c| {
+                let tokens = &tokens;
+                s.spawn(move || {
+                    let mut conns = gateways.map(Conn::open);
+                    tokens
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            let g = (i + c) % 2;
+                            let auth = format!("Bearer {t}");
+                            let headers = [("authorization", auth.as_str())];
+                            let r = conns[g]
+                                .request("GET", "/orders/1", &headers, None)
+                                .unwrap_or_else(|e| panic!("client {c}, token {i}: {e}"));
+                            if r.header("connection")
+                                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                            {
+                                conns[g] = Conn::open(gateways[g]);
+                            }
+                            let message = match r.status {
+                                200 => String::new(),
+                                _ => r.json()["message"].as_str().unwrap_or_default().to_string(),
+                            };
+                            (r.status, message)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, _) in tokens.iter().enumerate() {
+        let answers: Vec<&(u16, String)> = statuses.iter().map(|by| &by[i]).collect();
+        let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!(accepted, 1, "token {i}: {answers:?}");
+        for (status, message) in answers.iter().filter(|(s, _)| *s != 200) {
+            assert_eq!(
+                (*status, message.as_str()),
+                (401, "The access token was already used"),
+                "token {i}"
+            );
+        }
+    }
+    // Every refusal is counted once, on the gateway that refused it; the
+    // counters trail the answers by the logging phase.
+    let refused = (ATTEMPTS - tokens.len()) as u64;
+    let mut total = 0;
+    wait_until(WAIT, || {
+        total = [a.admin, b.admin]
+            .iter()
+            .map(|admin| replayed(*admin, "corp", "token").unwrap_or(0))
+            .sum();
+        total == refused
+    });
+    assert_eq!(total, refused);
 }
 
 #[test]
