@@ -12,6 +12,7 @@ use std::process::Command;
 use crate::common::client::Conn;
 use crate::common::h2c::Connection;
 use crate::rows::Credential;
+use crate::tokens::Credentials;
 use crate::{Args, Fleet, Target};
 
 /// The counting client of a row: HTTP/1.1 keep-alive or one h2c
@@ -66,8 +67,9 @@ pub(crate) fn instructions(
     args: &Args,
     fleet: &Fleet,
     targets: &[Target],
-    tokens: &[String],
+    creds: &Credentials,
 ) -> Result<Vec<Option<u64>>, String> {
+    let tokens = &creds.tokens;
     let warmup = (args.requests / 10).max(1);
     let mut counts = Vec::with_capacity(targets.len());
     for target in targets {
@@ -80,6 +82,13 @@ pub(crate) fn instructions(
             continue;
         };
         let mut client = Client::open(target)?;
+        let proofs = if target.row.credential == Credential::Dpop {
+            creds
+                .dpop
+                .proofs(&crate::local_htu(target.row), warmup + args.requests)?
+        } else {
+            Vec::new()
+        };
         let mut send = |n: usize, offset: usize| -> Result<(), String> {
             for i in 0..n {
                 let bearer;
@@ -93,10 +102,14 @@ pub(crate) fn instructions(
                     }
                     _ => target.header.as_deref(),
                 };
-                let headers: Vec<(&str, &str)> = header
+                let mut headers: Vec<(&str, &str)> = header
                     .and_then(|h| h.split_once(": "))
                     .into_iter()
                     .collect();
+                if let Some(proof) = proofs.get(offset + i) {
+                    headers.push(("authorization", &creds.dpop.authorization));
+                    headers.push(("dpop", proof));
+                }
                 let status = client
                     .request(target, &headers)
                     .map_err(|e| format!("{}: {e}", target.row.name))?;

@@ -4,6 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// wrk's threads (its connections are spread over them).
+pub(crate) const WRK_THREADS: usize = 1;
+
 /// How wrk is run: the same for every row.
 pub(crate) struct Wrk {
     pub(crate) connections: usize,
@@ -38,9 +41,15 @@ pub(crate) struct Run {
 impl Wrk {
     pub(crate) fn run(&self, load: &Load, seconds: u64) -> Result<Run, String> {
         let mut cmd = Command::new("taskset");
-        cmd.args(["-c", &self.cpu.to_string(), "wrk", "-t", "1"])
-            .args(["-c", &self.connections.to_string()])
-            .args(["-d", &format!("{seconds}s"), "--latency"]);
+        cmd.args([
+            "-c",
+            &self.cpu.to_string(),
+            "wrk",
+            "-t",
+            &WRK_THREADS.to_string(),
+        ])
+        .args(["-c", &self.connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "--latency"]);
         if let Some(header) = load.header {
             cmd.args(["-H", header]);
         }
@@ -140,6 +149,42 @@ pub(crate) fn tokens_script(dir: &Path, tokens_file: &Path) -> Result<PathBuf, S
         tokens_file.display()
     );
     let path = dir.join("tokens.lua");
+    fs::write(&path, script).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// A Lua script for wrk that sends `authorization` and, on each request,
+/// the next DPoP proof of `proofs_file` (one per line), read when each
+/// thread starts; thread `k` of [`WRK_THREADS`] takes lines `k`, `k + n`, …,
+/// so no proof is sent twice. Once they run out the header is empty and
+/// the gateway's refusals show as unexpected statuses.
+pub(crate) fn dpop_script(
+    dir: &Path,
+    proofs_file: &Path,
+    authorization: &str,
+) -> Result<PathBuf, String> {
+    let script = format!(
+        "local next_thread = 0\n\
+         function setup(thread)\n\
+           thread:set(\"thread_id\", next_thread)\n\
+           next_thread = next_thread + 1\n\
+         end\n\
+         local proofs = {{}}\n\
+         local i = 0\n\
+         function init(args)\n\
+           local n = 0\n\
+           for line in io.lines(\"{}\") do\n\
+             if n % {WRK_THREADS} == thread_id then proofs[#proofs + 1] = line end\n\
+             n = n + 1\n\
+           end\n\
+         end\n\
+         function request()\n\
+           i = i + 1\n\
+           return wrk.format(nil, nil, {{ [\"Authorization\"] = \"{authorization}\", [\"DPoP\"] = proofs[i] or \"\" }})\n\
+         end\n",
+        proofs_file.display()
+    );
+    let path = dir.join("dpop.lua");
     fs::write(&path, script).map_err(|e| e.to_string())?;
     Ok(path)
 }

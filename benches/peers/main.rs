@@ -114,6 +114,7 @@ fn check_configs() -> Result<(), String> {
         dir: dir.path(),
         origin: common::free_addr(),
         grpc_origin: common::free_addr(),
+        hanging_collector: common::free_addr(),
         connections: 64,
         creds: &creds,
         callgrind: false,
@@ -123,6 +124,7 @@ fn check_configs() -> Result<(), String> {
         Instance::Logged,
         Instance::Redis,
         Instance::Traced,
+        Instance::TracedHanging,
         Instance::Chained,
     ] {
         let text = servers::portcullis_config(
@@ -230,10 +232,15 @@ fn bench(args: &Args) -> Result<(), String> {
     };
     let creds = Credentials::create(dir, distinct)?;
     let unset = SocketAddr::from(([127, 0, 0, 1], 0));
+    // Accepts and never answers: the exporter's posts hang until they
+    // time out, and the queue fills and drops.
+    let hanging = needs(Peer::Portcullis(Instance::TracedHanging))
+        .then(|| common::sink::Sink::start(common::sink::Mode::Hang));
     let setup = Setup {
         dir,
         origin: unset,
         grpc_origin: unset,
+        hanging_collector: hanging.as_ref().map_or(unset, |s| s.addr),
         connections: args.connections,
         creds: &creds,
         callgrind: args.instructions,
@@ -265,6 +272,8 @@ fn bench(args: &Args) -> Result<(), String> {
     let (api_key, keys_entry) = servers::api_key()?;
     start_fleet(args, &setup, &mut fleet, &needs, &keys_entry)?;
     let script = load::tokens_script(dir, &creds.tokens_file)?;
+    let proofs_file = dir.join("dpop-proofs.txt");
+    let dpop_script = load::dpop_script(dir, &proofs_file, &creds.dpop.authorization)?;
     let bearer = format!("Authorization: Bearer {}", creds.token);
     let key_header = format!("x-api-key: {api_key}");
     let mut present = Vec::new();
@@ -275,43 +284,77 @@ fn bench(args: &Args) -> Result<(), String> {
         let header = match row.credential {
             Credential::Token => Some(bearer.as_str()),
             Credential::ApiKey => Some(key_header.as_str()),
-            Credential::None | Credential::Tokens => None,
+            Credential::None | Credential::Tokens | Credential::Dpop => None,
         };
         let first_token = format!("Authorization: Bearer {}", creds.tokens[0]);
-        let probe_header = match row.credential {
-            Credential::Tokens => Some(first_token.as_str()),
-            _ => header,
+        let probe_headers: Vec<(String, String)> = match row.credential {
+            Credential::Tokens => split_header(&first_token),
+            Credential::Dpop => vec![
+                ("authorization".into(), creds.dpop.authorization.clone()),
+                ("dpop".into(), one_proof(&creds.dpop, row)?),
+            ],
+            _ => header.map(split_header).unwrap_or_default(),
         };
         // Other h2c rows: the warm-up checks them (the probe speaks
         // HTTP/1.1), but only a gRPC probe sees the call's grpc-status.
         if row.grpc {
             probe_grpc(row, addr)?;
         } else if !row.h2 {
-            probe(row, addr, probe_header)?;
+            probe(row, addr, &probe_headers)?;
         }
         present.push(Target {
             row,
             addr,
             header: header.map(str::to_string),
-            tokens: (row.credential == Credential::Tokens).then(|| script.clone()),
+            tokens: match row.credential {
+                Credential::Tokens => Some(script.clone()),
+                Credential::Dpop => Some(dpop_script.clone()),
+                _ => None,
+            },
             body: row.grpc.then_some(grpc_body.as_path()),
         });
     }
     report::header(args, &fleet.skipped);
     if args.instructions {
-        let counts = count::instructions(args, &fleet, &present, &creds.tokens)?;
+        let counts = count::instructions(args, &fleet, &present, &creds)?;
         report::instructions(&present, &counts);
         report::stages(&present, dir, args.requests);
     } else {
-        let runs = measure(args, &present)?;
+        let runs = measure(args, &present, &creds, &proofs_file)?;
         report::throughput(&present, &runs);
         report::plot(&present, &runs, &args.plot);
     }
     if args.keep {
         println!("kept {}", run_dir.keep().display());
     }
+    drop(hanging);
     Ok(())
 }
+
+/// `Name: value` as a header pair.
+fn split_header(h: &str) -> Vec<(String, String)> {
+    h.split_once(": ")
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .into_iter()
+        .collect()
+}
+
+/// The `htu` of a DPoP row's proofs for a client that sends
+/// `Host: localhost` (the harness's), as the probe and the counting client
+/// do.
+pub(crate) fn local_htu(row: &Row) -> String {
+    format!("http://localhost{}", row.path)
+}
+
+fn one_proof(dpop: &tokens::Dpop, row: &Row) -> Result<String, String> {
+    dpop.proofs(&local_htu(row), 1)?
+        .pop()
+        .ok_or_else(|| "no proof minted".to_string())
+}
+
+/// DPoP proofs a run cannot outrun: a proof costs a signature check, so
+/// the DPoP route stays well below this.
+const PROOFS_PER_SECOND: u64 = 8_000;
 
 fn start_fleet(
     args: &Args,
@@ -379,6 +422,7 @@ fn start_fleet(
         Instance::Plain,
         Instance::Logged,
         Instance::Traced,
+        Instance::TracedHanging,
         Instance::Chained,
     ] {
         let h2 = instance == Instance::Plain
@@ -425,10 +469,10 @@ impl Target<'_> {
 
 /// One request before measuring: a row that answers wrongly is a broken
 /// configuration, not a result.
-fn probe(row: &Row, addr: SocketAddr, header: Option<&str>) -> Result<(), String> {
-    let headers: Vec<(&str, &str)> = header
-        .and_then(|h| h.split_once(": "))
-        .into_iter()
+fn probe(row: &Row, addr: SocketAddr, headers: &[(String, String)]) -> Result<(), String> {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
     let resp = common::client::Conn::try_open(addr)
         .and_then(|mut c| c.request("GET", row.path, &headers, None))
@@ -477,12 +521,24 @@ pub(crate) fn grpc_status(resp: &common::h2c::H2Response) -> Option<&str> {
 }
 
 /// Rounds of wrk runs, rows interleaved and rotated: `runs[row][round]`.
-fn measure(args: &Args, targets: &[Target]) -> Result<Vec<Vec<Run>>, String> {
+fn measure(
+    args: &Args,
+    targets: &[Target],
+    creds: &Credentials,
+    proofs_file: &Path,
+) -> Result<Vec<Vec<Run>>, String> {
     let wrk = Wrk {
         connections: args.connections,
         cpu: args.wrk_cpu,
     };
     let run = |target: &Target, seconds: u64| {
+        // Fresh proofs for each run (their `iat` is now), for wrk's Host.
+        if target.row.credential == Credential::Dpop {
+            let htu = format!("http://{}{}", target.addr, target.row.path);
+            let n = usize::try_from((seconds + 1) * PROOFS_PER_SECOND).unwrap_or(usize::MAX);
+            let proofs = creds.dpop.proofs(&htu, n)?;
+            std::fs::write(proofs_file, proofs.join("\n") + "\n").map_err(|e| e.to_string())?;
+        }
         let load = target.load();
         if target.row.h2 {
             wrk.run_h2load(&load, seconds)

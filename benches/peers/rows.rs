@@ -36,6 +36,9 @@ pub(crate) enum Credential {
     /// A different token on every request, round robin over the set.
     Tokens,
     ApiKey,
+    /// A DPoP-bound token (cached after its first use) with a fresh proof
+    /// on every request.
+    Dpop,
 }
 
 pub(crate) struct Row {
@@ -97,6 +100,7 @@ const P: Peer = Peer::Portcullis(Instance::Plain);
 const LOGGED: Peer = Peer::Portcullis(Instance::Logged);
 const REDIS: Peer = Peer::Portcullis(Instance::Redis);
 const TRACED: Peer = Peer::Portcullis(Instance::Traced);
+const HANGING: Peer = Peer::Portcullis(Instance::TracedHanging);
 const CHAINED: Peer = Peer::Portcullis(Instance::Chained);
 
 pub(crate) const ROWS: &[Row] = &[
@@ -127,8 +131,10 @@ pub(crate) const ROWS: &[Row] = &[
     row("portcullis public", P, "/"),
     row("portcullis cached", P, "/cached/"),
     row("portcullis traced", TRACED, "/"),
+    row("portcullis traced hanging", HANGING, "/"),
     row("portcullis access log", LOGGED, "/"),
     with(row("portcullis jwt", P, "/jwt/"), Credential::Token),
+    with(row("portcullis dpop", P, "/dpop/"), Credential::Dpop),
     with(
         row("portcullis jwt 10k uncached", P, "/jwt-uncached/"),
         Credential::Tokens,
@@ -164,6 +170,8 @@ pub(crate) const PAIRS: &[(&str, &str)] = &[
     ("portcullis 401", "haproxy 401"),
     ("portcullis cached", "portcullis public"),
     ("portcullis traced", "portcullis public"),
+    ("portcullis traced hanging", "portcullis traced"),
+    ("portcullis dpop", "portcullis jwt"),
     ("portcullis 403 event chained", "portcullis 403 event"),
     ("portcullis access log", "portcullis public"),
     ("portcullis jwt", "portcullis public"),

@@ -19,6 +19,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) origin: SocketAddr,
     /// The gRPC origin (h2c) of the gRPC rows.
     pub(crate) grpc_origin: SocketAddr,
+    /// An OTLP collector that accepts connections and never answers.
+    pub(crate) hanging_collector: SocketAddr,
     pub(crate) connections: usize,
     pub(crate) creds: &'a Credentials,
     /// `valgrind --tool=callgrind ...` for `--instructions`, else empty.
@@ -206,6 +208,7 @@ pub(crate) fn origin(
         dir,
         origin: addr,
         grpc_origin: addr,
+        hanging_collector: addr,
         connections,
         creds,
         callgrind: false,
@@ -402,6 +405,10 @@ pub(crate) fn pingora(setup: &Setup, program: &Path) -> Result<Server, String> {
     )
 }
 
+/// Seconds a DPoP proof stays valid: proofs are minted just before each
+/// run, so this covers a warm-up and a run with room to spare.
+pub(crate) const DPOP_PROOF_LIFETIME: u64 = 300;
+
 /// Which Portcullis instance: they differ in what is not per route.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum Instance {
@@ -414,6 +421,8 @@ pub(crate) enum Instance {
     /// `[tracing]` on, every request sampled, spans posted to the origin
     /// (which answers 200 to anything).
     Traced,
+    /// The same, posting to a collector that never answers.
+    TracedHanging,
     /// The security log chained (`security_log_chain = true`).
     Chained,
 }
@@ -449,20 +458,25 @@ pub(crate) fn portcullis_config(
     let p = |name: &str| toml_str(&dir.join(name).to_string_lossy());
     let access_log = match instance {
         Instance::Logged => p("access.log"),
-        Instance::Plain | Instance::Redis | Instance::Traced | Instance::Chained => toml_str("off"),
+        Instance::Plain
+        | Instance::Redis
+        | Instance::Traced
+        | Instance::TracedHanging
+        | Instance::Chained => toml_str("off"),
     };
     let chain = if instance == Instance::Chained {
         "security_log_chain = true\n"
     } else {
         ""
     };
-    let tracing = match instance {
-        Instance::Traced => format!(
-            "[tracing]\notlp_endpoint = \"http://{}/v1/traces\"\nsample_ratio = 1.0\n\n",
-            setup.origin
-        ),
-        _ => String::new(),
+    let collector = match instance {
+        Instance::Traced => Some(setup.origin),
+        Instance::TracedHanging => Some(setup.hanging_collector),
+        _ => None,
     };
+    let tracing = collector.map_or(String::new(), |addr| {
+        format!("[tracing]\notlp_endpoint = \"http://{addr}/v1/traces\"\nsample_ratio = 1.0\n\n")
+    });
     let store = redis_url.map_or(String::new(), |url| {
         format!(
             "[rate_limit_store]\nkind = \"redis\"\nredis_url = {}\ntimeout_ms = 1000\n",
@@ -470,11 +484,11 @@ pub(crate) fn portcullis_config(
         )
     });
     let jwks = toml_str(&setup.creds.jwks_file.to_string_lossy());
-    let provider = |name: &str, cache: usize| {
+    let provider = |name: &str, cache: usize, extra: &str| {
         format!(
             "[auth.{name}]\nkind = \"jwt\"\nissuer = {}\naudiences = [{}]\njwks_file = {jwks}\n\
              algorithms = [\"RS256\"]\nroles_claim = \"realm_access.roles\"\n\
-             token_cache_entries = {cache}\n\n",
+             token_cache_entries = {cache}\n{extra}\n",
             toml_str(ISSUER),
             toml_str(AUDIENCE)
         )
@@ -490,18 +504,24 @@ pub(crate) fn portcullis_config(
          [[listeners]]\nname = \"http\"\nlisten = \"{addr}\"\n\n\
          [[listeners]]\nname = \"h2c\"\nlisten = \"{h2}\"\nhttp2 = true\n\n\
          [upstreams.origin]\ntargets = [\"{}\"]\n\n\
-         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{tracing}{}{}\
-         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}{}{}\
+         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{tracing}{}{}{}\
+         [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}{}{}{}\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/grpc.health.v1.Health/\"\npublic = true\nupstream = \"grpc\"\n",
         p("portcullis.pid"),
         p("upgrade.sock"),
         p("security.log"),
         setup.origin,
         setup.grpc_origin,
-        provider("jwt", 100_000),
-        provider("jwt_uncached", 0),
+        provider("jwt", 100_000, ""),
+        provider("jwt_uncached", 0, ""),
+        provider(
+            "dpop",
+            100_000,
+            &format!("dpop = \"required\"\ndpop_proof_lifetime_seconds = {DPOP_PROOF_LIFETIME}\n")
+        ),
         p("keys.toml"),
         route("jwt", "/jwt/", "auth = [\"jwt\"]\n"),
+        route("dpop", "/dpop/", "auth = [\"dpop\"]\n"),
         route("jwt-uncached", "/jwt-uncached/", "auth = [\"jwt_uncached\"]\n"),
         route(
             "authz",
@@ -536,6 +556,7 @@ pub(crate) fn portcullis(
         Instance::Logged => "portcullis-logged",
         Instance::Redis => "portcullis-redis",
         Instance::Traced => "portcullis-traced",
+        Instance::TracedHanging => "portcullis-traced-hanging",
         Instance::Chained => "portcullis-chained",
     };
     let dir = tempfile::Builder::new()

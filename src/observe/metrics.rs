@@ -27,6 +27,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub auth_failures: IntCounterVec,
+    /// Refused replays by provider and kind (`dpop_proof`, `token`).
+    pub tokens_replayed: IntCounterVec,
     pub authz_denied: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub target_healthy: IntGaugeVec,
@@ -215,6 +217,12 @@ impl Metrics {
                 "portcullis_auth_failures_total",
                 "Refused credentials by provider and reason",
                 &["provider", "reason"],
+            )?,
+            tokens_replayed: counter(
+                r,
+                "portcullis_tokens_replayed_total",
+                "Replays refused by provider and kind (dpop_proof, token)",
+                &["provider", "kind"],
             )?,
             authz_denied: counter(
                 r,

@@ -2,29 +2,27 @@
 //! continued from a trusted `traceparent`, handed to the upstream as the
 //! parent of its own spans, and exported as OTLP/HTTP protobuf.
 //!
-//! A finished span is only ever offered to a bounded queue: when the
-//! collector is slow, down or hanging, spans are dropped and counted, and
-//! no request waits. One exporter thread per configuration batches the
-//! queue and posts it.
+//! The request path does only what it must: two random ids, the sampling
+//! decision, the `traceparent` written as hex into a fixed buffer, and at
+//! the end one small record (ids, times, status, and the span's strings in
+//! one buffer) offered to a bounded queue. Everything OTLP (span names,
+//! attributes, protobuf) is built on the exporter thread, a batch at a
+//! time. When the collector is slow, down or hanging, spans are dropped
+//! and counted, and no request waits.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
-use opentelemetry::{Context, KeyValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor,
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
-use opentelemetry_sdk::Resource;
 use prometheus::IntCounter;
 use prost::Message;
+use rand::Rng;
 
 use crate::config::TracingConfig;
 
@@ -37,6 +35,16 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// The bound of one export request; a hanging collector costs the
 /// exporter thread this long, never a request.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// W3C: `tracestate` longer than this may be dropped.
+const MAX_TRACESTATE: usize = 512;
+/// `00-` + 32 + `-` + 16 + `-` + 2.
+const TRACEPARENT_LEN: usize = 55;
+/// The sampled bit of the trace flags.
+const SAMPLED: u8 = 1;
+/// OTLP span flags: the context says whether its parent is remote, and
+/// (for a continued trace) that it is.
+const HAS_IS_REMOTE: u32 = 0x100;
+const IS_REMOTE: u32 = 0x200;
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
@@ -44,7 +52,10 @@ pub const TRACESTATE: &str = "tracestate";
 /// The tracer of one `[tracing]` configuration.
 pub struct Tracing {
     pub config: TracingConfig,
-    tracer: SdkTracer,
+    /// New traces whose id's low 63 bits fall below this are sampled.
+    threshold: u64,
+    queue: SyncSender<Done>,
+    dropped: IntCounter,
 }
 
 /// The counters the exporter keeps.
@@ -62,93 +73,215 @@ pub enum TracingError {
 
 impl Tracing {
     pub fn new(config: TracingConfig, counters: ExportCounters) -> Result<Tracing, TracingError> {
-        let resource = Resource::builder_empty()
-            .with_service_name(config.service_name.clone())
-            .build();
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let exporter = Exporter {
             endpoint: config.otlp_endpoint.clone(),
-            resource: ResourceAttributesWithSchema::from(&resource),
-            failed: counters.failed.clone(),
+            service_name: config.service_name.clone(),
+            failed: counters.failed,
         };
         std::thread::Builder::new()
             .name("otlp-exporter".into())
             .spawn(move || exporter.run(rx))
             .map_err(TracingError::Exporter)?;
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(Queue {
-                tx,
-                dropped: counters.dropped,
-            })
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio,
-            ))))
-            .with_resource(resource)
-            .build();
-        let tracer = provider.tracer("portcullis");
-        Ok(Tracing { config, tracer })
+        Ok(Tracing {
+            threshold: threshold(config.sample_ratio),
+            config,
+            queue: tx,
+            dropped: counters.dropped,
+        })
     }
 
     /// The span of a request that arrived at `start` with `headers`: the
     /// child of the client's trace when it is trusted and well formed,
     /// else the root of a new one.
     pub fn start(&self, headers: &HeaderMap, start: SystemTime) -> RequestSpan {
+        let mut rng = rand::rng();
         let parent = if self.config.trust_incoming {
-            TraceContextPropagator::new().extract(&OneValue(headers))
+            incoming(headers)
         } else {
-            Context::new()
+            None
         };
-        let span = self
-            .tracer
-            .span_builder("request")
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .start_with_context(&self.tracer, &parent);
-        let cx = span.span_context();
-        let traceparent = HeaderValue::from_str(&format!(
-            "00-{}-{}-{:02x}",
-            cx.trace_id(),
-            cx.span_id(),
-            cx.trace_flags().to_u8()
-        ))
-        .ok();
-        let tracestate = Some(cx.trace_state().header())
-            .filter(|s| !s.is_empty())
-            .and_then(|s| HeaderValue::from_str(&s).ok());
+        let (trace_id, parent_id, flags, tracestate) = match parent {
+            Some(p) => (p.trace_id, Some(p.span_id), p.flags, p.tracestate),
+            None => {
+                let id = nonzero_u128(&mut rng).to_be_bytes();
+                let flags = if self.sampled(&id) { SAMPLED } else { 0 };
+                (id, None, flags, None)
+            }
+        };
+        let span_id = nonzero_u64(&mut rng).to_be_bytes();
+        let traceparent = HeaderValue::from_bytes(&traceparent(&trace_id, &span_id, flags)).ok();
         RequestSpan {
-            span,
+            trace_id,
+            span_id,
+            parent_id,
+            flags,
+            start,
             traceparent,
             tracestate,
+            queue: (flags & SAMPLED != 0).then(|| (self.queue.clone(), self.dropped.clone())),
+        }
+    }
+
+    /// The ratio sampler of a new trace (the OpenTelemetry SDK's rule: the
+    /// id's low 8 bytes, shifted right once, below ratio × 2⁶³).
+    fn sampled(&self, trace_id: &[u8; 16]) -> bool {
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&trace_id[8..]);
+        (u64::from_be_bytes(low) >> 1) < self.threshold
+    }
+}
+
+fn threshold(ratio: f64) -> u64 {
+    if ratio >= 1.0 {
+        u64::MAX
+    } else {
+        // Saturating float-to-int: a ratio ≤ 0 samples nothing.
+        (ratio.max(0.0) * (1u64 << 63) as f64) as u64
+    }
+}
+
+fn nonzero_u128(rng: &mut impl Rng) -> u128 {
+    loop {
+        let v: u128 = rng.random();
+        if v != 0 {
+            return v;
         }
     }
 }
 
-/// The trace context headers of a request: a header sent twice is no
-/// context at all, so the upstream and the gateway never read different
-/// ones.
-struct OneValue<'a>(&'a HeaderMap);
-
-impl Extractor for OneValue<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        let mut values = self.0.get_all(key).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => v.to_str().ok(),
-            _ => None,
+fn nonzero_u64(rng: &mut impl Rng) -> u64 {
+    loop {
+        let v: u64 = rng.random();
+        if v != 0 {
+            return v;
         }
     }
+}
 
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, written in place.
+fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> [u8; TRACEPARENT_LEN] {
+    let mut out = [b'-'; TRACEPARENT_LEN];
+    out[0] = b'0';
+    out[1] = b'0';
+    write_hex(&mut out[3..35], trace_id);
+    write_hex(&mut out[36..52], span_id);
+    write_hex(&mut out[53..55], &[flags]);
+    out
+}
+
+/// A trusted parent: its ids, its sampled bit, and its `tracestate`.
+struct Parent {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    flags: u8,
+    tracestate: Option<HeaderValue>,
+}
+
+/// The one value of a header: a header sent twice is no context at all,
+/// so the upstream and the gateway never read different ones.
+fn one<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    }
+}
+
+fn incoming(headers: &HeaderMap) -> Option<Parent> {
+    let (trace_id, span_id, flags) = parse_traceparent(one(headers, TRACEPARENT)?.as_bytes())?;
+    let tracestate = one(headers, TRACESTATE)
+        .filter(|v| valid_tracestate(v.as_bytes()))
+        .cloned();
+    Some(Parent {
+        trace_id,
+        span_id,
+        flags,
+        tracestate,
+    })
+}
+
+/// W3C trace context: `vv-<32 hex>-<16 hex>-<2 hex>` in lower case,
+/// version `ff` invalid, version `00` exactly this long (a later version
+/// may append `-…`), neither id all zeros; of the flags only `sampled` is
+/// kept.
+fn parse_traceparent(v: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
+    let v = v.trim_ascii();
+    if v.len() < TRACEPARENT_LEN
+        || [2, 35, 52].iter().any(|&i| v.get(i) != Some(&b'-'))
+        || (v.len() > TRACEPARENT_LEN && v.get(TRACEPARENT_LEN) != Some(&b'-'))
+    {
+        return None;
+    }
+    let mut version = [0u8; 1];
+    hex_into(v.get(0..2)?, &mut version)?;
+    if version[0] == 0xff || (version[0] == 0 && v.len() != TRACEPARENT_LEN) {
+        return None;
+    }
+    let mut trace_id = [0u8; 16];
+    let mut span_id = [0u8; 8];
+    let mut flags = [0u8; 1];
+    hex_into(v.get(3..35)?, &mut trace_id)?;
+    hex_into(v.get(36..52)?, &mut span_id)?;
+    hex_into(v.get(53..55)?, &mut flags)?;
+    if trace_id == [0; 16] || span_id == [0; 8] {
+        return None;
+    }
+    Some((trace_id, span_id, flags[0] & SAMPLED))
+}
+
+fn hex_into(hex: &[u8], out: &mut [u8]) -> Option<()> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if hex.len() != out.len() * 2 {
+        return None;
+    }
+    for (b, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *b = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(())
+}
+
+/// A `tracestate` passed on only when it is a list of `key=value`
+/// members within the W3C size bound; anything else is dropped, as a
+/// malformed one must be.
+fn valid_tracestate(v: &[u8]) -> bool {
+    v.len() <= MAX_TRACESTATE
+        && v.split(|&c| c == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|m| !m.is_empty())
+            .all(|m| {
+                m.iter().position(|&c| c == b'=').is_some_and(|eq| {
+                    eq > 0 && eq + 1 < m.len() && m.iter().all(|&c| (0x20..=0x7e).contains(&c))
+                })
+            })
 }
 
 /// One request's span and the trace context the upstream gets.
 pub struct RequestSpan {
-    span: Span,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_id: Option<[u8; 8]>,
+    flags: u8,
+    start: SystemTime,
     /// `00-<trace id>-<span id>-<flags>` of this span.
     pub traceparent: Option<HeaderValue>,
     /// The incoming `tracestate`, when trusted.
     pub tracestate: Option<HeaderValue>,
+    /// Where a sampled span goes when it ends (none: not sampled).
+    queue: Option<(SyncSender<Done>, IntCounter)>,
 }
 
 /// What the span says about a finished request (never a token or query).
@@ -161,82 +294,160 @@ pub struct SpanEnd<'a> {
     pub status: u16,
 }
 
+/// A trace id as 32 hex digits, without allocating.
+pub struct TraceIdHex([u8; 32]);
+
+impl TraceIdHex {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl RequestSpan {
     /// The trace id (32 hex digits), for the access log.
-    pub fn trace_id(&self) -> String {
-        self.span.span_context().trace_id().to_string()
+    pub fn trace_id(&self) -> TraceIdHex {
+        let mut out = [0u8; 32];
+        write_hex(&mut out, &self.trace_id);
+        TraceIdHex(out)
     }
 
-    pub fn finish(mut self, end: &SpanEnd<'_>) {
-        if !self.span.is_recording() {
+    pub fn finish(self, end: &SpanEnd<'_>) {
+        let Some((queue, dropped)) = self.queue else {
             return;
-        }
-        self.span.update_name(match end.route {
-            Some(route) => format!("{} {route}", end.method),
-            None => end.method.to_string(),
-        });
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", end.method.to_string()),
-            KeyValue::new("http.response.status_code", i64::from(end.status)),
+        };
+        let parts = [
+            Some(end.method),
+            end.route,
+            end.route_pattern,
+            end.upstream,
+            end.auth_method,
         ];
-        if let Some(pattern) = end.route_pattern {
-            attributes.push(KeyValue::new("http.route", pattern.to_string()));
-        }
-        for (key, value) in [
-            ("portcullis.route", end.route),
-            ("portcullis.upstream", end.upstream),
-            ("portcullis.auth_method", end.auth_method),
-        ] {
-            if let Some(v) = value {
-                attributes.push(KeyValue::new(key, v.to_string()));
+        let mut strings = String::with_capacity(parts.iter().flatten().map(|s| s.len()).sum());
+        let mut lens = [None; 5];
+        for (len, part) in lens.iter_mut().zip(parts) {
+            if let Some(s) = part {
+                strings.push_str(s);
+                *len = Some(s.len());
             }
         }
-        self.span.set_attributes(attributes);
-        if end.status >= 500 || end.status == 0 {
-            self.span.set_status(Status::error(""));
-        }
-        self.span.end();
-    }
-}
-
-/// Hands finished spans to the exporter thread without ever blocking.
-#[derive(Debug)]
-struct Queue {
-    tx: SyncSender<SpanData>,
-    dropped: IntCounter,
-}
-
-impl SpanProcessor for Queue {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        match self.tx.try_send(span) {
+        let done = Done {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_id: self.parent_id,
+            flags: self.flags,
+            start: self.start,
+            end: SystemTime::now(),
+            status: end.status,
+            strings,
+            lens,
+        };
+        match queue.try_send(done) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => dropped.inc(),
         }
     }
+}
 
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
+/// A finished, sampled span as the request path leaves it: the strings
+/// of [`SpanEnd`] back to back in one buffer, with their lengths.
+struct Done {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_id: Option<[u8; 8]>,
+    flags: u8,
+    start: SystemTime,
+    end: SystemTime,
+    status: u16,
+    strings: String,
+    /// method, route, route pattern, upstream, auth method.
+    lens: [Option<usize>; 5],
+}
+
+impl Done {
+    /// The five strings of [`SpanEnd`], `None` where absent.
+    fn parts(&self) -> [Option<&str>; 5] {
+        let mut at = 0;
+        self.lens.map(|len| {
+            len.and_then(|n| {
+                let s = self.strings.get(at..at + n);
+                at += n;
+                s
+            })
+        })
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
+    fn into_proto(self) -> Span {
+        let [method, route, pattern, upstream, auth] = self.parts();
+        let method = method.unwrap_or_default();
+        let name = match route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        };
+        let text = |key: &str, v: &str| KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.to_string())),
+            }),
+        };
+        let mut attributes = vec![
+            text("http.request.method", method),
+            KeyValue {
+                key: "http.response.status_code".to_string(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(i64::from(self.status))),
+                }),
+            },
+        ];
+        for (key, value) in [
+            ("http.route", pattern),
+            ("portcullis.route", route),
+            ("portcullis.upstream", upstream),
+            ("portcullis.auth_method", auth),
+        ] {
+            if let Some(v) = value {
+                attributes.push(text(key, v));
+            }
+        }
+        let status = (self.status >= 500 || self.status == 0).then(|| Status {
+            message: String::new(),
+            code: status::StatusCode::Error as i32,
+        });
+        let remote = if self.parent_id.is_some() {
+            IS_REMOTE
+        } else {
+            0
+        };
+        Span {
+            trace_id: self.trace_id.to_vec(),
+            span_id: self.span_id.to_vec(),
+            parent_span_id: self.parent_id.map_or(Vec::new(), |p| p.to_vec()),
+            flags: u32::from(self.flags) | HAS_IS_REMOTE | remote,
+            name,
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: unix_nanos(self.start),
+            end_time_unix_nano: unix_nanos(self.end),
+            attributes,
+            status,
+            ..Span::default()
+        }
     }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 struct Exporter {
     endpoint: String,
-    resource: ResourceAttributesWithSchema,
+    service_name: String,
     failed: IntCounter,
 }
 
 impl Exporter {
     /// Batches the queue until every sender is gone, then sends the rest.
-    fn run(self, rx: Receiver<SpanData>) {
+    fn run(self, rx: Receiver<Done>) {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -267,8 +478,9 @@ impl Exporter {
             }
             let due = batch.len() >= BATCH || since.elapsed() >= FLUSH_EVERY || !open;
             if due && !batch.is_empty() {
-                let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                runtime.block_on(self.export(&client, spans));
+                let body = self.encode(std::mem::take(&mut batch));
+                batch.reserve(BATCH);
+                runtime.block_on(self.export(&client, body));
                 since = Instant::now();
             }
             if !open {
@@ -277,18 +489,117 @@ impl Exporter {
         }
     }
 
-    async fn export(&self, client: &reqwest::Client, spans: Vec<SpanData>) {
+    /// One `ExportTraceServiceRequest` for the whole batch: one resource,
+    /// one scope.
+    fn encode(&self, spans: Vec<Done>) -> Vec<u8> {
         let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(spans, &self.resource),
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".to_string(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(self.service_name.clone())),
+                        }),
+                    }],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "portcullis".to_string(),
+                        ..InstrumentationScope::default()
+                    }),
+                    spans: spans.into_iter().map(Done::into_proto).collect(),
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
         };
+        request.encode_to_vec()
+    }
+
+    async fn export(&self, client: &reqwest::Client, body: Vec<u8>) {
         let sent = client
             .post(&self.endpoint)
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(request.encode_to_vec())
+            .body(body)
             .send()
             .await;
         if !sent.is_ok_and(|r| r.status().is_success()) {
             self.failed.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_look_alikes_are_refused() {
+        let (t, s) = ([0xab; 16], [0x01; 8]);
+        let v = traceparent(&t, &s, SAMPLED);
+        assert_eq!(
+            std::str::from_utf8(&v).unwrap(),
+            "00-abababababababababababababababab-0101010101010101-01"
+        );
+        assert_eq!(parse_traceparent(&v), Some((t, s, SAMPLED)));
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03";
+        assert_eq!(parse_traceparent(ok.as_bytes()).map(|p| p.2), Some(1));
+        for bad in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad.as_bytes()), None, "{bad}");
+        }
+        // A later version may append fields.
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+        assert!(parse_traceparent(later.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn tracestate_is_a_bounded_list_of_members() {
+        assert!(valid_tracestate(b"vendor=abc"));
+        assert!(valid_tracestate(b"a=1, b=2,,c=3"));
+        for bad in [&b"novalue"[..], b"=x", b"k=", b"k=\tx", &[b'a'; 600]] {
+            assert!(!valid_tracestate(bad));
+        }
+    }
+
+    #[test]
+    fn the_ratio_follows_the_sdk_rule() {
+        assert_eq!(threshold(1.0), u64::MAX);
+        assert_eq!(threshold(0.0), 0);
+        assert_eq!(threshold(-1.0), 0);
+        assert_eq!(threshold(0.5), 1 << 62);
+    }
+
+    #[test]
+    fn a_span_record_gives_back_its_strings() {
+        let done = Done {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_id: None,
+            flags: SAMPLED,
+            start: UNIX_EPOCH,
+            end: UNIX_EPOCH,
+            status: 200,
+            strings: "GETordersapp".to_string(),
+            lens: [Some(3), Some(6), None, Some(3), None],
+        };
+        assert_eq!(
+            done.parts(),
+            [Some("GET"), Some("orders"), None, Some("app"), None]
+        );
+        let span = done.into_proto();
+        assert_eq!(span.name, "GET orders");
+        assert_eq!(span.attributes.len(), 4);
     }
 }

@@ -181,6 +181,12 @@ impl Observer {
                 if *reason == "missing" {
                     return;
                 }
+                if let Some(kind) = replay_kind(reason) {
+                    metrics
+                        .tokens_replayed
+                        .with_label_values(&[&**p, kind])
+                        .inc();
+                }
                 provider = Some(&**p);
                 (failure_event(reason), Cow::Borrowed(*reason), None)
             }
@@ -244,6 +250,16 @@ fn failure_event(reason: &str) -> &'static str {
         "revoked" => "token_revoked_used",
         "replayed" | "dpop_proof_replayed" => "token_replayed",
         _ => "auth_failure",
+    }
+}
+
+/// The `kind` of `portcullis_tokens_replayed_total` for a replay's
+/// failure reason.
+fn replay_kind(reason: &str) -> Option<&'static str> {
+    match reason {
+        "replayed" => Some("token"),
+        "dpop_proof_replayed" => Some("dpop_proof"),
+        _ => None,
     }
 }
 

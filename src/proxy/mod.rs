@@ -327,7 +327,7 @@ impl ProxyHttp for Gateway {
                 .route()
                 .and_then(|r| r.cache.as_ref())
                 .map(|_| ctx.outcome.cache_status.unwrap_or(crate::cache::BYPASS)),
-            trace_id: trace_id.as_deref(),
+            trace_id: trace_id.as_ref().map(|t| t.as_str()),
         });
     }
 }

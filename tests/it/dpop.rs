@@ -100,7 +100,7 @@ fn ath(token: &str) -> String {
 }
 
 /// A token bound to `client`'s key.
-fn bound_token(issuer: &TestKey, client: &TestKey) -> String {
+pub(crate) fn bound_token(issuer: &TestKey, client: &TestKey) -> String {
     let mut c = claims("https://idp.test/", "orders", "alice", 300);
     c["cnf"] = json!({"jkt": jkt(client)});
     issuer.sign(c)
@@ -116,11 +116,17 @@ fn proof_claims(method: &str, htu: &str, token: &str) -> Value {
 
 const HTU: &str = "http://localhost/orders/1";
 
-fn proof(client: &TestKey, token: &str) -> String {
+pub(crate) fn proof(client: &TestKey, token: &str) -> String {
     client.sign_raw(&proof_header(client), &proof_claims("GET", HTU, token))
 }
 
-fn send(addr: SocketAddr, method: &str, scheme: &str, token: &str, proofs: &[&str]) -> Response {
+pub(crate) fn send(
+    addr: SocketAddr,
+    method: &str,
+    scheme: &str,
+    token: &str,
+    proofs: &[&str],
+) -> Response {
     let auth = format!("{scheme} {token}");
     let mut headers = vec![("authorization", auth.as_str())];
     for p in proofs {
