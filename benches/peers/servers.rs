@@ -496,6 +496,10 @@ pub(crate) fn portcullis_config(
     let route = |name: &str, prefix: &str, extra: &str| {
         format!("[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"origin\"\n{extra}\n")
     };
+    // The OWASP CRS from Debian's package, on one route.
+    let waf = "[waf]\nengine = \"modsecurity\"\n\
+               rules = [\"/etc/modsecurity/crs/crs-setup.conf\", \"/usr/share/modsecurity-crs/rules/*.conf\"]\n\n\
+               [[routes]]\nname = \"waf\"\npath_prefix = \"/waf/\"\nupstream = \"origin\"\npublic = true\nwaf = \"block\"\n\n";
     let unlimited = "rate_limit = { per = \"client_ip\", requests = 1000000000, window_seconds = 1, burst = 1000000000 }\n";
     format!(
         "[server]\nthreads = 1\npid_file = {}\nupgrade_sock = {}\n\
@@ -504,7 +508,7 @@ pub(crate) fn portcullis_config(
          [[listeners]]\nname = \"http\"\nlisten = \"{addr}\"\n\n\
          [[listeners]]\nname = \"h2c\"\nlisten = \"{h2}\"\nhttp2 = true\n\n\
          [upstreams.origin]\ntargets = [\"{}\"]\n\n\
-         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{tracing}{}{}{}\
+         [upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n{store}\n{waf}{tracing}{}{}{}\
          [auth.keys]\nkind = \"api_key\"\nkeys_file = {}\n\n{}{}{}{}{}{}{}{}{}{}{}\
          [[routes]]\nname = \"grpc\"\npath_prefix = \"/grpc.health.v1.Health/\"\npublic = true\nupstream = \"grpc\"\n",
         p("portcullis.pid"),

@@ -226,7 +226,9 @@ pub(crate) fn upstream_request(
         match &span.tracestate {
             Some(v) => upstream_request.insert_header(TRACESTATE, v.clone())?,
             None => {
-                upstream_request.remove_header(TRACESTATE);
+                if upstream_request.headers.contains_key(TRACESTATE) {
+                    upstream_request.remove_header(TRACESTATE);
+                }
             }
         }
     }
