@@ -17,6 +17,7 @@ use crate::upstream::UpstreamPool;
 
 pub(crate) mod client;
 mod revocations;
+mod ui;
 
 pub(crate) struct AdminApp {
     pub control: Arc<Control>,
@@ -55,6 +56,12 @@ impl ServeHttp for AdminApp {
                 &id,
             );
         }
+        if ui::is_ui(&path) {
+            let query = req.uri.query().map(str::to_string);
+            let mut response = self.dashboard(&path, query.as_deref(), &method, authorization, &id);
+            ui::harden(&mut response);
+            return response;
+        }
         match (path.as_str(), &method) {
             ("/healthz", &Method::GET) => return text(StatusCode::OK, "ok\n", &id),
             ("/readyz", &Method::GET) => {
@@ -67,12 +74,7 @@ impl ServeHttp for AdminApp {
             _ => {}
         }
         if !self.authorized(authorization.as_ref()) {
-            let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
-                .with_header(
-                    "www-authenticate",
-                    http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
-                );
-            return refusal(&reject, &id);
+            return unauthorized(&id);
         }
         match (path.as_str(), &method) {
             ("/status", &Method::GET) => json(StatusCode::OK, &self.status(), &id),
@@ -135,7 +137,45 @@ impl ServeHttp for AdminApp {
     }
 }
 
+/// The refusal of a missing or wrong admin token.
+fn unauthorized(id: &str) -> Response<Vec<u8>> {
+    let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
+        .with_header(
+            "www-authenticate",
+            http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+        );
+    refusal(&reject, id)
+}
+
 impl AdminApp {
+    /// `/ui/...`: the page's files for anyone who reaches the listener,
+    /// its API only with the admin token.
+    fn dashboard(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        method: &Method,
+        authorization: Option<http::HeaderValue>,
+        id: &str,
+    ) -> Response<Vec<u8>> {
+        if method != Method::GET {
+            return refusal(
+                &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
+                    .with_header("allow", http::HeaderValue::from_static("GET")),
+                id,
+            );
+        }
+        if !ui::is_api(path) {
+            return ui::static_file(path, id).unwrap_or_else(|| {
+                refusal(&Reject::new(Code::NoRoute, "no such admin endpoint"), id)
+            });
+        }
+        if !self.authorized(authorization.as_ref()) {
+            return unauthorized(id);
+        }
+        ui::api(&self.control, path, query, id)
+    }
+
     /// `http://HOST:PORT` of the admin listener itself (and
     /// `http://localhost:PORT` when it listens on loopback).
     fn is_own_origin(&self, origin: &[u8]) -> bool {
