@@ -26,6 +26,17 @@ pub(crate) struct AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let dashboard = ui::is_ui(session.req_header().uri.path());
+        let mut response = self.answer(session).await;
+        if dashboard {
+            ui::harden(&mut response);
+        }
+        response
+    }
+}
+
+impl AdminApp {
+    async fn answer(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let id = request_id(req.headers.get("x-request-id").map(|v| v.as_bytes()));
         let method = req.method.clone();
@@ -58,9 +69,7 @@ impl ServeHttp for AdminApp {
         }
         if ui::is_ui(&path) {
             let query = req.uri.query().map(str::to_string);
-            let mut response = self.dashboard(&path, query.as_deref(), &method, authorization, &id);
-            ui::harden(&mut response);
-            return response;
+            return self.dashboard(&path, query.as_deref(), &method, authorization, &id);
         }
         match (path.as_str(), &method) {
             ("/healthz", &Method::GET) => return text(StatusCode::OK, "ok\n", &id),
@@ -135,19 +144,7 @@ impl ServeHttp for AdminApp {
             _ => refusal(&Reject::new(Code::NoRoute, "no such admin endpoint"), &id),
         }
     }
-}
 
-/// The refusal of a missing or wrong admin token.
-fn unauthorized(id: &str) -> Response<Vec<u8>> {
-    let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
-        .with_header(
-            "www-authenticate",
-            http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
-        );
-    refusal(&reject, id)
-}
-
-impl AdminApp {
     /// `/ui/...`: the page's files for anyone who reaches the listener,
     /// its API only with the admin token.
     fn dashboard(
@@ -331,6 +328,16 @@ pub(super) fn json(status: StatusCode, value: &serde_json::Value, id: &str) -> R
         value.to_string().into_bytes(),
         id,
     )
+}
+
+/// The refusal of a missing or wrong admin token.
+fn unauthorized(id: &str) -> Response<Vec<u8>> {
+    let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
+        .with_header(
+            "www-authenticate",
+            http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+        );
+    refusal(&reject, id)
 }
 
 /// Admin refusals use the same renderer as the proxy's.
