@@ -194,7 +194,9 @@ async fn drive(client: &Client, d: &Dashboard) {
     wait_js(
         client,
         &format!(
-            "!document.getElementById('dashboard').hidden && {}.includes('orders')",
+            "!document.getElementById('dashboard').hidden && \
+             getComputedStyle(document.getElementById('login')).display === 'none' && \
+             {}.includes('orders')",
             text_of("#routes tbody")
         ),
     )

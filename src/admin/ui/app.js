@@ -250,7 +250,7 @@
           names.appendChild(option);
         }
         const details = Object.keys(e)
-          .filter((k) => !SHOWN.includes(k))
+          .filter((k) => !SHOWN.includes(k) && e[k] !== null)
           .map((k) => k + "=" + (typeof e[k] === "string" ? e[k] : JSON.stringify(e[k])))
           .join(" ");
         return [e.ts, e.event, e.route, e.client_ip, e.subject, e.reason, details];
