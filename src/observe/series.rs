@@ -261,8 +261,8 @@ mod tests {
         assert_eq!(snap.requests[BUCKETS - 1], 100);
         assert_eq!(snap.client_errors[BUCKETS - 1], 1);
         assert_eq!(snap.server_errors[BUCKETS - 1], 1);
-        // The 99th of 100 requests took 3 ms: its class's bound is 4 ms.
-        assert_eq!(snap.p99_ms[BUCKETS - 1], Some(4.0));
+        // The 99th of 100 requests took 3 ms: its class's bound is 3.2 ms.
+        assert_eq!(snap.p99_ms[BUCKETS - 1], Some(3.2));
         assert_eq!(snap.requests[BUCKETS - 2], 0);
         assert_eq!(snap.p99_ms[BUCKETS - 2], None);
     }
