@@ -3,10 +3,11 @@
 # Pingora builds zlib-ng with cmake and vendors OpenSSL with perl; the
 # tests start their own redis-server for the shared rate-limit store, and
 # check conf/alerts with promtool (Debian ships it in `prometheus`); the
-# WAF links libmodsecurity 3 and its tests load the OWASP CRS.
+# WAF links libmodsecurity 3 and its tests load the OWASP CRS; the
+# dashboard's browser test drives chromium through chromedriver.
 # `--bench` adds what scripts/bench.sh runs against and measures with.
 set -euo pipefail
-packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server prometheus libmodsecurity3 libmodsecurity-dev modsecurity-crs)
+packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server prometheus libmodsecurity3 libmodsecurity-dev modsecurity-crs chromium chromium-driver)
 if [ "${1:-}" = "--bench" ]; then
   packages+=(nginx wrk util-linux haproxy caddy valgrind gnuplot-nox protobuf-compiler nghttp2-client)
 fi

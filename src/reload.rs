@@ -100,6 +100,20 @@ pub(crate) struct Control {
     reloading: tokio::sync::Mutex<()>,
     /// The admin listener's address (it changes only with a restart).
     admin_addr: Option<std::net::SocketAddr>,
+    /// When the process started, for the dashboard's uptime.
+    pub started: std::time::Instant,
+    /// The outcome of the last reload, for the dashboard; none before one.
+    pub last_reload: arc_swap::ArcSwapOption<LastReload>,
+}
+
+/// What the last reload did, without its error messages (they may quote
+/// the configuration).
+#[derive(Debug, Clone)]
+pub(crate) struct LastReload {
+    pub at: std::time::SystemTime,
+    /// The new generation, or `None` when the reload was refused.
+    pub generation: Option<u64>,
+    pub errors: usize,
 }
 
 impl Control {
@@ -118,6 +132,8 @@ impl Control {
             fixed,
             reloading: tokio::sync::Mutex::new(()),
             admin_addr,
+            started: std::time::Instant::now(),
+            last_reload: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -135,6 +151,11 @@ impl Control {
     pub(crate) async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let result = self.build_and_swap().await;
+        self.last_reload.store(Some(Arc::new(LastReload {
+            at: std::time::SystemTime::now(),
+            generation: result.as_ref().ok().map(|done| done.generation),
+            errors: result.as_ref().err().map_or(0, |e| e.lines().len()),
+        })));
         let metrics = &self.observer.metrics;
         match &result {
             Ok(done) => {
@@ -198,6 +219,8 @@ impl Control {
         }
         self.runtime.store(new.clone());
         new.take_cache_over(&old);
+        let routes: Vec<&str> = new.routes.iter().map(|r| r.name.as_str()).collect();
+        self.observer.charts.retain(&routes);
         self.observer.configure_alerts(alerts.as_ref());
         for pool in &fresh {
             UpstreamPool::start_background(pool);

@@ -52,6 +52,8 @@ pub struct Runtime {
     /// Listen addresses by listener index, to tell which listener a
     /// connection came in on.
     pub listener_addrs: Vec<SocketAddr>,
+    /// Names by listener index, for the admin dashboard.
+    pub listener_names: Vec<String>,
     pub routes: Vec<Route>,
     pub table: RouteTable,
     pub upstreams: Vec<Arc<UpstreamPool>>,
@@ -425,6 +427,7 @@ impl Runtime {
             trusted_proxies: config.server.trusted_proxies,
             underscore_headers: config.server.underscore_headers,
             listener_addrs: config.listeners.iter().map(|l| l.addr).collect(),
+            listener_names: (config.listeners.iter()).map(|l| l.name.clone()).collect(),
             h2c: (config.listeners.iter())
                 .map(|l| l.tls.is_none() && l.http2)
                 .collect(),

@@ -313,6 +313,59 @@ impl TlsListener {
     }
 }
 
+/// What the admin dashboard shows of a TLS listener: never a key.
+pub struct TlsSummary {
+    pub http2: bool,
+    /// Client certificates: `None` when not asked for.
+    pub client_auth: Option<ClientAuth>,
+    pub certificates: Vec<CertSummary>,
+}
+
+/// A listener certificate's leaf.
+pub struct CertSummary {
+    pub names: Vec<String>,
+    pub subject: String,
+    /// Seconds since the Unix epoch (negative before it).
+    pub not_after: Option<i64>,
+}
+
+impl TlsListener {
+    pub fn summary(&self) -> TlsSummary {
+        TlsSummary {
+            http2: self.http2,
+            client_auth: self.store.client_ca.as_ref().map(|(_, mode)| *mode),
+            certificates: self.store.pairs.iter().map(cert_summary).collect(),
+        }
+    }
+}
+
+fn cert_summary(pair: &CertPair) -> CertSummary {
+    let leaf = pair.chain.first();
+    let subject = leaf
+        .map(|l| {
+            l.subject_name()
+                .entries()
+                .filter_map(|e| {
+                    let key = e.object().nid().short_name().ok()?;
+                    let value = String::from_utf8_lossy(e.data().as_slice());
+                    Some(format!("{key}={value}"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let not_after = leaf.and_then(|l| {
+        let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+        let diff = epoch.diff(l.not_after()).ok()?;
+        Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+    });
+    CertSummary {
+        names: names(pair),
+        subject,
+        not_after,
+    }
+}
+
 /// Mozilla's intermediate settings, HTTP/2 (when offered) preferred by
 /// ALPN, and a session id context tied to the trusted client CAs: a
 /// session from another acceptor (an earlier set of CAs) is never resumed.

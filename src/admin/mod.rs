@@ -17,6 +17,7 @@ use crate::upstream::UpstreamPool;
 
 pub(crate) mod client;
 mod revocations;
+mod ui;
 
 pub(crate) struct AdminApp {
     pub control: Arc<Control>,
@@ -25,6 +26,17 @@ pub(crate) struct AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let dashboard = ui::is_ui(session.req_header().uri.path());
+        let mut response = self.answer(session).await;
+        if dashboard {
+            ui::harden(&mut response);
+        }
+        response
+    }
+}
+
+impl AdminApp {
+    async fn answer(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let id = request_id(req.headers.get("x-request-id").map(|v| v.as_bytes()));
         let method = req.method.clone();
@@ -55,6 +67,10 @@ impl ServeHttp for AdminApp {
                 &id,
             );
         }
+        if ui::is_ui(&path) {
+            let query = req.uri.query().map(str::to_string);
+            return self.dashboard(&path, query.as_deref(), &method, authorization, &id);
+        }
         match (path.as_str(), &method) {
             ("/healthz", &Method::GET) => return text(StatusCode::OK, "ok\n", &id),
             ("/readyz", &Method::GET) => {
@@ -67,12 +83,7 @@ impl ServeHttp for AdminApp {
             _ => {}
         }
         if !self.authorized(authorization.as_ref()) {
-            let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
-                .with_header(
-                    "www-authenticate",
-                    http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
-                );
-            return refusal(&reject, &id);
+            return unauthorized(&id);
         }
         match (path.as_str(), &method) {
             ("/status", &Method::GET) => json(StatusCode::OK, &self.status(), &id),
@@ -133,9 +144,35 @@ impl ServeHttp for AdminApp {
             _ => refusal(&Reject::new(Code::NoRoute, "no such admin endpoint"), &id),
         }
     }
-}
 
-impl AdminApp {
+    /// `/ui/...`: the page's files for anyone who reaches the listener,
+    /// its API only with the admin token.
+    fn dashboard(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        method: &Method,
+        authorization: Option<http::HeaderValue>,
+        id: &str,
+    ) -> Response<Vec<u8>> {
+        if method != Method::GET {
+            return refusal(
+                &Reject::new(Code::MethodNotAllowed, "method not allowed for this path")
+                    .with_header("allow", http::HeaderValue::from_static("GET")),
+                id,
+            );
+        }
+        if !ui::is_api(path) {
+            return ui::static_file(path, id).unwrap_or_else(|| {
+                refusal(&Reject::new(Code::NoRoute, "no such admin endpoint"), id)
+            });
+        }
+        if !self.authorized(authorization.as_ref()) {
+            return unauthorized(id);
+        }
+        ui::api(&self.control, path, query, id)
+    }
+
     /// `http://HOST:PORT` of the admin listener itself (and
     /// `http://localhost:PORT` when it listens on loopback).
     fn is_own_origin(&self, origin: &[u8]) -> bool {
@@ -291,6 +328,16 @@ pub(super) fn json(status: StatusCode, value: &serde_json::Value, id: &str) -> R
         value.to_string().into_bytes(),
         id,
     )
+}
+
+/// The refusal of a missing or wrong admin token.
+fn unauthorized(id: &str) -> Response<Vec<u8>> {
+    let reject = Reject::new(Code::Unauthorized, "a valid admin bearer token is required")
+        .with_header(
+            "www-authenticate",
+            http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+        );
+    refusal(&reject, id)
 }
 
 /// Admin refusals use the same renderer as the proxy's.

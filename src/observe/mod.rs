@@ -8,8 +8,10 @@ pub mod alerts;
 pub mod metrics;
 pub mod otel;
 pub mod outcome;
+pub mod recent;
 pub mod seclog;
 pub mod security;
+pub mod series;
 pub mod writer;
 
 use std::time::Duration;
@@ -32,6 +34,9 @@ pub struct Observer {
     pub consumers: Consumers,
     /// Follows `[alerts]` across reloads.
     pub alerts: Alerter,
+    /// The admin dashboard's recent security events and per-route charts.
+    pub recent: recent::RecentEvents,
+    pub charts: series::Charts,
 }
 
 impl Observer {
@@ -55,6 +60,8 @@ impl Observer {
                 metrics.alerts_dropped.clone(),
             ),
             metrics,
+            recent: recent::RecentEvents::new(recent::RECENT_EVENTS),
+            charts: series::Charts::default(),
         })
     }
 
@@ -76,7 +83,10 @@ impl Observer {
                 .set(up);
         }
         self.alerts.security_event(event);
-        event.emit(&self.security);
+        if let Some(line) = event.to_line() {
+            self.recent.push(event.event, &line);
+            self.security.write_line(line);
+        }
     }
 
     /// Takes the `[alerts]` of a (re)loaded configuration.

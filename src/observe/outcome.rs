@@ -136,6 +136,9 @@ impl Observer {
             .request_duration
             .with_label_values(&[route_label])
             .observe(done.elapsed.as_secs_f64());
+        if let Some(route) = done.route {
+            self.charts.record(route, done.status, done.elapsed);
+        }
         if let (Some(upstream), Some(up)) = (done.upstream, done.upstream_elapsed) {
             metrics
                 .upstream_duration

@@ -5,8 +5,6 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::writer::LogWriter;
-
 /// A security event; the request fields are filled when the event belongs
 /// to a request.
 #[derive(Debug, Clone, Serialize)]
@@ -42,9 +40,8 @@ impl<'a> SecurityEvent<'a> {
         self
     }
 
-    pub fn emit(&self, log: &LogWriter) {
-        if let Ok(line) = serde_json::to_string(self) {
-            log.write_line(line);
-        }
+    /// The event's JSON line, as the security log writes it.
+    pub fn to_line(&self) -> Option<String> {
+        serde_json::to_string(self).ok()
     }
 }

@@ -24,6 +24,7 @@
 //! `threshold` failures fall within `window` of it the IP is blocked for
 //! `block`, and the count starts from zero when the block is placed.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,22 @@ impl LocalStore {
     /// Seconds until `ip` may try again, if it is blocked.
     pub fn is_blocked(&self, ip: &[u8]) -> Option<u64> {
         self.is_blocked_at(ip, self.now())
+    }
+
+    /// The IPs blocked now (at most `max`) with the seconds each has left.
+    pub fn blocked(&self, max: usize) -> Vec<(IpAddr, u64)> {
+        let now = self.now();
+        self.lockouts
+            .map
+            .iter()
+            .filter(|e| e.value().blocked_until > now)
+            .filter_map(|e| {
+                let ip = ip_of(e.key())?;
+                let left = gcra::ceil_div(e.value().blocked_until - now, MICROS).max(1);
+                Some((ip, left))
+            })
+            .take(max)
+            .collect()
     }
 
     /// Counts one failure; true exactly when it blocked the IP.
@@ -136,6 +153,14 @@ impl LocalStore {
             })
             .unwrap_or(false)
     }
+}
+
+/// The address of a lockout key (an IP's octets).
+fn ip_of(key: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(key) {
+        return Some(IpAddr::from(v4));
+    }
+    <[u8; 16]>::try_from(key).ok().map(IpAddr::from)
 }
 
 /// Takes a token from `tat` if GCRA allows it; lock-free, retried only when

@@ -127,6 +127,12 @@ impl RateLimitStore {
         Some(seconds_up(left))
     }
 
+    /// The lockouts this process knows of (its own, and those it saw in
+    /// Redis), at most `max`, with the seconds each has left.
+    pub fn active_lockouts(&self, max: usize) -> Vec<(std::net::IpAddr, u64)> {
+        self.local.blocked(max)
+    }
+
     /// Counts one presented-but-invalid credential from `ip`; true exactly
     /// when this failure placed a block, so the caller emits one
     /// `brute_force_lockout` per block.
