@@ -15,6 +15,7 @@ mod cache;
 mod canonical;
 mod cli;
 mod connections;
+mod deploy;
 mod dpop;
 mod grpc;
 mod harness_smoke;
