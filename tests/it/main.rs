@@ -20,6 +20,7 @@ mod dpop;
 mod grpc;
 mod harness_smoke;
 mod hygiene;
+mod import_kong;
 mod mtls;
 mod operations;
 mod pipeline;
