@@ -214,7 +214,8 @@ struct Kong<'a> {
     upstream_out: Vec<String>,
     providers: Vec<Provider>,
     jwt_providers: Vec<String>,
-    routes_out: Vec<String>,
+    /// Rendered routes, and whether each keeps the default body limit.
+    routes_out: Vec<(String, bool)>,
     keys_out: String,
     keys_converted: usize,
     files: Vec<(String, Vec<u8>)>,
@@ -1307,7 +1308,7 @@ impl<'a> Kong<'a> {
         );
 
         let effective = self.effective(r, plugins);
-        let Some(security) = self.route_plugins(r, &effective) else {
+        let Some((security, default_body)) = self.route_plugins(r, &effective) else {
             return 0;
         };
         lines.push_str(&security);
@@ -1352,7 +1353,7 @@ impl<'a> Kong<'a> {
                 route.push_str("strip_prefix = true\n");
             }
             route.push_str(&lines);
-            self.routes_out.push(route);
+            self.routes_out.push((route, default_body));
             written += 1;
         }
         written
@@ -1360,7 +1361,11 @@ impl<'a> Kong<'a> {
 
     /// The route lines the plugins make (auth, authorization, limits,
     /// CORS, headers); `None` when the route must be left out.
-    fn route_plugins(&mut self, r: &Route, plugins: &BTreeMap<String, &Plugin>) -> Option<String> {
+    fn route_plugins(
+        &mut self,
+        r: &Route,
+        plugins: &BTreeMap<String, &Plugin>,
+    ) -> Option<(String, bool)> {
         let path = &r.path;
         let mut lines = String::new();
         let key_auth = plugins.get("key-auth").copied();
@@ -1449,6 +1454,7 @@ impl<'a> Kong<'a> {
                 lines.push_str(&l);
             }
         }
+        let default_body = !plugins.contains_key("request-size-limiting");
         if let Some(p) = plugins.get("request-size-limiting") {
             let c = &p.config;
             let size = c
@@ -1479,8 +1485,6 @@ impl<'a> Kong<'a> {
                 ],
                 &[],
             );
-        } else {
-            lines.push_str("#BODY#\n");
         }
         if let Some(p) = plugins.get("ip-restriction") {
             let c = &p.config;
@@ -1515,7 +1519,7 @@ impl<'a> Kong<'a> {
                 lines.push_str(&l);
             }
         }
-        Some(lines)
+        Some((lines, default_body))
     }
 
     fn rate_limit(&mut self, p: &Plugin) -> Option<String> {
@@ -1889,8 +1893,11 @@ impl<'a> Kong<'a> {
         } else {
             String::new()
         };
-        for r in &self.routes_out {
-            config.push_str(&r.replace("#BODY#\n", &body_line));
+        for (route, default_body) in &self.routes_out {
+            config.push_str(route);
+            if *default_body {
+                config.push_str(&body_line);
+            }
         }
         let keys = format!(
             "# API keys converted from {} (SHA-256 hashes; the keys stay with their owners).\n{}",
@@ -2058,6 +2065,31 @@ upstreams:
             .notes
             .iter()
             .any(|n| n.contains("upstreams[0].targets[2]: not converted: weight 0")));
+    }
+
+    #[test]
+    fn a_larger_body_limit_keeps_other_routes_at_the_default() {
+        let c = run(r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: big
+        paths: [/big]
+        plugins:
+          - name: request-size-limiting
+            config: { allowed_payload_size: 8 }
+      - name: small
+        paths: [/small]
+"#);
+        assert!(
+            c.config.contains("[limits]\nmax_body_bytes = 8388608\n"),
+            "{}",
+            c.config
+        );
+        let small = c.config.split("name = \"small\"").nth(1).unwrap();
+        assert!(small.contains("max_body_bytes = 1048576"), "{}", c.config);
     }
 
     #[test]
