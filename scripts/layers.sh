@@ -16,7 +16,7 @@ layers=(
   "proxy reload"
   "admin"
   "front"
-  "server testkit"
+  "server testkit import"
 )
 
 declare -A rank

@@ -4,10 +4,12 @@
 # tests start their own redis-server for the shared rate-limit store, and
 # check conf/alerts with promtool (Debian ships it in `prometheus`); the
 # WAF links libmodsecurity 3 and its tests load the OWASP CRS; the
-# dashboard's browser test drives chromium through chromedriver.
+# dashboard's browser test drives chromium through chromedriver; the
+# deployment tests run systemd-analyze (from `systemd`) and
+# kubernetes-validate (PyPI, through pip; its schemas are bundled).
 # `--bench` adds what scripts/bench.sh runs against and measures with.
 set -euo pipefail
-packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server prometheus libmodsecurity3 libmodsecurity-dev modsecurity-crs chromium chromium-driver)
+packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server prometheus libmodsecurity3 libmodsecurity-dev modsecurity-crs chromium chromium-driver systemd python3-pip)
 if [ "${1:-}" = "--bench" ]; then
   packages+=(nginx wrk util-linux haproxy caddy valgrind gnuplot-nox protobuf-compiler nghttp2-client)
 fi
@@ -20,6 +22,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/kubernetes-validate" ]; then
+  python3 -m pip install --user --break-system-packages kubernetes-validate
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install a Rust toolchain (https://rustup.rs) and re-run" >&2

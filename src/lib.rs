@@ -12,6 +12,7 @@ pub(crate) mod cache;
 pub mod config;
 pub mod core;
 pub mod front;
+pub mod import;
 pub mod observe;
 pub mod protect;
 pub(crate) mod proxy;

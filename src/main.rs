@@ -1,4 +1,5 @@
-//! The `portcullis` command line: `run`, `check`, `apikey`, `seclog` and `revoke`.
+//! The `portcullis` command line: `run`, `check`, `apikey`, `seclog`,
+//! `revoke` and `import`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,24 @@ enum Command {
     /// Revoke tokens (or list or delete revocations) through the admin
     /// listener's `/revocations`.
     Revoke(RevokeArgs),
+    /// Convert another gateway's configuration.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// A Kong declarative file (decK 3.x) into portcullis.toml and
+    /// api_keys.toml (hashes only); what cannot be converted is listed on
+    /// stderr, one line each.
+    Kong {
+        file: PathBuf,
+        /// Where the files go (created if missing; existing files are kept).
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +206,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Seclog { command } => seclog(command),
+        Command::Import {
+            command: ImportCommand::Kong { file, out_dir },
+        } => import_kong(&file, &out_dir),
         Command::Revoke(args) => match server::revoke(&args.request()) {
             Ok(answer) => {
                 println!("{}", answer.trim_end());
@@ -217,6 +239,28 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn import_kong(file: &std::path::Path, out_dir: &std::path::Path) -> ExitCode {
+    match portcullis::import::kong::import(file, out_dir) {
+        Ok(done) => {
+            for note in &done.notes {
+                eprintln!("{note}");
+            }
+            println!(
+                "wrote {}: {} routes, {} API keys (hashed); {} constructs not converted or changed (stderr)",
+                out_dir.display(),
+                done.routes,
+                done.keys_converted,
+                done.notes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
         }
     }
 }
