@@ -20,6 +20,8 @@ pub enum Event {
     AuthFailure {
         provider: Arc<str>,
         reason: &'static str,
+        /// Known when the credential itself was valid: a revoked token.
+        subject: Option<Arc<str>>,
     },
     /// An authorization rule (or the network rules) refused the request.
     AuthzDenied { rule: &'static str },
@@ -176,6 +178,7 @@ impl Observer {
             Event::AuthFailure {
                 provider: p,
                 reason,
+                subject,
             } => {
                 metrics
                     .auth_failures
@@ -191,7 +194,11 @@ impl Observer {
                         .inc();
                 }
                 provider = Some(&**p);
-                (failure_event(reason), Cow::Borrowed(*reason), None)
+                (
+                    failure_event(reason),
+                    Cow::Borrowed(*reason),
+                    subject.as_deref(),
+                )
             }
             Event::AuthzDenied { rule } => {
                 metrics.authz_denied.with_label_values(&[route_label]).inc();

@@ -234,25 +234,28 @@ pub(crate) async fn authenticate(
         target: dpop_target(req),
     };
     let providers = || route.auth.iter().filter_map(|id| rt.provider(*id));
-    let (provider, error) = match crate::auth::first_accepting(providers(), &credentials).await {
-        Ok((identity, provider)) if !is_revoked(rt, &identity) => {
-            return Ok((identity, provider.clone()))
-        }
-        Ok((_, provider)) => (
-            provider,
-            AuthError::invalid("revoked", "The access token was revoked"),
-        ),
-        Err(Some(refusal)) => refusal,
-        Err(None) => {
-            return Err(Reject::new(
-                Code::AuthUnavailable,
-                "no authentication provider is available",
-            ))
-        }
-    };
+    let (provider, error, subject) =
+        match crate::auth::first_accepting(providers(), &credentials).await {
+            Ok((identity, provider)) if !is_revoked(rt, &identity) => {
+                return Ok((identity, provider.clone()))
+            }
+            Ok((identity, provider)) => (
+                provider,
+                AuthError::invalid("revoked", "The access token was revoked"),
+                Some(identity.subject.as_str().into()),
+            ),
+            Err(Some((provider, error))) => (provider, error, None),
+            Err(None) => {
+                return Err(Reject::new(
+                    Code::AuthUnavailable,
+                    "no authentication provider is available",
+                ))
+            }
+        };
     events.push(Event::AuthFailure {
         provider: provider.name().into(),
         reason: error.reason(),
+        subject,
     });
     if matches!(
         error,

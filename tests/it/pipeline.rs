@@ -167,6 +167,7 @@ fn a_missing_credential_is_challenged_and_counted() {
         [Event::AuthFailure {
             provider: "corp".into(),
             reason: "missing",
+            subject: None,
         }]
     );
     // A token while the provider has no keys (its JWKS URL answers

@@ -156,6 +156,8 @@ fn a_revoked_jti_is_refused_at_once_even_from_the_cache() {
             .expect("event");
     assert_eq!(event["provider"], "corp");
     assert_eq!(event["reason"], "revoked");
+    // Who used the revoked token: what an incident responder asks first.
+    assert_eq!(event["subject"], "alice", "{event}");
     assert!(!f
         .gw
         .security_log()
