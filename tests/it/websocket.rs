@@ -66,7 +66,15 @@ async fn echo(tcp: TcpStream, record: Arc<Mutex<Vec<HeaderMap>>>) {
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, keep).await else {
         return;
     };
-    while let Some(Ok(msg)) = ws.next().await {
+    while let Some(msg) = ws.next().await {
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => {
+                // Shown with a failing test's output.
+                eprintln!("websocket upstream: {e}");
+                return;
+            }
+        };
         let answer = match msg {
             Message::Text(text) => Message::text(format!("echo: {text}")),
             Message::Binary(bytes) => Message::binary([b"echo: ", &bytes[..]].concat()),
