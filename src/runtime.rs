@@ -132,6 +132,8 @@ impl RouteLimit {
 pub struct Route {
     pub name: String,
     pub path: PathMatch,
+    /// [`PathMatch::template`], made once.
+    pub path_template: String,
     /// `Deprecation`, `Sunset`, `Link` on every response of the route.
     pub deprecation: Vec<(HeaderName, HeaderValue)>,
     pub action: RouteAction,
@@ -389,6 +391,7 @@ impl Runtime {
                 .collect();
             routes.push(Route {
                 name: r.name,
+                path_template: r.path.template(),
                 path: r.path,
                 deprecation: r.deprecation,
                 action: r.action,

@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use super::{json, refusal};
 use crate::config::{AuthKind, CacheScope, ClientAuth, RateKey, RouteAction, WafMode};
 use crate::core::ids::ListenerId;
-use crate::core::matching::PathMatch;
 use crate::observe::series::{BUCKETS, BUCKET_SECONDS};
 use crate::proxy::reject::{Code, Reject};
 use crate::reload::Control;
@@ -189,13 +188,6 @@ fn certificates(rt: &Runtime) -> Value {
     Value::from(list)
 }
 
-fn path_text(path: &PathMatch) -> String {
-    match path {
-        PathMatch::Exact(p) => p.clone(),
-        PathMatch::Prefix(p) => format!("{p}/*"),
-    }
-}
-
 fn routes(rt: &Runtime) -> Value {
     Value::from(rt.routes.iter().map(|r| route(rt, r)).collect::<Vec<_>>())
 }
@@ -259,7 +251,7 @@ fn route(rt: &Runtime, r: &Route) -> Value {
     });
     json!({
         "name": r.name,
-        "path": path_text(&r.path),
+        "path": r.path_template.clone(),
         "action": action,
         "upstreams": upstreams,
         "public": r.auth.is_empty(),

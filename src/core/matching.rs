@@ -14,6 +14,19 @@ pub enum PathMatch {
     Prefix(String),
 }
 
+impl PathMatch {
+    /// The path as a template (`/orders`, `/orders/*`): a span's
+    /// `http.route` and the dashboard's route column. Built once per
+    /// snapshot, not per request.
+    pub fn template(&self) -> String {
+        match self {
+            PathMatch::Exact(p) => p.clone(),
+            PathMatch::Prefix(p) if p.ends_with('/') => format!("{p}*"),
+            PathMatch::Prefix(p) => format!("{p}/*"),
+        }
+    }
+}
+
 /// Bit set of HTTP methods a route allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MethodSet(u16);
@@ -115,6 +128,13 @@ impl ListenerSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_template_names_what_the_route_covers() {
+        assert_eq!(PathMatch::Exact("/orders".into()).template(), "/orders");
+        assert_eq!(PathMatch::Prefix("/orders".into()).template(), "/orders/*");
+        assert_eq!(PathMatch::Prefix("/ws/".into()).template(), "/ws/*");
+    }
 
     fn methods(names: &[&str]) -> MethodSet {
         names

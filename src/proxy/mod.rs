@@ -26,7 +26,6 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::core::matching::PathMatch;
 use crate::observe::metrics::grpc_status_label;
 use crate::observe::otel::SpanEnd;
 use crate::observe::outcome::Finished;
@@ -292,7 +291,7 @@ impl ProxyHttp for Gateway {
             span.finish(&SpanEnd {
                 method: req.method.as_str(),
                 route: route.map(|r| r.name.as_str()),
-                route_pattern: route.map(|r| route_pattern(&r.path)).as_deref(),
+                route_pattern: route.map(|r| r.path_template.as_str()),
                 upstream: upstream.map(|u| u.name()),
                 auth_method: identity.map(|i| i.method.as_str()),
                 status,
@@ -329,16 +328,6 @@ impl ProxyHttp for Gateway {
                 .map(|_| ctx.outcome.cache_status.unwrap_or(crate::cache::BYPASS)),
             trace_id: trace_id.as_ref().map(|t| t.as_str()),
         });
-    }
-}
-
-/// A route's path as a template, for a span's `http.route`: `/orders`,
-/// `/orders/*`.
-fn route_pattern(path: &PathMatch) -> String {
-    match path {
-        PathMatch::Exact(p) => p.clone(),
-        PathMatch::Prefix(p) if p.ends_with('/') => format!("{p}*"),
-        PathMatch::Prefix(p) => format!("{p}/*"),
     }
 }
 

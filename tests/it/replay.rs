@@ -56,6 +56,11 @@ struct Fixture {
 }
 
 fn start(key: &TestKey, extra: &str) -> Fixture {
+    start_provider(key, "replay_protection = true", extra)
+}
+
+/// The gateway with provider `corp` configured by `provider_extra`.
+fn start_provider(key: &TestKey, provider_extra: &str, extra: &str) -> Fixture {
     let up = Upstream::start("app");
     let admin = free_addr();
     let body = format!(
@@ -75,7 +80,7 @@ auth = ["corp"]
 upstream = "app"
 "#,
         up = up.addr(),
-        provider = jwks_file_provider("corp", "replay_protection = true"),
+        provider = jwks_file_provider("corp", provider_extra),
     );
     let gw = Gateway::start_with_files(&body, &[("jwks.json", &jwks(&[key]))]);
     assert!(wait_until(WAIT, || std::net::TcpStream::connect(admin).is_ok()));
@@ -148,28 +153,7 @@ fn a_one_time_token_is_accepted_once() {
 fn replayed_dpop_proofs_are_counted_by_kind() {
     let issuer = TestKey::rsa("k1");
     let client = TestKey::ec256("c");
-    let up = Upstream::start("app");
-    let admin = free_addr();
-    let body = format!(
-        r#"
-[admin]
-listen = "{admin}"
-
-[upstreams.app]
-targets = ["{up}"]
-{provider}
-
-[[routes]]
-name = "orders"
-path_prefix = "/orders"
-auth = ["corp"]
-upstream = "app"
-"#,
-        up = up.addr(),
-        provider = jwks_file_provider("corp", "dpop = \"required\""),
-    );
-    let gw = Gateway::start_with_files(&body, &[("jwks.json", &jwks(&[&issuer]))]);
-    assert!(wait_until(WAIT, || std::net::TcpStream::connect(admin).is_ok()));
+    let Fixture { gw, admin, _up } = start_provider(&issuer, "dpop = \"required\"", "");
     let token = dpop::bound_token(&issuer, &client);
     let first = dpop::proof(&client, &token);
     assert_eq!(
