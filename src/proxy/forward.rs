@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use http::header::{COOKIE, HOST};
+use http::header::HOST;
 use http::{HeaderMap, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
@@ -213,7 +213,6 @@ pub(crate) fn upstream_request(
         }
     }
     upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.header())?;
-    join_cookies(upstream_request)?;
     if let Some(span) = &ctx.trace {
         // The upstream's parent is the gateway's span; without `[tracing]`
         // a client's context passes unchanged.
@@ -265,25 +264,6 @@ pub(crate) fn upstream_request(
     for (name, value) in &route.request_headers.set {
         upstream_request.insert_header(name.clone(), value.clone())?;
     }
-    Ok(())
-}
-
-/// HTTP/2 clients send each cookie as its own field (RFC 9113 §8.2.3);
-/// an HTTP/1.1 origin expects one `Cookie` line, so the fields are joined
-/// with `; ` as the RFC asks of an intermediary, whatever the protocols.
-fn join_cookies(upstream_request: &mut RequestHeader) -> Result<()> {
-    let mut cookies = upstream_request.headers.get_all(COOKIE).iter();
-    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
-        return Ok(());
-    };
-    let mut joined = first.as_bytes().to_vec();
-    for more in upstream_request.headers.get_all(COOKIE).iter().skip(1) {
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(more.as_bytes());
-    }
-    let value = HeaderValue::from_bytes(&joined)
-        .map_err(|_| Error::explain(ErrorType::InternalError, "cannot join cookies"))?;
-    upstream_request.insert_header(COOKIE, value)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONTENT_LENGTH, FORWARDED, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, COOKIE, FORWARDED, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
@@ -202,6 +202,27 @@ pub(crate) fn forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderVa
     HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
 }
 
+/// HTTP/2 clients send each cookie as its own field (RFC 9113 §8.2.3);
+/// an HTTP/1.1 origin expects one `Cookie` line. The fields become one,
+/// joined with `; `, before any stage reads them, so a policy sees the
+/// `Cookie` the upstream gets.
+fn join_cookies(req: &mut RequestHeader) -> Result<(), Reject> {
+    let mut cookies = req.headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return Ok(());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for more in req.headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(more.as_bytes());
+    }
+    let value =
+        HeaderValue::from_bytes(&joined).map_err(|_| bad("the Cookie fields cannot be joined"))?;
+    req.insert_header(COOKIE, value)
+        .map_err(|_| bad("the Cookie fields cannot be joined"))?;
+    Ok(())
+}
+
 /// A trusted proxy's single `x-forwarded-proto`, when it says `http` or
 /// `https`; anything else leaves the listener's scheme.
 fn forwarded_https(headers: &HeaderMap, peer_trusted: bool) -> Option<bool> {
@@ -294,6 +315,7 @@ impl Canonical {
             return Err(Reject::new(Code::UriTooLong, "request URI is too long"));
         }
         let seen = clean_headers(req, rules)?;
+        join_cookies(req)?;
         if seen.connection {
             hop_by_hop(req)?;
         }
@@ -733,6 +755,18 @@ mod tests {
         assert_eq!(c.target(), "/b?x=1");
         assert_eq!(c.host(), Some("api.example.com"));
         assert_eq!(c.authority().unwrap(), "api.example.com:8080");
+    }
+
+    #[test]
+    fn cookie_fields_are_one_before_any_stage_reads_them() {
+        let mut r = req(
+            "GET",
+            b"/",
+            &[("Host", "a"), ("Cookie", "a=1"), ("Cookie", "b=2")],
+        );
+        build(&mut r).unwrap();
+        let cookies: Vec<_> = r.headers.get_all(COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
     }
 
     #[test]
