@@ -58,6 +58,13 @@ enum Command {
     /// Revoke tokens (or list or delete revocations) through the admin
     /// listener's `/revocations`.
     Revoke(RevokeArgs),
+    /// Print a JSON Schema of the configuration file, for editors
+    /// (Taplo, Even Better TOML) and CI linting.
+    Schema {
+        /// The schema of an API keys file instead.
+        #[arg(long)]
+        keys: bool,
+    },
     /// Convert another gateway's configuration.
     Import {
         #[command(subcommand)]
@@ -206,6 +213,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Seclog { command } => seclog(command),
+        Command::Schema { keys } => match config::schema::json_schema(if keys {
+            config::schema::File::Keys
+        } else {
+            config::schema::File::Config
+        }) {
+            Ok(schema) => {
+                println!("{schema:#}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Import {
             command: ImportCommand::Kong { file, out_dir },
         } => import_kong(&file, &out_dir),

@@ -7,7 +7,7 @@ use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
 use super::model::*;
-use super::reader::Table;
+use super::reader::{MapOf, Table};
 use crate::core::alg::Alg;
 use crate::core::location::Located;
 
@@ -23,7 +23,7 @@ pub(super) fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> 
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (name, value) in all.entries() {
+    for (name, value) in all.entries(MapOf::Tables) {
         if SETTINGS.contains(name.get_ref()) {
             continue;
         }
@@ -40,10 +40,10 @@ pub(super) fn providers(d: &mut Diagnostics, root: &Table) -> Vec<AuthProvider> 
         if !super::values::valid_name(name.get_ref()) {
             d.error(name.span(), super::values::name_rule(name.get_ref()));
         }
-        let Some(t) = Table::from_value(d, value, format!("auth.{}", name.get_ref())) else {
+        let Some(t) = all.entry_table(d, name.get_ref(), value) else {
             continue;
         };
-        let kind = match t.string(d, "kind") {
+        let kind = match t.variant(d, "kind", &["jwt", "introspection", "api_key", "mtls"]) {
             None => {
                 d.error(t.span(), format!("[{}] needs `kind`", t.section()));
                 None

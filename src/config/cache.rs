@@ -8,6 +8,7 @@ use toml::de::DeValue;
 use super::diag::Diagnostics;
 use super::model::{CacheLimits, CacheScope, RouteCache};
 use super::reader::Table;
+use super::schema::Items;
 use super::values::header_name;
 
 const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -106,7 +107,7 @@ pub(super) fn route_cache(
 }
 
 fn statuses(d: &mut Diagnostics, c: &Table) -> Vec<u16> {
-    let Some(items) = c.array(d, "statuses") else {
+    let Some(items) = c.array(d, "statuses", Items::Integers) else {
         return DEFAULT_STATUSES.to_vec();
     };
     let mut out = Vec::with_capacity(items.len());

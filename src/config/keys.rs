@@ -39,23 +39,29 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<ApiKey>, Vec<ConfigError
         return Err(d.into_errors());
     }
     let root = Table::new(doc.get_ref(), doc.span(), "");
-    let mut keys: Vec<ApiKey> = Vec::new();
-    let mut ids = std::collections::HashSet::new();
-    for t in root.tables(&mut d, "keys") {
-        if let Some(key) = key(&mut d, &t) {
-            if !ids.insert(key.id.clone()) {
-                d.error(t.span(), format!("duplicate key id `{}`", key.id));
-            }
-            keys.push(key);
-        }
-        t.finish(&mut d);
-    }
+    let keys = file(&mut d, &root);
     root.finish(&mut d);
     if d.has_errors() {
         Err(d.into_errors())
     } else {
         Ok(keys)
     }
+}
+
+/// The `[[keys]]` of a keys file.
+pub(super) fn file(d: &mut Diagnostics, root: &Table) -> Vec<ApiKey> {
+    let mut keys: Vec<ApiKey> = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for t in root.tables(d, "keys") {
+        if let Some(key) = key(d, &t) {
+            if !ids.insert(key.id.clone()) {
+                d.error(t.span(), format!("duplicate key id `{}`", key.id));
+            }
+            keys.push(key);
+        }
+        t.finish(d);
+    }
+    keys
 }
 
 #[derive(serde::Deserialize)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::diag::Diagnostics;
 use super::model::*;
 use super::reader::Table;
+use super::schema::Items;
 use super::values::existing_file;
 use super::values::required_string;
 use crate::core::location::Located;
@@ -77,14 +78,17 @@ pub(super) fn listener_tls(d: &mut Diagnostics, tls: &Table) -> Option<ListenerT
         required_string(d, tls, "key"),
     )];
     for (i, extra) in tls
-        .array(d, "sni_certificates")
+        .array(d, "sni_certificates", Items::Tables)
         .unwrap_or_default()
         .iter()
         .enumerate()
     {
-        let Some(t) =
-            Table::from_value(d, extra, format!("{}.sni_certificates[{i}]", tls.section()))
-        else {
+        let Some(t) = tls.item_table(
+            d,
+            "sni_certificates",
+            extra,
+            format!("{}.sni_certificates[{i}]", tls.section()),
+        ) else {
             continue;
         };
         pairs.push((

@@ -13,6 +13,7 @@ mod protect;
 pub(crate) mod reader;
 pub mod revocations;
 mod routes;
+pub mod schema;
 mod trace;
 mod upstreams;
 mod values;

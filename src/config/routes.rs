@@ -9,7 +9,8 @@ use serde_spanned::Spanned;
 
 use super::diag::Diagnostics;
 use super::model::*;
-use super::reader::Table;
+use super::reader::{MapOf, Table};
+use super::schema::Items;
 use super::values::header_name;
 use super::values::name_rule;
 use super::values::required_string;
@@ -413,7 +414,7 @@ pub(super) fn header_ops(d: &mut Diagnostics, t: &Table, key: &'static str) -> H
         return out;
     };
     if let Some(set) = ops.table(d, "set") {
-        for (name, value) in set.entries() {
+        for (name, value) in set.entries(MapOf::Strings) {
             let Some(name) = header_name(d, &name) else {
                 continue;
             };
@@ -447,7 +448,7 @@ fn route_split(
     upstreams: &[Upstream],
 ) -> Option<Option<UpstreamSplit>> {
     let key = t.string(d, "split_key");
-    let Some(items) = t.array(d, "upstreams") else {
+    let Some(items) = t.array(d, "upstreams", Items::Tables) else {
         if let Some(k) = key {
             d.error(k.span(), "`split_key` only applies with `upstreams`");
         }
@@ -465,7 +466,12 @@ fn route_split(
     let mut choices = Vec::with_capacity(items.len());
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
-        let Some(u) = Table::from_value(d, item, format!("{}.upstreams[{i}]", t.section())) else {
+        let Some(u) = t.item_table(
+            d,
+            "upstreams",
+            item,
+            format!("{}.upstreams[{i}]", t.section()),
+        ) else {
             ok = false;
             continue;
         };
@@ -504,7 +510,7 @@ fn match_headers(d: &mut Diagnostics, t: &Table) -> Vec<(HeaderName, HeaderValue
     };
     let mut out = Vec::new();
     let mut empty = true;
-    for (name, value) in m.entries() {
+    for (name, value) in m.entries(MapOf::Strings) {
         empty = false;
         let Ok(n) = HeaderName::from_bytes(name.get_ref().to_ascii_lowercase().as_bytes()) else {
             d.error(

@@ -1,7 +1,5 @@
 //! `[tracing]` (CONTRACT §12): where spans go and which are kept.
 
-use toml::de::DeValue;
-
 use super::diag::Diagnostics;
 use super::model::TracingConfig;
 use super::reader::Table;
@@ -29,26 +27,9 @@ pub(super) fn tracing(d: &mut Diagnostics, root: &Table) -> Option<TracingConfig
         let span = t.raw("service_name").map_or_else(|| t.span(), |v| v.span());
         d.error(span, "`service_name` must be 1 to 255 characters");
     }
-    let sample_ratio = match t.raw("sample_ratio") {
-        None => Some(1.0),
-        Some(value) => {
-            let n = match value.get_ref() {
-                DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
-                DeValue::Integer(i) => i.as_str().parse::<f64>().ok(),
-                _ => None,
-            };
-            match n {
-                Some(n) if (0.0..=1.0).contains(&n) => Some(n),
-                _ => {
-                    d.error(
-                        value.span(),
-                        "`sample_ratio` must be a number from 0.0 to 1.0",
-                    );
-                    None
-                }
-            }
-        }
-    };
+    let sample_ratio = t
+        .fraction(d, "sample_ratio")
+        .or_else(|| t.raw("sample_ratio").is_none().then_some(1.0));
     let trust_incoming = t.boolean(d, "trust_incoming").unwrap_or(true);
     t.finish(d);
     Some(TracingConfig {

@@ -10,7 +10,8 @@ use toml::de::DeValue;
 use super::diag::Diagnostics;
 use super::model::*;
 use super::parse::ONE_HOUR_MS;
-use super::reader::{Table, Value};
+use super::reader::{MapOf, Table, Value};
+use super::schema::Items;
 use super::values::existing_file;
 use super::values::name_rule;
 use super::values::required_string;
@@ -22,11 +23,11 @@ pub(super) fn upstreams(d: &mut Diagnostics, root: &Table) -> Vec<Upstream> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (name, value) in all.entries() {
+    for (name, value) in all.entries(MapOf::Tables) {
         if !valid_name(name.get_ref()) {
             d.error(name.span(), name_rule(name.get_ref()));
         }
-        let Some(t) = Table::from_value(d, value, format!("upstreams.{}", name.get_ref())) else {
+        let Some(t) = all.entry_table(d, name.get_ref(), value) else {
             continue;
         };
         if let Some(u) = upstream(d, &t, name.get_ref()) {
@@ -216,7 +217,7 @@ pub(super) fn outlier_detection(d: &mut Diagnostics, o: &Table) -> Option<Outlie
 }
 
 pub(super) fn targets(d: &mut Diagnostics, t: &Table) -> Option<Vec<Target>> {
-    let Some(items) = t.array(d, "targets") else {
+    let Some(items) = t.array(d, "targets", Items::StringsOrTables) else {
         d.error(t.span(), format!("[{}] needs `targets`", t.section()));
         return None;
     };
@@ -228,7 +229,7 @@ pub(super) fn targets(d: &mut Diagnostics, t: &Table) -> Option<Vec<Target>> {
         let parsed = match item.get_ref() {
             DeValue::String(s) => target_addr(d, item, s).map(|addr| Target { addr, weight: 1 }),
             DeValue::Table(_) => {
-                let tt = Table::from_value(d, item, format!("{}.targets", t.section()))?;
+                let tt = t.item_table(d, "targets", item, format!("{}.targets", t.section()))?;
                 let addr = required_string(d, &tt, "address");
                 let weight = tt.integer(d, "weight", 1..=1000).unwrap_or(1) as usize;
                 tt.finish(d);

@@ -7,6 +7,7 @@ use toml::de::DeValue;
 use super::diag::Diagnostics;
 use super::model::{RouteWaf, WafConfig, WafMode, WafOversize};
 use super::reader::Table;
+use super::schema::Items;
 use crate::core::location::Located;
 
 /// Pingora replays a body read before forwarding only up to 64 KiB, so a
@@ -102,7 +103,10 @@ pub(super) fn route_waf(d: &mut Diagnostics, t: &Table, has_waf: bool) -> RouteW
         d.error(span, "a route with `waf` needs a [waf] section");
     }
     let mut exclude_rules = Vec::new();
-    for item in t.array(d, "waf_exclude_rules").unwrap_or_default() {
+    for item in t
+        .array(d, "waf_exclude_rules", Items::Integers)
+        .unwrap_or_default()
+    {
         let id = match item.get_ref() {
             DeValue::Integer(i) => u32::from_str_radix(i.as_str(), i.radix())
                 .ok()

@@ -156,3 +156,38 @@ fn garbage_requests_never_take_the_process_down() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "pong");
 }
+
+#[test]
+fn schema_describes_the_shipped_configurations_and_refuses_a_typo() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_cli(&["schema"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let as_json = |text: &str| serde_json::to_value(toml::from_str::<toml::Value>(text).unwrap());
+    for conf in ["conf/demo.toml", "conf/portcullis.toml"] {
+        let text = std::fs::read_to_string(root.join(conf)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&as_json(&text).unwrap())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{conf}: {errors:?}");
+        let typo = text.replacen("[server]", "[server]\nworker_threads = 4", 1);
+        assert!(
+            !validator.is_valid(&as_json(&typo).unwrap()),
+            "{conf} with a typo"
+        );
+    }
+
+    let out = run_cli(&["schema", "--keys"]);
+    assert!(out.status.success());
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let validator = jsonschema::validator_for(&keys).unwrap();
+    let text = std::fs::read_to_string(root.join("conf/demo-api-keys.toml")).unwrap();
+    assert!(validator.is_valid(&as_json(&text).unwrap()));
+}

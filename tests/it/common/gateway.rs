@@ -245,7 +245,9 @@ impl Gateway {
             child: None,
         };
         gw.child = Some(gw.spawn_run(&[]));
-        gw.wait_ready().map(|()| gw)
+        gw.wait_ready()?;
+        super::schema::assert_accepted(&full);
+        Ok(gw)
     }
 
     fn spawn_run(&self, extra_args: &[&str]) -> Child {

@@ -10,6 +10,7 @@ pub mod idp;
 pub mod jwt;
 pub mod raw_upstream;
 pub mod redis;
+pub mod schema;
 pub mod sink;
 pub mod upstream;
 
