@@ -27,6 +27,7 @@ fn authenticator(count: usize) -> ApiKeyAuthenticator {
             roles: vec!["partner".into()],
             expires_at: None,
             disabled: false,
+            opaque: false,
         })
         .collect();
     let config = ApiKeyProvider {

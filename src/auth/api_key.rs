@@ -1,7 +1,10 @@
 //! The `api_key` provider: keys of the form `pc_<id>_<secret>`, looked up
 //! by id and checked by comparing the SHA-256 of the whole key with the
-//! stored hash in constant time. Plaintext keys exist only in the client's
-//! request; logs name the key id at most.
+//! stored hash in constant time. Keys of any other form (`opaque = true`,
+//! e.g. carried over from Kong) are looked up by that SHA-256 itself: the
+//! lookup's timing depends on a digest the client cannot steer, never on
+//! the key. Plaintext keys exist only in the client's request; logs name
+//! the key id at most.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ pub struct ApiKeyAuthenticator {
     provider: AuthProvider,
     config: ApiKeyProvider,
     by_id: HashMap<String, KeyEntry>,
+    by_hash: HashMap<[u8; 32], KeyEntry>,
 }
 
 struct KeyEntry {
@@ -33,33 +37,34 @@ struct KeyEntry {
 impl ApiKeyAuthenticator {
     pub fn new(provider: AuthProvider, config: ApiKeyProvider) -> Self {
         let name: Arc<str> = provider.name.as_str().into();
-        let by_id = config
-            .keys
-            .iter()
-            .map(|k| {
-                let identity = Arc::new(Identity {
-                    method: AuthMethod::ApiKey,
-                    provider: name.clone(),
-                    subject: k.consumer.clone(),
-                    consumer: Some(k.consumer.clone()),
-                    scopes: k.scopes.clone(),
-                    roles: k.roles.clone(),
-                    claims: serde_json::Map::new(),
-                    forwarded: Default::default(),
-                });
-                (
-                    k.id.clone(),
-                    KeyEntry {
-                        key: k.clone(),
-                        identity,
-                    },
-                )
-            })
-            .collect();
+        let mut by_id = HashMap::new();
+        let mut by_hash = HashMap::new();
+        for k in config.keys.iter() {
+            let identity = Arc::new(Identity {
+                method: AuthMethod::ApiKey,
+                provider: name.clone(),
+                subject: k.consumer.clone(),
+                consumer: Some(k.consumer.clone()),
+                scopes: k.scopes.clone(),
+                roles: k.roles.clone(),
+                claims: serde_json::Map::new(),
+                forwarded: Default::default(),
+            });
+            let entry = KeyEntry {
+                key: k.clone(),
+                identity,
+            };
+            if k.opaque {
+                by_hash.insert(k.hash, entry);
+            } else {
+                by_id.insert(k.id.clone(), entry);
+            }
+        }
         ApiKeyAuthenticator {
             provider,
             config,
             by_id,
+            by_hash,
         }
     }
 
@@ -142,14 +147,16 @@ impl Authenticator for ApiKeyAuthenticator {
         if presented.is_empty() || presented.len() > MAX_KEY_BYTES {
             return Err(AuthError::invalid("malformed", "the API key is malformed"));
         }
-        let id =
-            key_id(presented).ok_or(AuthError::invalid("malformed", "the API key is malformed"))?;
-        let unknown = AuthError::invalid("unknown_key", "the API key is not valid");
-        let entry = self.by_id.get(id).ok_or(unknown.clone())?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if !bool::from(digest.ct_eq(&entry.key.hash)) {
-            return Err(unknown);
-        }
+        let unknown = AuthError::invalid("unknown_key", "the API key is not valid");
+        let entry = match key_id(presented).and_then(|id| self.by_id.get(id)) {
+            Some(entry) if bool::from(digest.ct_eq(&entry.key.hash)) => entry,
+            Some(_) => return Err(unknown),
+            None if self.by_hash.is_empty() && key_id(presented).is_none() => {
+                return Err(AuthError::invalid("malformed", "the API key is malformed"))
+            }
+            None => self.by_hash.get(&digest).ok_or(unknown)?,
+        };
         if entry.key.disabled {
             return Err(AuthError::invalid("disabled", "the API key is disabled"));
         }
@@ -160,7 +167,7 @@ impl Authenticator for ApiKeyAuthenticator {
     }
 
     fn status(&self) -> serde_json::Value {
-        serde_json::json!({"kind": "api_key", "keys": self.by_id.len()})
+        serde_json::json!({"kind": "api_key", "keys": self.by_id.len() + self.by_hash.len()})
     }
 }
 

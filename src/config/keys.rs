@@ -52,10 +52,17 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<ApiKey>, Vec<ConfigError
 pub(super) fn file(d: &mut Diagnostics, root: &Table) -> Vec<ApiKey> {
     let mut keys: Vec<ApiKey> = Vec::new();
     let mut ids = std::collections::HashSet::new();
+    let mut opaque = std::collections::HashSet::new();
     for t in root.tables(d, "keys") {
         if let Some(key) = key(d, &t) {
             if !ids.insert(key.id.clone()) {
                 d.error(t.span(), format!("duplicate key id `{}`", key.id));
+            }
+            if key.opaque && !opaque.insert(key.hash) {
+                d.error(
+                    t.span(),
+                    format!("key `{}`: another opaque key has the same hash", key.id),
+                );
             }
             keys.push(key);
         }
@@ -84,6 +91,8 @@ struct RawKey {
     expires_at: Option<toml::Value>,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    opaque: bool,
 }
 
 /// The typed path: `None` at the first problem of any kind. Entries are
@@ -122,8 +131,9 @@ fn fast(text: &str) -> Option<Vec<ApiKey>> {
         keys.extend(part?);
     }
     let mut ids = std::collections::HashSet::with_capacity(keys.len());
+    let mut opaque = std::collections::HashSet::new();
     keys.iter()
-        .all(|k| ids.insert(k.id.as_str()))
+        .all(|k| ids.insert(k.id.as_str()) && (!k.opaque || opaque.insert(k.hash)))
         .then_some(keys)
 }
 
@@ -168,6 +178,7 @@ fn fast_chunk(text: &str) -> Option<Vec<ApiKey>> {
                 roles: k.roles,
                 expires_at,
                 disabled: k.disabled,
+                opaque: k.opaque,
             })
         })
         .collect()
@@ -205,6 +216,7 @@ fn key(d: &mut Diagnostics, t: &Table) -> Option<ApiKey> {
     let roles = list(d, "roles");
     let expires_at = expires_at(d, t);
     let disabled = t.boolean(d, "disabled").unwrap_or(false);
+    let opaque = t.boolean(d, "opaque").unwrap_or(false);
     for (name, present) in [
         ("id", id.is_some()),
         ("consumer", consumer.is_some()),
@@ -235,6 +247,7 @@ fn key(d: &mut Diagnostics, t: &Table) -> Option<ApiKey> {
         roles,
         expires_at: expires_at?,
         disabled,
+        opaque,
     })
 }
 

@@ -611,6 +611,9 @@ pub struct ApiKey {
     /// Unix seconds.
     pub expires_at: Option<u64>,
     pub disabled: bool,
+    /// A key of any form (one carried over from another gateway), found by
+    /// its hash; a `pc_<id>_<secret>` key is found by the id inside it.
+    pub opaque: bool,
 }
 
 impl std::fmt::Debug for ApiKey {

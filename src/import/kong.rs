@@ -27,6 +27,8 @@ const LISTEN: &str = "0.0.0.0:8000";
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 /// What `secret_file` needs for an HS* provider.
 const MIN_HMAC_SECRET: usize = 32;
+/// Below this, a key carried over is reported as guessable from its hash.
+const MIN_OPAQUE_KEY: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -218,6 +220,8 @@ struct Kong<'a> {
     routes_out: Vec<(String, bool)>,
     keys_out: String,
     keys_converted: usize,
+    /// Hashes of the opaque keys written, which must differ.
+    opaque_hashes: std::collections::HashSet<String>,
     files: Vec<(String, Vec<u8>)>,
     redis_url: Option<String>,
     on_error: Option<&'static str>,
@@ -280,6 +284,7 @@ impl<'a> Kong<'a> {
             routes_out: Vec::new(),
             keys_out: String::new(),
             keys_converted: 0,
+            opaque_hashes: Default::default(),
             files: Vec::new(),
             redis_url: None,
             on_error: None,
@@ -878,17 +883,28 @@ impl<'a> Kong<'a> {
             );
             return;
         };
-        let Some(id) = portcullis_key_id(&key) else {
-            self.not(
-                path,
-                "the key is not of Portcullis' form pc_<id>_<secret> (letters and digits), which its keys file needs; \
-                 give this consumer a new key with `portcullis apikey generate --consumer NAME`",
-            );
-            return;
+        let (id, opaque) = match portcullis_key_id(&key) {
+            Some(id) => (id.to_string(), false),
+            None => (opaque_key_id(cred, self.keys_converted + 1), true),
         };
-        if self.keys_out.contains(&format!("id = {}\n", q(id))) {
+        if self.keys_out.contains(&format!("id = {}\n", q(&id))) {
             self.not(path, format!("a second key with id {id}"));
             return;
+        }
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        if opaque && !self.opaque_hashes.insert(hash.clone()) {
+            self.not(path, "the same key as an earlier credential");
+            return;
+        }
+        if opaque && key.chars().count() < MIN_OPAQUE_KEY {
+            self.approx(
+                path,
+                format!(
+                    "a key of {} characters can be guessed from its hash if the keys file leaks; \
+                     replace it with `portcullis apikey generate --consumer NAME`",
+                    key.chars().count()
+                ),
+            );
         }
         if cred.get("ttl").is_some_and(|v| !is_default(v)) {
             self.not(
@@ -896,14 +912,14 @@ impl<'a> Kong<'a> {
                 "set expires_at in the keys file instead",
             );
         }
-        let hash = hex::encode(Sha256::digest(key.as_bytes()));
         let _ = write!(
             self.keys_out,
-            "\n[[keys]]\nid = {}\nconsumer = {}\nhash = {}\nroles = {}\n",
-            q(id),
+            "\n[[keys]]\nid = {}\nconsumer = {}\nhash = {}\nroles = {}\n{}",
+            q(&id),
             q(consumer),
             q(&format!("sha256:{hash}")),
             qs(groups),
+            if opaque { "opaque = true\n" } else { "" },
         );
         self.keys_converted += 1;
     }
@@ -1920,6 +1936,17 @@ fn consumer_name(o: &Map<String, Value>) -> Option<String> {
     text(o, "username").or_else(|| text(o, "custom_id"))
 }
 
+/// An id for a key of Kong's own form: the credential's id without its
+/// dashes when it is one, else `kong` and the key's number.
+fn opaque_key_id(cred: &Map<String, Value>, number: usize) -> String {
+    text(cred, "id")
+        .map(|id| id.replace('-', ""))
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        .unwrap_or_else(|| format!("kong{number}"))
+}
+
 /// `pc_<id>_<secret>` → id, as the api_key provider reads it.
 fn portcullis_key_id(key: &str) -> Option<&str> {
     let (id, secret) = key.strip_prefix("pc_")?.split_once('_')?;
@@ -2129,11 +2156,12 @@ consumers:
         assert!(c.keys.contains("id = \"id1\""));
         assert!(c.keys.contains(r#"consumer = "a\"b""#));
         assert!(c.notes.iter().all(|n| !n.contains("plain-kong-key")));
-        assert!(c
-            .notes
-            .iter()
-            .any(|n| n.contains("consumers[0].keyauth_credentials[1]: not converted")));
-        assert_eq!(c.keys_converted, 1);
+        assert!(!c.keys.contains("plain-kong-key"));
+        assert!(c.keys.contains("id = \"kong2\""));
+        assert!(c.notes.iter().any(|n| n.contains(
+            "consumers[0].keyauth_credentials[1]: converted approximately: a key of 14 characters"
+        )));
+        assert_eq!(c.keys_converted, 2);
     }
 
     #[test]

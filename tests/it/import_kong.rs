@@ -21,7 +21,9 @@ use crate::common::{assert_error, request, Response, Upstream};
 
 const ALICE_KEY: &str = "pc_alice1_AliceSecretAliceSecretAliceSecret42";
 const BOB_KEY: &str = "pc_bob1_BobSecretBobSecretBobSecretBobSecret7";
+/// Keys of Kong's own form, carried over as opaque keys (found by hash).
 const CAROL_KEY: &str = "carol-legacy-kong-key-0123456789";
+const DAVE_KEY: &str = "dave-short";
 const HMAC_SECRET: &str = "alice-hmac-secret-of-at-least-32-characters";
 
 struct Imported {
@@ -160,6 +162,15 @@ consumers:
 {pem}  - username: carol
     keyauth_credentials:
       - key: {CAROL_KEY}
+        id: 5a1f3c2e-0b7d-4e8a-9c6f-1d2e3f4a5b6c
+    acls:
+      - group: buyers
+  - username: dave
+    keyauth_credentials:
+      - key: {DAVE_KEY}
+      - key: {CAROL_KEY}
+    acls:
+      - group: buyers
 plugins:
   - name: prometheus
   - name: rate-limiting
@@ -255,7 +266,8 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     for expected in [
         "kong.yaml: plugins[0]: not converted: plugin prometheus has no Portcullis equivalent",
         "kong.yaml: plugins[1]: not converted: plugin rate-limiting for consumer bob",
-        "kong.yaml: consumers[2].keyauth_credentials[0]: not converted: the key is not of Portcullis' form",
+        "kong.yaml: consumers[3].keyauth_credentials[0]: converted approximately: a key of 10 characters can be guessed from its hash",
+        "kong.yaml: consumers[3].keyauth_credentials[1]: not converted: the same key as an earlier credential",
         "kong.yaml: services[1].routes[4].paths[0]: not converted: regex path",
         "kong.yaml: services[1].routes[0].plugins[0].config.remove.querystring: not converted",
         "kong.yaml: services[1].routes[0].plugins[0].config.add.headers: converted approximately",
@@ -267,7 +279,7 @@ fn import_kong_converts_checks_and_answers_like_kong() {
 
     // No plaintext key anywhere in the output, and never echoed.
     let written = every_file(&out);
-    for key in [ALICE_KEY, BOB_KEY, CAROL_KEY] {
+    for key in [ALICE_KEY, BOB_KEY, CAROL_KEY, DAVE_KEY] {
         assert!(!written.contains(key), "{key} written out");
         assert!(!run.stderr.contains(key) && !run.stdout.contains(key));
         let secret = key.rsplit('_').next().unwrap();
@@ -276,6 +288,11 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     let keys = fs::read_to_string(out.join("api_keys.toml")).unwrap();
     assert!(
         keys.contains("id = \"alice1\"") && keys.contains("roles = [\"buyers\"]"),
+        "{keys}"
+    );
+    assert!(
+        keys.contains("id = \"5a1f3c2e0b7d4e8a9c6f1d2e3f4a5b6c\"\nconsumer = \"carol\"")
+            && keys.matches("opaque = true").count() == 2,
         "{keys}"
     );
 
@@ -325,8 +342,20 @@ fn import_kong_converts_checks_and_answers_like_kong() {
         401,
         "invalid_api_key",
     );
+    // Kong-form keys work as they did in Kong.
+    for (key, consumer) in [(CAROL_KEY, "carol"), (DAVE_KEY, "dave")] {
+        let r = call(addr, "GET", "/orders/7", &[("apikey", key)], None);
+        assert_eq!(r.status, 200, "{key}: {}", r.body_str());
+        assert_eq!(r.json()["headers"]["x-auth-consumer"], consumer);
+    }
     assert_error(
-        &call(addr, "GET", "/orders/7", &[("apikey", CAROL_KEY)], None),
+        &call(
+            addr,
+            "GET",
+            "/orders/7",
+            &[("apikey", "carol-legacy-kong-key-012345678")],
+            None,
+        ),
         401,
         "invalid_api_key",
     );
