@@ -10,12 +10,13 @@ use serde_spanned::Spanned;
 use super::authz::cidr_rules;
 use super::diag::Diagnostics;
 use super::model::{
-    CorsSpec, Limit, Lockout, OnError, Pending, Protection, RateKey, RouteRateLimit, StoreConfig,
-    StoreKind,
+    CorsSpec, Limit, Lockout, OnError, Pending, Protection, RateKey, RedisTls, RouteRateLimit,
+    StoreConfig, StoreKind,
 };
 use super::reader::Table;
 use super::values::header_name;
 use crate::core::location::Located;
+use crate::core::secret::Secret;
 
 const ONE_DAY_SECONDS: u64 = 86_400;
 const MAX_REQUESTS: u64 = 1_000_000_000;
@@ -54,24 +55,10 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
     };
     let kind = t.string(d, "kind");
     let url = t.string(d, "redis_url");
-    match kind.as_ref().map(|k| k.get_ref().as_str()) {
-        None | Some("local") => {
-            if let Some(u) = &url {
-                d.error(u.span(), "`redis_url` needs `kind = \"redis\"`");
-            }
-        }
-        Some("redis") => match url {
-            Some(u) if valid_redis_url(u.get_ref()) => {
-                out.kind = StoreKind::Redis {
-                    url: u.into_inner(),
-                }
-            }
-            Some(u) => d.error(
-                u.span(),
-                "`redis_url` must be a redis:// or unix:// URL (rediss:// is not supported)",
-            ),
-            None => d.error(t.span(), "`kind = \"redis\"` needs a `redis_url`"),
-        },
+    let cluster = t.strings(d, "redis_cluster_urls");
+    let is_redis = match kind.as_ref().map(|k| k.get_ref().as_str()) {
+        None | Some("local") => false,
+        Some("redis") => true,
         Some(other) => {
             if let Some(k) = &kind {
                 d.error(
@@ -79,8 +66,50 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
                     format!("unknown rate-limit store `{other}`; use \"local\" or \"redis\""),
                 );
             }
+            false
         }
+    };
+    let mut tls_url = false;
+    match (url, cluster) {
+        (Some(u), _) if !is_redis => d.error(u.span(), "`redis_url` needs `kind = \"redis\"`"),
+        (_, Some(c)) if !is_redis => d.error(
+            t.raw("redis_cluster_urls").map_or(t.span(), |v| v.span()),
+            format!(
+                "`redis_cluster_urls` needs `kind = \"redis\"` ({} seed URLs given)",
+                c.len()
+            ),
+        ),
+        _ if !is_redis => {}
+        (Some(u), Some(_)) => d.error(
+            u.span(),
+            "`redis_url` and `redis_cluster_urls` are exclusive: one server or one cluster",
+        ),
+        (Some(u), None) => {
+            if let Some(scheme) = redis_url(d, &u, false) {
+                tls_url = scheme == Scheme::Tls;
+                out.kind = StoreKind::Redis {
+                    url: u.into_inner(),
+                };
+            }
+        }
+        (None, Some(seeds)) => {
+            let span = t.raw("redis_cluster_urls").map_or(t.span(), |v| v.span());
+            if let Some((urls, tls)) = cluster_urls(d, span, seeds) {
+                tls_url = tls;
+                out.kind = StoreKind::RedisCluster { urls };
+            }
+        }
+        (None, None) => d.error(
+            t.span(),
+            "`kind = \"redis\"` needs a `redis_url` or `redis_cluster_urls`",
+        ),
     }
+    out.tls = redis_tls(
+        d,
+        &t,
+        tls_url,
+        matches!(out.kind, StoreKind::RedisCluster { .. }),
+    );
     if let Some(e) = t.string(d, "on_error") {
         out.on_error = match e.get_ref().as_str() {
             "local" => OnError::Local,
@@ -105,12 +134,236 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
     out
 }
 
-fn valid_redis_url(url: &str) -> bool {
-    reqwest::Url::parse(url).is_ok_and(|u| match u.scheme() {
-        "redis" => u.host().is_some(),
-        "unix" | "redis+unix" => !u.path().is_empty(),
+/// Seed nodes a cluster client could learn the whole cluster from.
+const MAX_CLUSTER_SEEDS: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Plain,
+    Tls,
+}
+
+/// Checks one Redis URL; its scheme when valid. Errors never echo the URL
+/// (it may hold a password).
+fn redis_url(d: &mut Diagnostics, u: &Spanned<String>, cluster: bool) -> Option<Scheme> {
+    let key = if cluster {
+        "redis_cluster_urls"
+    } else {
+        "redis_url"
+    };
+    let Ok(parsed) = reqwest::Url::parse(u.get_ref()) else {
+        d.error(u.span(), format!("`{key}`: not a URL"));
+        return None;
+    };
+    if parsed.fragment().is_some() {
+        // The redis crate reads `#insecure` as "skip certificate checks".
+        d.error(
+            u.span(),
+            format!("`{key}`: no `#` fragment (certificate checks cannot be turned off)"),
+        );
+        return None;
+    }
+    let scheme = match parsed.scheme() {
+        "redis" if parsed.host().is_some() => Some(Scheme::Plain),
+        "rediss" if parsed.host().is_some() => Some(Scheme::Tls),
+        "unix" | "redis+unix" if !cluster && !parsed.path().is_empty() => Some(Scheme::Plain),
+        _ => None,
+    };
+    if scheme.is_none() {
+        d.error(
+            u.span(),
+            if cluster {
+                format!("`{key}`: each must be a redis:// or rediss:// URL with a host")
+            } else {
+                format!("`{key}` must be a redis://, rediss:// or unix:// URL")
+            },
+        );
+    }
+    scheme
+}
+
+/// The seed URLs and whether they are TLS; all alike, since the nodes the
+/// client learns of are reached the same way and with the same account.
+fn cluster_urls(
+    d: &mut Diagnostics,
+    span: std::ops::Range<usize>,
+    seeds: Vec<Spanned<String>>,
+) -> Option<(Vec<String>, bool)> {
+    if seeds.is_empty() || seeds.len() > MAX_CLUSTER_SEEDS {
+        d.error(
+            span,
+            format!("`redis_cluster_urls` needs 1 to {MAX_CLUSTER_SEEDS} seed URLs"),
+        );
+        return None;
+    }
+    let mut first: Option<(Scheme, String, Option<String>)> = None;
+    let mut ok = true;
+    for seed in &seeds {
+        let Some(scheme) = redis_url(d, seed, true) else {
+            ok = false;
+            continue;
+        };
+        let Ok(parsed) = reqwest::Url::parse(seed.get_ref()) else {
+            ok = false;
+            continue;
+        };
+        let account = (
+            scheme,
+            parsed.username().to_string(),
+            parsed.password().map(str::to_string),
+        );
+        match &first {
+            None => first = Some(account),
+            Some(f) if *f == account => {}
+            Some(f) if f.0 != account.0 => {
+                d.error(
+                    seed.span(),
+                    "`redis_cluster_urls`: all redis:// or all rediss://",
+                );
+                ok = false;
+            }
+            Some(_) => {
+                d.error(
+                    seed.span(),
+                    "`redis_cluster_urls`: every seed needs the same user and password",
+                );
+                ok = false;
+            }
+        }
+    }
+    let tls = first.is_some_and(|f| f.0 == Scheme::Tls);
+    ok.then(|| (seeds.into_iter().map(Spanned::into_inner).collect(), tls))
+}
+
+/// `redis_ca_file`, `redis_cert_file` and `redis_key_file`, read and
+/// checked now so that a broken file is an error at its key.
+fn redis_tls(d: &mut Diagnostics, t: &Table, tls_url: bool, cluster: bool) -> RedisTls {
+    let mut out = RedisTls::default();
+    let ca = t.string(d, "redis_ca_file");
+    let cert = t.string(d, "redis_cert_file");
+    let key = t.string(d, "redis_key_file");
+    let given = [&ca, &cert, &key];
+    if !tls_url {
+        for (name, value) in ["redis_ca_file", "redis_cert_file", "redis_key_file"]
+            .into_iter()
+            .zip(given)
+        {
+            if let Some(v) = value {
+                d.error(v.span(), format!("`{name}` needs a rediss:// URL"));
+            }
+        }
+        return out;
+    }
+    if cluster {
+        // The redis crate's cluster client takes its own roots and client
+        // certificates with rustls only; on OpenSSL it trusts the system's.
+        for (name, value) in ["redis_ca_file", "redis_cert_file", "redis_key_file"]
+            .into_iter()
+            .zip(given)
+        {
+            if let Some(v) = value {
+                d.error(
+                    v.span(),
+                    format!("`{name}` is not supported with `redis_cluster_urls` (cluster nodes are verified against the system's roots)"),
+                );
+            }
+        }
+        return out;
+    }
+    if let Some(ca) = ca {
+        out.ca = read_pem_certificates(d, &ca, "redis_ca_file");
+    }
+    match (cert, key) {
+        (None, None) => {}
+        (Some(c), None) => d.error(c.span(), "`redis_cert_file` needs `redis_key_file`"),
+        (None, Some(k)) => d.error(k.span(), "`redis_key_file` needs `redis_cert_file`"),
+        (Some(c), Some(k)) => {
+            let chain = read_pem_certificates(d, &c, "redis_cert_file");
+            let secret = read_client_key(d, &k);
+            if let (Some(chain), Some(secret)) = (chain, secret) {
+                if certificate_matches_key(&chain, &secret) {
+                    out.client = Some((chain, secret));
+                } else {
+                    d.error(
+                        k.span(),
+                        format!(
+                            "`{}` is not the key of the certificate in `{}`",
+                            k.get_ref(),
+                            c.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A PEM file of one or more certificates, as read.
+fn read_pem_certificates(
+    d: &mut Diagnostics,
+    file: &Spanned<String>,
+    key: &str,
+) -> Option<Vec<u8>> {
+    let pem = match std::fs::read(file.get_ref()) {
+        Ok(pem) => pem,
+        Err(e) => {
+            d.error(
+                file.span(),
+                format!("cannot read `{}`: {e}", file.get_ref()),
+            );
+            return None;
+        }
+    };
+    match openssl::x509::X509::stack_from_pem(&pem) {
+        Ok(certs) if !certs.is_empty() => Some(pem),
+        _ => {
+            d.error(
+                file.span(),
+                format!("`{key}`: `{}` holds no PEM certificate", file.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// The client key: an unencrypted PKCS#8 PEM, which is what the TLS
+/// library takes. Its contents are never echoed.
+fn read_client_key(d: &mut Diagnostics, file: &Spanned<String>) -> Option<Secret> {
+    let text = match std::fs::read_to_string(file.get_ref()) {
+        Ok(text) => text,
+        Err(e) => {
+            d.error(
+                file.span(),
+                format!("cannot read `{}`: {e}", file.get_ref()),
+            );
+            return None;
+        }
+    };
+    let pkcs8 = text.contains("-----BEGIN PRIVATE KEY-----")
+        && openssl::pkey::PKey::private_key_from_pem(text.as_bytes()).is_ok();
+    if !pkcs8 {
+        d.error(
+            file.span(),
+            format!(
+                "`redis_key_file`: `{}` is not an unencrypted PKCS#8 PEM private key (`openssl pkcs8 -topk8 -nocrypt` converts one)",
+                file.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(Secret::new(text))
+}
+
+fn certificate_matches_key(chain: &[u8], key: &Secret) -> bool {
+    let leaf = openssl::x509::X509::stack_from_pem(chain)
+        .ok()
+        .and_then(|certs| certs.into_iter().next());
+    let key = openssl::pkey::PKey::private_key_from_pem(key.expose().as_bytes()).ok();
+    match (leaf.and_then(|l| l.public_key().ok()), key) {
+        (Some(public), Some(key)) => public.public_eq(&key),
         _ => false,
-    })
+    }
 }
 
 /// A route's `rate_limit = { per, requests, window_seconds, burst }`.
