@@ -207,6 +207,14 @@ fn cluster_urls(
             ok = false;
             continue;
         };
+        if !matches!(parsed.path(), "" | "/" | "/0") {
+            d.error(
+                seed.span(),
+                "`redis_cluster_urls`: a cluster has database 0 only (no `/db`)",
+            );
+            ok = false;
+            continue;
+        }
         let account = (
             scheme,
             parsed.username().to_string(),

@@ -515,6 +515,10 @@ fn redis_cluster_seeds_are_alike_and_exclusive_with_redis_url() {
     assert!(errs[0].contains("the same user and password"), "{errs:?}");
     assert!(!errs[0].contains("secret"), "{errs:?}");
     let errs = errors(&with_store(
+        "redis_cluster_urls = [\"redis://10.0.0.1:7000/3\"]\n",
+    ));
+    assert!(errs[0].contains("database 0 only"), "{errs:?}");
+    let errs = errors(&with_store(
         "redis_cluster_urls = [\"unix:///run/redis.sock\"]\n",
     ));
     assert!(

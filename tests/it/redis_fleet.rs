@@ -396,3 +396,76 @@ fn cluster_node_killed_mid_run_follows_on_error_and_recovers() {
         );
     }
 }
+
+#[test]
+fn a_reload_rereads_the_redis_ca_file() {
+    let pki = Pki::new("redis");
+    let redis = pki.server(false);
+    let dir = TempDir::new().unwrap();
+    let ca = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca, Pki::new("other").ca).unwrap();
+    let key = TestKey::rsa("k1");
+    let up = Upstream::start("app");
+    let gw = protection::start(
+        &key,
+        &up,
+        &format!(
+            "[rate_limit_store]\nkind = \"redis\"\nredis_url = \"{}\"\nredis_ca_file = {}\non_error = \"deny\"\ntimeout_ms = 1000\n",
+            redis.tls_url("127.0.0.1"),
+            toml_str(&ca.to_string_lossy())
+        ),
+        &protection::route("api", false, &protection::limit("route", 1, 3600, 3)),
+    );
+    // The wrong CA: Redis is never reached, on_error = "deny" refuses.
+    assert_eq!(protection::count_ok(gw.addr, "/api", 2), 0);
+    assert!(gw
+        .wait_security_event("rate_limit_store_unavailable")
+        .is_some());
+
+    std::fs::write(&ca, &pki.ca).unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_security_event("config_reloaded").is_some());
+    assert_eq!(protection::count_ok(gw.addr, "/api", 5), 3);
+
+    // A broken file is a failed reload at its place; the store stays.
+    std::fs::write(&ca, "garbage").unwrap();
+    gw.signal("HUP");
+    let failed = gw
+        .wait_security_event("config_reload_failed")
+        .expect("reload must fail");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("holds no PEM certificate"), "{reason}");
+    assert_eq!(protection::count_ok(gw.addr, "/api", 1), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_down_when_the_gateway_starts_is_used_once_it_is_up() {
+    let mut cluster = RedisCluster::start();
+    for node in &mut cluster.nodes {
+        node.stop();
+    }
+    let g = cluster_gateway(&cluster, OnError::Deny);
+    assert_eq!(g.allowed(b"late", &limit(3), 2).await, 0);
+    let events = g.events_with("rate_limit_store_unavailable").await;
+    assert_eq!(names(&events), ["rate_limit_store_unavailable"]);
+
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    assert!(cluster.wait_ok(), "the cluster did not come back");
+    let mut allowed = false;
+    for _ in 0..WAIT.as_millis() / 50 {
+        if g.store.check(b"late", &limit(3)).await.allowed {
+            allowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(allowed, "never connected: {:?}", g.events());
+    assert_eq!(
+        names(&g.events_with("rate_limit_store_recovered").await),
+        ["rate_limit_store_unavailable", "rate_limit_store_recovered"]
+    );
+    // The bucket is shared from now on: 2 more, then refused.
+    assert_eq!(g.allowed(b"late", &limit(3), 3).await, 2);
+}
