@@ -731,6 +731,13 @@ pub enum StoreKind {
     RedisCluster {
         urls: Vec<String>,
     },
+    /// The primary that Redis Sentinel names (`redis_sentinel_urls`,
+    /// `redis_sentinel_master`: a name, or `redis://[user:password@]NAME[/db]`
+    /// for the primary's own account).
+    RedisSentinel {
+        urls: Vec<String>,
+        master: String,
+    },
 }
 
 /// URLs may hold a password: `Debug` shows them redacted.
@@ -748,6 +755,14 @@ impl fmt::Debug for StoreKind {
                     "urls",
                     &urls.iter().map(|u| redacted(u)).collect::<Vec<_>>(),
                 )
+                .finish(),
+            StoreKind::RedisSentinel { urls, master } => f
+                .debug_struct("RedisSentinel")
+                .field(
+                    "urls",
+                    &urls.iter().map(|u| redacted(u)).collect::<Vec<_>>(),
+                )
+                .field("master", &redacted(master))
                 .finish(),
         }
     }

@@ -14,7 +14,7 @@ use super::model::{
     StoreConfig, StoreKind,
 };
 use super::reader::Table;
-use super::values::header_name;
+use super::values::{header_name, valid_name};
 use crate::core::location::Located;
 use crate::core::secret::Secret;
 
@@ -56,6 +56,8 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
     let kind = t.string(d, "kind");
     let url = t.string(d, "redis_url");
     let cluster = t.strings(d, "redis_cluster_urls");
+    let sentinels = t.strings(d, "redis_sentinel_urls");
+    let master = t.string(d, "redis_sentinel_master");
     let is_redis = match kind.as_ref().map(|k| k.get_ref().as_str()) {
         None | Some("local") => false,
         Some("redis") => true,
@@ -69,40 +71,77 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
             false
         }
     };
+    let span_of = |key: &'static str| t.raw(key).map_or(t.span(), |v| v.span());
+    let given: Vec<&'static str> = [
+        ("redis_url", url.is_some()),
+        ("redis_cluster_urls", cluster.is_some()),
+        ("redis_sentinel_urls", sentinels.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
     let mut tls_url = false;
-    match (url, cluster) {
-        (Some(u), _) if !is_redis => d.error(u.span(), "`redis_url` needs `kind = \"redis\"`"),
-        (_, Some(c)) if !is_redis => d.error(
-            t.raw("redis_cluster_urls").map_or(t.span(), |v| v.span()),
-            format!(
-                "`redis_cluster_urls` needs `kind = \"redis\"` ({} seed URLs given)",
-                c.len()
-            ),
-        ),
-        _ if !is_redis => {}
-        (Some(u), Some(_)) => d.error(
-            u.span(),
-            "`redis_url` and `redis_cluster_urls` are exclusive: one server or one cluster",
-        ),
-        (Some(u), None) => {
-            if let Some(scheme) = redis_url(d, &u, false) {
-                tls_url = scheme == Scheme::Tls;
-                out.kind = StoreKind::Redis {
-                    url: u.into_inner(),
-                };
-            }
+    if !is_redis {
+        for key in &given {
+            d.error(span_of(key), format!("`{key}` needs `kind = \"redis\"`"));
         }
-        (None, Some(seeds)) => {
-            let span = t.raw("redis_cluster_urls").map_or(t.span(), |v| v.span());
-            if let Some((urls, tls)) = cluster_urls(d, span, seeds) {
-                tls_url = tls;
-                out.kind = StoreKind::RedisCluster { urls };
-            }
+    } else if given.len() > 1 {
+        d.error(
+            span_of(given[0]),
+            "`redis_url`, `redis_cluster_urls` and `redis_sentinel_urls` are exclusive: one server, one cluster or one primary found through Sentinel",
+        );
+    } else if let Some(u) = url {
+        if let Some(scheme) = redis_url(d, &u, "redis_url", false) {
+            tls_url = scheme == Scheme::Tls;
+            out.kind = StoreKind::Redis {
+                url: u.into_inner(),
+            };
         }
-        (None, None) => d.error(
+    } else if let Some(seeds) = cluster {
+        if let Some((urls, tls)) = seed_urls(
+            d,
+            "redis_cluster_urls",
+            span_of("redis_cluster_urls"),
+            seeds,
+        ) {
+            tls_url = tls;
+            out.kind = StoreKind::RedisCluster { urls };
+        }
+    } else if let Some(seeds) = sentinels {
+        let urls = seed_urls(
+            d,
+            "redis_sentinel_urls",
+            span_of("redis_sentinel_urls"),
+            seeds,
+        );
+        let master = match &master {
+            Some(m) => sentinel_master(d, m),
+            None => {
+                d.error(
+                    span_of("redis_sentinel_urls"),
+                    "`redis_sentinel_urls` needs `redis_sentinel_master`, the name the sentinels monitor",
+                );
+                None
+            }
+        };
+        if let (Some((urls, _)), Some(master)) = (urls, master) {
+            out.kind = StoreKind::RedisSentinel { urls, master };
+        }
+    } else {
+        d.error(
             t.span(),
-            "`kind = \"redis\"` needs a `redis_url` or `redis_cluster_urls`",
-        ),
+            "`kind = \"redis\"` needs a `redis_url`, `redis_cluster_urls` or `redis_sentinel_urls`",
+        );
+    }
+    if let Some(m) = &master {
+        if !matches!(out.kind, StoreKind::RedisSentinel { .. })
+            && !given.contains(&"redis_sentinel_urls")
+        {
+            d.error(
+                m.span(),
+                "`redis_sentinel_master` needs `redis_sentinel_urls`",
+            );
+        }
     }
     out.tls = redis_tls(
         d,
@@ -134,8 +173,8 @@ pub(super) fn rate_limit_store(d: &mut Diagnostics, root: &Table) -> StoreConfig
     out
 }
 
-/// Seed nodes a cluster client could learn the whole cluster from.
-const MAX_CLUSTER_SEEDS: usize = 64;
+/// Cluster seeds or sentinels: more is a mistake, not a topology.
+const MAX_SEEDS: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scheme {
@@ -145,12 +184,12 @@ enum Scheme {
 
 /// Checks one Redis URL; its scheme when valid. Errors never echo the URL
 /// (it may hold a password).
-fn redis_url(d: &mut Diagnostics, u: &Spanned<String>, cluster: bool) -> Option<Scheme> {
-    let key = if cluster {
-        "redis_cluster_urls"
-    } else {
-        "redis_url"
-    };
+fn redis_url(
+    d: &mut Diagnostics,
+    u: &Spanned<String>,
+    key: &'static str,
+    several: bool,
+) -> Option<Scheme> {
     let Ok(parsed) = reqwest::Url::parse(u.get_ref()) else {
         d.error(u.span(), format!("`{key}`: not a URL"));
         return None;
@@ -166,13 +205,13 @@ fn redis_url(d: &mut Diagnostics, u: &Spanned<String>, cluster: bool) -> Option<
     let scheme = match parsed.scheme() {
         "redis" if parsed.host().is_some() => Some(Scheme::Plain),
         "rediss" if parsed.host().is_some() => Some(Scheme::Tls),
-        "unix" | "redis+unix" if !cluster && !parsed.path().is_empty() => Some(Scheme::Plain),
+        "unix" | "redis+unix" if !several && !parsed.path().is_empty() => Some(Scheme::Plain),
         _ => None,
     };
     if scheme.is_none() {
         d.error(
             u.span(),
-            if cluster {
+            if several {
                 format!("`{key}`: each must be a redis:// or rediss:// URL with a host")
             } else {
                 format!("`{key}` must be a redis://, rediss:// or unix:// URL")
@@ -182,24 +221,24 @@ fn redis_url(d: &mut Diagnostics, u: &Spanned<String>, cluster: bool) -> Option<
     scheme
 }
 
-/// The seed URLs and whether they are TLS; all alike, since the nodes the
-/// client learns of are reached the same way and with the same account.
-fn cluster_urls(
+/// The seed URLs (cluster nodes or sentinels) and whether they are TLS;
+/// all alike, since the nodes the client learns of are reached the same
+/// way and with the same account.
+fn seed_urls(
     d: &mut Diagnostics,
+    key: &'static str,
     span: std::ops::Range<usize>,
     seeds: Vec<Spanned<String>>,
 ) -> Option<(Vec<String>, bool)> {
-    if seeds.is_empty() || seeds.len() > MAX_CLUSTER_SEEDS {
-        d.error(
-            span,
-            format!("`redis_cluster_urls` needs 1 to {MAX_CLUSTER_SEEDS} seed URLs"),
-        );
+    if seeds.is_empty() || seeds.len() > MAX_SEEDS {
+        d.error(span, format!("`{key}` needs 1 to {MAX_SEEDS} URLs"));
         return None;
     }
+    let sentinel = key == "redis_sentinel_urls";
     let mut first: Option<(Scheme, String, Option<String>)> = None;
     let mut ok = true;
     for seed in &seeds {
-        let Some(scheme) = redis_url(d, seed, true) else {
+        let Some(scheme) = redis_url(d, seed, key, true) else {
             ok = false;
             continue;
         };
@@ -207,10 +246,24 @@ fn cluster_urls(
             ok = false;
             continue;
         };
+        if sentinel && scheme == Scheme::Tls {
+            // The redis crate's Sentinel client takes no roots of its own
+            // on OpenSSL, and would reach the primary in plain text.
+            d.error(
+                seed.span(),
+                "`redis_sentinel_urls`: TLS (rediss://) is not supported with Sentinel",
+            );
+            ok = false;
+            continue;
+        }
         if !matches!(parsed.path(), "" | "/" | "/0") {
             d.error(
                 seed.span(),
-                "`redis_cluster_urls`: a cluster has database 0 only (no `/db`)",
+                if sentinel {
+                    "`redis_sentinel_urls`: no `/db` (the primary's database goes in `redis_sentinel_master`)"
+                } else {
+                    "`redis_cluster_urls`: a cluster has database 0 only (no `/db`)"
+                },
             );
             ok = false;
             continue;
@@ -226,14 +279,14 @@ fn cluster_urls(
             Some(f) if f.0 != account.0 => {
                 d.error(
                     seed.span(),
-                    "`redis_cluster_urls`: all redis:// or all rediss://",
+                    format!("`{key}`: all redis:// or all rediss://"),
                 );
                 ok = false;
             }
             Some(_) => {
                 d.error(
                     seed.span(),
-                    "`redis_cluster_urls`: every seed needs the same user and password",
+                    format!("`{key}`: every URL needs the same user and password"),
                 );
                 ok = false;
             }
@@ -241,6 +294,33 @@ fn cluster_urls(
     }
     let tls = first.is_some_and(|f| f.0 == Scheme::Tls);
     ok.then(|| (seeds.into_iter().map(Spanned::into_inner).collect(), tls))
+}
+
+/// `redis_sentinel_master`: the monitored name, or a `redis://` URL whose
+/// host is that name and whose account and database are the primary's.
+fn sentinel_master(d: &mut Diagnostics, m: &Spanned<String>) -> Option<String> {
+    let value = m.get_ref();
+    if valid_name(value) {
+        return Some(value.clone());
+    }
+    let parsed = reqwest::Url::parse(value).ok().filter(|u| {
+        u.scheme() == "redis"
+            && u.fragment().is_none()
+            && u.query().is_none()
+            && u.host_str().is_some_and(valid_name)
+            && match u.path() {
+                "" | "/" => true,
+                p => p[1..].parse::<u16>().is_ok(),
+            }
+    });
+    if parsed.is_none() {
+        d.error(
+            m.span(),
+            "`redis_sentinel_master` must be the monitored name (A-Z a-z 0-9 - _ .) or redis://[user:password@]NAME[/db]",
+        );
+        return None;
+    }
+    Some(value.clone())
 }
 
 /// `redis_ca_file`, `redis_cert_file` and `redis_key_file`, read and

@@ -501,7 +501,7 @@ fn redis_cluster_seeds_are_alike_and_exclusive_with_redis_url() {
     assert!(errs[0].contains("are exclusive"), "{errs:?}");
 
     let errs = errors(&with_store("redis_cluster_urls = []\n"));
-    assert!(errs[0].contains("needs 1 to 64 seed URLs"), "{errs:?}");
+    assert!(errs[0].contains("needs 1 to 64 URLs"), "{errs:?}");
     let errs = errors(&with_store(
         "redis_cluster_urls = [\"redis://10.0.0.1:7000\", \"rediss://10.0.0.2:7000\"]\n",
     ));
@@ -531,7 +531,7 @@ fn redis_cluster_seeds_are_alike_and_exclusive_with_redis_url() {
     assert!(errs[0].contains("needs `kind = \"redis\"`"), "{errs:?}");
     let errs = errors(&with_store("on_error = \"deny\"\n"));
     assert!(
-        errs[0].contains("needs a `redis_url` or `redis_cluster_urls`"),
+        errs[0].contains("needs a `redis_url`, `redis_cluster_urls` or `redis_sentinel_urls`"),
         "{errs:?}"
     );
 }
@@ -621,4 +621,71 @@ fn rediss_files_are_read_checked_and_never_echoed() {
         );
         assert!(!errs[0].contains("pw"), "{errs:?}");
     }
+}
+
+#[test]
+fn redis_sentinel_needs_its_master_and_no_other_topology() {
+    let c = parse_str(
+        Path::new("gw.toml"),
+        &with_store(
+            "redis_sentinel_urls = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]\nredis_sentinel_master = \"redis://app:pw@mymaster/2\"\n",
+        ),
+    )
+    .unwrap();
+    let StoreKind::RedisSentinel { urls, master } = &c.rate_limit_store.kind else {
+        panic!("{:?}", c.rate_limit_store.kind);
+    };
+    assert_eq!(
+        (urls.len(), master.as_str()),
+        (2, "redis://app:pw@mymaster/2")
+    );
+    let shown = format!("{:?}", c.rate_limit_store);
+    assert!(!shown.contains("pw"), "{shown}");
+    assert!(parse_str(
+        Path::new("gw.toml"),
+        &with_store(
+            "redis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"mymaster\"\n"
+        ),
+    )
+    .is_ok());
+
+    let errs = errors(&with_store(
+        "redis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\n",
+    ));
+    assert!(errs[0].starts_with("gw.toml:17:23:"), "{errs:?}");
+    assert!(
+        errs[0].contains("needs `redis_sentinel_master`"),
+        "{errs:?}"
+    );
+    let errs = errors(&with_store(
+        "redis_url = \"redis://10.0.0.1\"\nredis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(errs[0].contains("are exclusive"), "{errs:?}");
+    let errs = errors(&with_store(
+        "redis_url = \"redis://10.0.0.1\"\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(errs[0].starts_with("gw.toml:18:25:"), "{errs:?}");
+    assert!(errs[0].contains("needs `redis_sentinel_urls`"), "{errs:?}");
+    for (master, why) in [
+        ("my master", "must be the monitored name"),
+        ("rediss://:pw@mymaster", "must be the monitored name"),
+        ("redis://:pw@mymaster/x", "must be the monitored name"),
+    ] {
+        let errs = errors(&with_store(&format!(
+            "redis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"{master}\"\n"
+        )));
+        assert!(errs[0].contains(why), "{master}: {errs:?}");
+        assert!(!errs[0].contains("pw"), "{errs:?}");
+    }
+    let errs = errors(&with_store(
+        "redis_sentinel_urls = [\"rediss://10.0.0.1:26379\"]\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(errs[0].contains("not supported with Sentinel"), "{errs:?}");
+    let errs = errors(&with_store(
+        "redis_sentinel_urls = [\"redis://10.0.0.1:26379/1\"]\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(
+        errs[0].contains("goes in `redis_sentinel_master`"),
+        "{errs:?}"
+    );
 }

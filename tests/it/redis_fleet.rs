@@ -2,7 +2,9 @@
 //! TLS `redis-server` (a CA, a client certificate, a wrong CA, a plain
 //! port), and a real three-node Redis Cluster (limits, lockouts, replays
 //! and revocations shared by two gateways; a node killed under each
-//! `on_error`, then restarted). The shared-store tests of
+//! `on_error`, then restarted), and a primary watched by a real Redis
+//! Sentinel (shared by two gateways, followed through a failover). The
+//! shared-store tests of
 //! tests/it/ratelimit_store.rs, protection.rs, replay.rs and revocation.rs
 //! are repeated on each.
 
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use common::gateway::{check, toml_str};
 use common::jwt::TestKey;
-use common::redis::{RedisCluster, RedisServer, TlsFiles};
+use common::redis::{RedisCluster, RedisSentinel, RedisServer, TlsFiles, SENTINEL_MASTER};
 use common::upstream::Upstream;
 use common::wait_until;
 use portcullis::core::secret::Secret;
@@ -468,4 +470,76 @@ async fn a_cluster_down_when_the_gateway_starts_is_used_once_it_is_up() {
     );
     // The bucket is shared from now on: 2 more, then refused.
     assert_eq!(g.allowed(b"late", &limit(3), 3).await, 2);
+}
+
+fn sentinel_gateway(watched: &RedisSentinel, on_error: OnError) -> Gateway {
+    Gateway::with(StoreConfig {
+        kind: StoreKind::RedisSentinel {
+            urls: vec![watched.url()],
+            master: SENTINEL_MASTER.into(),
+        },
+        on_error,
+        timeout: TIMEOUT,
+        ..StoreConfig::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_two_gateways_share_the_primary_and_follow_a_failover() {
+    let mut watched = RedisSentinel::start();
+    let a = sentinel_gateway(&watched, OnError::Deny);
+    let b = sentinel_gateway(&watched, OnError::Deny);
+    store::one_limit_exactly(&a, &b).await;
+    store::lockout_shared(&a, &b).await;
+    assert_eq!(
+        watched
+            .primary
+            .command("EXISTS portcullis:rl:orders|consumer:acme")
+            .unwrap(),
+        ":1"
+    );
+
+    watched.primary.stop();
+    // The old primary is gone: on_error applies.
+    assert_eq!(a.allowed(b"failover", &limit(3), 1).await, 0);
+    let replica = watched.replica.port();
+    assert!(
+        wait_until(WAIT, || watched.primary_port() == Some(replica)),
+        "the sentinel never promoted the replica"
+    );
+    // The probes ask the sentinel again and find the new primary.
+    for g in [&a, &b] {
+        let mut back = false;
+        for _ in 0..WAIT.as_millis() / 50 {
+            if g.store.check(b"probe", &limit(1_000)).await.allowed {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(back, "never found the new primary: {:?}", g.events());
+        assert_eq!(
+            names(&g.events_with("rate_limit_store_recovered").await),
+            ["rate_limit_store_unavailable", "rate_limit_store_recovered"]
+        );
+    }
+    // One bucket again, on the promoted replica.
+    assert_eq!(a.allowed(b"after", &limit(2), 1).await, 1);
+    assert_eq!(b.allowed(b"after", &limit(2), 3).await, 1);
+    assert_eq!(
+        watched
+            .replica
+            .command("EXISTS portcullis:rl:after")
+            .unwrap(),
+        ":1"
+    );
+}
+
+#[test]
+fn sentinel_store_from_the_configuration_file_is_shared_by_two_real_gateways() {
+    let watched = RedisSentinel::start();
+    protection::two_gateways_enforce_one_limit(&format!(
+        "[rate_limit_store]\nkind = \"redis\"\nredis_sentinel_urls = [\"{}\"]\nredis_sentinel_master = \"{SENTINEL_MASTER}\"\ntimeout_ms = 1000\n",
+        watched.url()
+    ));
 }

@@ -18,6 +18,12 @@
 //!   and refreshes the slot map itself. Every script and pipeline touches
 //!   the keys of one slot: a key's parts that must stay together are in a
 //!   `{hash tag}`.
+//! - A primary watched by Redis Sentinel (`redis_sentinel_urls`): the
+//!   sentinels are asked for the primary (which must confirm its role),
+//!   then it is used like one server. Any failed call drops those
+//!   connections, so the next call (the next probe, while down) asks the
+//!   sentinels again: a failover is followed within about a probe period,
+//!   and a demoted primary answering `READONLY` is left too.
 //! - Health: the first failure marks Redis down and emits
 //!   `rate_limit_store_unavailable` once. While down, calls are skipped
 //!   (the caller applies `on_error` at once instead of waiting for a
@@ -27,14 +33,18 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    Client, ClientTlsConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script,
-    ScriptInvocation, TlsCertificates, Value,
+    Client, ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Script, ScriptInvocation,
+    TlsCertificates, Value,
 };
 
 use super::gcra::{self, Params, MICROS};
@@ -100,6 +110,20 @@ impl RedisStore {
                     .build()
                     .map_err(|e| StoreError::RedisUrl(e.to_string()))?,
             ),
+            StoreKind::RedisSentinel { urls, master } => {
+                let (name, account) = primary_account(master)?;
+                let client = SentinelClient::build(
+                    urls.iter().map(String::as_str).collect(),
+                    name,
+                    Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(account)),
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| StoreError::RedisUrl(e.to_string()))?;
+                Backend::Sentinel(Sentinel {
+                    client: tokio::sync::Mutex::new(client),
+                    primary: ArcSwapOption::empty(),
+                })
+            }
         };
         Ok(Some(RedisStore {
             client,
@@ -211,25 +235,21 @@ impl RedisStore {
         if !self.health.should_try() {
             return Err(Unavailable);
         }
-        let outcome = match self.connection() {
-            None => Err(Failure::Connection),
-            Some(mut con) => {
-                let attempt = async {
-                    match request.send(&mut con).await {
-                        // The manager has started reconnecting; the second
-                        // try waits for that connection.
-                        Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
-                            request.send(&mut con).await
-                        }
-                        other => other,
-                    }
-                };
-                match tokio::time::timeout(self.timeout, attempt).await {
-                    Err(_) => Err(Failure::Timeout),
-                    Ok(Err(e)) => Err(Failure::of(&e)),
-                    Ok(Ok(reply)) => parse(reply).ok_or(Failure::BadReply),
+        let attempt = async {
+            let mut con = self.connection().await?;
+            match request.send(&mut con).await {
+                // The manager has started reconnecting; the second try
+                // waits for that connection.
+                Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                    request.send(&mut con).await
                 }
+                other => other,
             }
+        };
+        let outcome = match tokio::time::timeout(self.timeout, attempt).await {
+            Err(_) => Err(Failure::Timeout),
+            Ok(Err(e)) => Err(Failure::of(&e)),
+            Ok(Ok(reply)) => parse(reply).ok_or(Failure::BadReply),
         };
         match outcome {
             Ok(value) => {
@@ -237,29 +257,23 @@ impl RedisStore {
                 Ok(value)
             }
             Err(failure) => {
+                if let Backend::Sentinel(sentinel) = &self.client {
+                    sentinel.primary.store(None);
+                }
                 self.health.failed(failure);
                 Err(Unavailable)
             }
         }
     }
 
-    fn connection(&self) -> Option<Conn> {
+    async fn connection(&self) -> RedisResult<Conn> {
+        if let Backend::Sentinel(sentinel) = &self.client {
+            return self.primary(sentinel).await;
+        }
         let pool = self
             .pool
             .get_or_init(|| match &self.client {
-                Backend::Single(client) => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_number_of_retries(0)
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_response_timeout(Some(self.timeout));
-                    (0..POOL)
-                        .map(|_| {
-                            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-                                .map(Conn::Single)
-                        })
-                        .collect::<RedisResult<Box<[_]>>>()
-                        .ok()
-                }
+                Backend::Single(client) => self.managers(client).ok(),
                 Backend::Cluster(client) => {
                     let config = ClusterConfig::new()
                         .set_connection_timeout(self.timeout)
@@ -268,8 +282,43 @@ impl RedisStore {
                         client.get_pending_async_connection_with_config(config),
                     )]))
                 }
+                Backend::Sentinel(_) => None,
             })
-            .as_ref()?;
+            .as_ref();
+        pool.and_then(|p| self.pick(p)).ok_or_else(no_connection)
+    }
+
+    /// The primary's connections, asking the sentinels for it first when
+    /// there are none (at the first call, and after a failure).
+    async fn primary(&self, sentinel: &Sentinel) -> RedisResult<Conn> {
+        if let Some(pool) = sentinel.primary.load().as_deref() {
+            return self.pick(pool).ok_or_else(no_connection);
+        }
+        let mut client = sentinel.client.lock().await;
+        // Another call may have found it while this one waited.
+        if let Some(pool) = sentinel.primary.load().as_deref() {
+            return self.pick(pool).ok_or_else(no_connection);
+        }
+        let primary = client.async_get_client().await?;
+        let pool = Arc::new(self.managers(&primary)?);
+        sentinel.primary.store(Some(Arc::clone(&pool)));
+        self.pick(&pool).ok_or_else(no_connection)
+    }
+
+    fn managers(&self, client: &Client) -> RedisResult<Box<[Conn]>> {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        (0..POOL)
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                    .map(Conn::Single)
+            })
+            .collect()
+    }
+
+    fn pick(&self, pool: &[Conn]) -> Option<Conn> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len().max(1);
         pool.get(i).cloned()
     }
@@ -299,11 +348,41 @@ fn single_client(url: &str, config: &StoreConfig) -> Result<Client, StoreError> 
     client.map_err(|e| StoreError::RedisUrl(e.to_string()))
 }
 
+fn no_connection() -> RedisError {
+    RedisError::from((ErrorKind::Io, "no connection to Redis"))
+}
+
+/// `redis_sentinel_master`: the monitored name, and the primary's own
+/// account from `redis://[user:password@]NAME[/db]`.
+fn primary_account(master: &str) -> Result<(String, RedisConnectionInfo), StoreError> {
+    if !master.contains("://") {
+        return Ok((master.to_string(), RedisConnectionInfo::default()));
+    }
+    let info = master
+        .into_connection_info()
+        .map_err(|e| StoreError::RedisUrl(e.to_string()))?;
+    match info.addr() {
+        ConnectionAddr::Tcp(name, _) => Ok((name.clone(), info.redis_settings().clone())),
+        _ => Err(StoreError::RedisUrl(
+            "redis_sentinel_master: not a redis:// URL".into(),
+        )),
+    }
+}
+
 /// One per store, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Backend {
     Single(Client),
     Cluster(ClusterClient),
+    Sentinel(Sentinel),
+}
+
+struct Sentinel {
+    /// Held while asking the sentinels, so that one call asks for all.
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The current primary's connections; empty until found, and again
+    /// after a failure.
+    primary: ArcSwapOption<Box<[Conn]>>,
 }
 
 /// A handle on one of the pool's connections (cheap to clone).

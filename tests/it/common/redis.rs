@@ -1,7 +1,8 @@
 //! A real `redis-server` on a free loopback port, without persistence, for
 //! the shared rate-limit store. `stop` and `restart` (same port) simulate
 //! an outage; Drop kills it. [`RedisServer::start_tls`] adds a TLS port,
-//! [`RedisCluster`] makes three of them one Redis Cluster.
+//! [`RedisCluster`] makes three of them one Redis Cluster, and
+//! [`RedisSentinel`] a primary, its replica and a sentinel watching them.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -26,6 +27,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RedisServer {
     port: u16,
     tls_port: Option<u16>,
+    /// A configuration file, which comes first (a sentinel's).
+    conf: Option<PathBuf>,
     /// Arguments beyond the harness's own, kept for `restart`.
     args: Vec<OsString>,
     dir: TempDir,
@@ -81,6 +84,7 @@ impl RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             tls_port,
+            conf: None,
             args: args(dir.path()),
             dir,
             child: None,
@@ -151,6 +155,7 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let child = Command::new(REDIS_SERVER)
+            .args(&self.conf)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -297,8 +302,97 @@ impl RedisServer {
     }
 
     fn cluster_info(&self) -> String {
+        self.cli(&["cluster", "info"])
+    }
+}
+
+/// The name the sentinel monitors.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+/// A primary, its replica, and one sentinel (quorum 1) that fails over to
+/// the replica a second after the primary stops answering.
+pub struct RedisSentinel {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    pub fn start() -> Self {
+        let primary = RedisServer::start();
+        let replica = RedisServer::start_with(
+            |_| {
+                ["--replicaof", "127.0.0.1", &primary.port.to_string()]
+                    .into_iter()
+                    .map(OsString::from)
+                    .collect()
+            },
+            None,
+        );
+        let dir = tempfile::tempdir().expect("tempdir for redis");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 3000\n",
+                primary.port
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut sentinel = RedisServer {
+            port: free_port(),
+            tls_port: None,
+            conf: Some(conf),
+            args: vec!["--sentinel".into()],
+            dir,
+            child: None,
+        };
+        sentinel.spawn();
+        let watched = RedisSentinel {
+            primary,
+            replica,
+            sentinel,
+        };
+        // A failover needs a replica the sentinel knows and that is in
+        // sync.
+        assert!(
+            super::wait_until(Duration::from_secs(20), || {
+                watched
+                    .replica
+                    .cli(&["info", "replication"])
+                    .contains("master_link_status:up")
+                    && watched
+                        .sentinel
+                        .cli(&["sentinel", "replicas", SENTINEL_MASTER])
+                        .contains(&watched.replica.port.to_string())
+            }),
+            "the sentinel never saw the replica"
+        );
+        watched
+    }
+
+    pub fn url(&self) -> String {
+        self.sentinel.url()
+    }
+
+    /// The port of the primary the sentinel names now.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.sentinel
+            .cli(&["sentinel", "get-master-addr-by-name", SENTINEL_MASTER])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+}
+
+impl RedisServer {
+    /// `redis-cli -p PORT ARGS...`'s output, empty when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
         Command::new(REDIS_CLI)
-            .args(["-p", &self.port.to_string(), "cluster", "info"])
+            .args(["-p", &self.port.to_string()])
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
