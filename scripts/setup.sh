@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages Portcullis needs to build and test on Debian:
 # Pingora builds zlib-ng with cmake and vendors OpenSSL with perl; the
-# tests start their own redis-server for the shared rate-limit store, and
+# tests start their own redis-server (and a cluster with redis-cli, in
+# redis-tools) for the shared rate-limit store, and
 # check conf/alerts with promtool (Debian ships it in `prometheus`); the
 # WAF links libmodsecurity 3 and its tests load the OWASP CRS; the
 # dashboard's browser test drives chromium through chromedriver; the
@@ -9,7 +10,7 @@
 # kubernetes-validate (PyPI, through pip; its schemas are bundled).
 # `--bench` adds what scripts/bench.sh runs against and measures with.
 set -euo pipefail
-packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server prometheus libmodsecurity3 libmodsecurity-dev modsecurity-crs chromium chromium-driver systemd python3-pip)
+packages=(build-essential cmake perl pkg-config libssl-dev curl procps openssl redis-server redis-tools prometheus libmodsecurity3 libmodsecurity-dev modsecurity-crs chromium chromium-driver systemd python3-pip)
 if [ "${1:-}" = "--bench" ]; then
   packages+=(nginx wrk util-linux haproxy caddy valgrind gnuplot-nox protobuf-compiler nghttp2-client)
 fi

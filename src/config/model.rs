@@ -725,10 +725,25 @@ pub enum OnError {
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Local,
-    Redis { url: String },
+    /// One server (or a proxy in front of several): `redis_url`.
+    Redis {
+        url: String,
+    },
+    /// The seed nodes of a Redis Cluster (`redis_cluster_urls`); the client
+    /// learns the others and the slot map from them.
+    RedisCluster {
+        urls: Vec<String>,
+    },
+    /// The primary that Redis Sentinel names (`redis_sentinel_urls`,
+    /// `redis_sentinel_master`: a name, or `redis://[user:password@]NAME[/db]`
+    /// for the primary's own account).
+    RedisSentinel {
+        urls: Vec<String>,
+        master: String,
+    },
 }
 
-/// The URL may hold a password: `Debug` shows it redacted.
+/// URLs may hold a password: `Debug` shows them redacted.
 impl fmt::Debug for StoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -737,7 +752,43 @@ impl fmt::Debug for StoreKind {
                 .debug_struct("Redis")
                 .field("url", &redacted(url))
                 .finish(),
+            StoreKind::RedisCluster { urls } => f
+                .debug_struct("RedisCluster")
+                .field(
+                    "urls",
+                    &urls.iter().map(|u| redacted(u)).collect::<Vec<_>>(),
+                )
+                .finish(),
+            StoreKind::RedisSentinel { urls, master } => f
+                .debug_struct("RedisSentinel")
+                .field(
+                    "urls",
+                    &urls.iter().map(|u| redacted(u)).collect::<Vec<_>>(),
+                )
+                .field("master", &redacted(master))
+                .finish(),
         }
+    }
+}
+
+/// The PEM files of `rediss://` (read at load, so that a reload that
+/// changes them builds a new store); empty for plain connections.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `redis_ca_file`: the only roots trusted when set; the system's
+    /// otherwise.
+    pub ca: Option<Vec<u8>>,
+    /// `redis_cert_file` and `redis_key_file` (PKCS#8), for servers that
+    /// ask for client certificates.
+    pub client: Option<(Vec<u8>, Secret)>,
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
     }
 }
 
@@ -754,6 +805,7 @@ fn redacted(url: &str) -> Cow<'_, str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub kind: StoreKind,
+    pub tls: RedisTls,
     pub on_error: OnError,
     /// Bound of every Redis call, connecting included.
     pub timeout: Duration,
@@ -765,6 +817,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             kind: StoreKind::Local,
+            tls: RedisTls::default(),
             on_error: OnError::Local,
             timeout: Duration::from_millis(100),
             max_local_keys: 1_000_000,

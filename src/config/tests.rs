@@ -471,3 +471,221 @@ fn auth_settings_beside_providers() {
         "{errs:?}"
     );
 }
+
+/// `[rate_limit_store]` after [`BASE`]: its first key is on line 17.
+fn with_store(store: &str) -> String {
+    format!("{BASE}\n[rate_limit_store]\nkind = \"redis\"\n{store}")
+}
+
+#[test]
+fn redis_cluster_seeds_are_alike_and_exclusive_with_redis_url() {
+    let c = parse_str(
+        Path::new("gw.toml"),
+        &with_store(
+            "redis_cluster_urls = [\"redis://:pw@10.0.0.1:7000\", \"redis://:pw@10.0.0.2:7000\"]\n",
+        ),
+    )
+    .unwrap();
+    let StoreKind::RedisCluster { urls } = &c.rate_limit_store.kind else {
+        panic!("{:?}", c.rate_limit_store.kind);
+    };
+    assert_eq!(urls.len(), 2);
+    let shown = format!("{:?}", c.rate_limit_store);
+    assert!(!shown.contains("pw"), "{shown}");
+
+    let errs = errors(&with_store(
+        "redis_url = \"redis://10.0.0.1\"\nredis_cluster_urls = [\"redis://10.0.0.1:7000\"]\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("gw.toml:17:13:"), "{errs:?}");
+    assert!(errs[0].contains("are exclusive"), "{errs:?}");
+
+    let errs = errors(&with_store("redis_cluster_urls = []\n"));
+    assert!(errs[0].contains("needs 1 to 64 URLs"), "{errs:?}");
+    let errs = errors(&with_store(
+        "redis_cluster_urls = [\"redis://10.0.0.1:7000\", \"rediss://10.0.0.2:7000\"]\n",
+    ));
+    assert!(
+        errs[0].contains("all redis:// or all rediss://"),
+        "{errs:?}"
+    );
+    let errs = errors(&with_store(
+        "redis_cluster_urls = [\"redis://:secret1@10.0.0.1:7000\", \"redis://:secret2@10.0.0.2:7000\"]\n",
+    ));
+    assert!(errs[0].contains("the same user and password"), "{errs:?}");
+    assert!(!errs[0].contains("secret"), "{errs:?}");
+    let errs = errors(&with_store(
+        "redis_cluster_urls = [\"redis://10.0.0.1:7000/3\"]\n",
+    ));
+    assert!(errs[0].contains("database 0 only"), "{errs:?}");
+    let errs = errors(&with_store(
+        "redis_cluster_urls = [\"unix:///run/redis.sock\"]\n",
+    ));
+    assert!(
+        errs[0].contains("redis:// or rediss:// URL with a host"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{BASE}\n[rate_limit_store]\nredis_cluster_urls = [\"redis://10.0.0.1:7000\"]\n"
+    ));
+    assert!(errs[0].contains("needs `kind = \"redis\"`"), "{errs:?}");
+    let errs = errors(&with_store("on_error = \"deny\"\n"));
+    assert!(
+        errs[0].contains("needs a `redis_url`, `redis_cluster_urls` or `redis_sentinel_urls`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn rediss_files_are_read_checked_and_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gateway.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert_file = write("c.pem", &cert.pem());
+    let key_file = write("c.key", &key.serialize_pem());
+    let url = "redis_url = \"rediss://:pw@redis.internal:6380/2\"\n";
+    let c = parse_str(
+        Path::new("gw.toml"),
+        &with_store(&format!(
+            "{url}redis_ca_file = \"{cert_file}\"\nredis_cert_file = \"{cert_file}\"\nredis_key_file = \"{key_file}\"\n"
+        )),
+    )
+    .unwrap();
+    let tls = &c.rate_limit_store.tls;
+    assert_eq!(tls.ca.as_deref(), Some(cert.pem().as_bytes()));
+    assert!(tls.client.is_some());
+    let shown = format!("{:?}", c.rate_limit_store);
+    assert!(
+        !shown.contains("PRIVATE") && !shown.contains("pw"),
+        "{shown}"
+    );
+
+    // Only the system's roots without `redis_ca_file`.
+    let c = parse_str(Path::new("gw.toml"), &with_store(url)).unwrap();
+    assert_eq!(c.rate_limit_store.tls, RedisTls::default());
+
+    // A traditional (not PKCS#8) key is refused at its key, unechoed.
+    let traditional = openssl::pkey::PKey::private_key_from_pem(key.serialize_pem().as_bytes())
+        .unwrap()
+        .ec_key()
+        .unwrap()
+        .private_key_to_pem()
+        .unwrap();
+    let traditional = write("t.key", &String::from_utf8(traditional).unwrap());
+    let errs = errors(&with_store(&format!(
+        "{url}redis_cert_file = \"{cert_file}\"\nredis_key_file = \"{traditional}\"\n"
+    )));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("gw.toml:19:18:"), "{errs:?}");
+    assert!(errs[0].contains("PKCS#8"), "{errs:?}");
+    assert!(!errs[0].contains("BEGIN"), "{errs:?}");
+
+    let garbage = write("g.pem", "not a certificate");
+    let errs = errors(&with_store(&format!(
+        "{url}redis_ca_file = \"{garbage}\"\n"
+    )));
+    assert!(errs[0].starts_with("gw.toml:18:17:"), "{errs:?}");
+    assert!(errs[0].contains("holds no PEM certificate"), "{errs:?}");
+
+    let errs = errors(&with_store(&format!(
+        "{url}redis_key_file = \"{key_file}\"\n"
+    )));
+    assert!(errs[0].contains("needs `redis_cert_file`"), "{errs:?}");
+
+    // Cluster nodes: the system's roots only.
+    let errs = errors(&with_store(&format!(
+        "redis_cluster_urls = [\"rediss://10.0.0.1:7000\"]\nredis_ca_file = \"{cert_file}\"\n"
+    )));
+    assert!(
+        errs[0].contains("not supported with `redis_cluster_urls`"),
+        "{errs:?}"
+    );
+
+    // No way to turn certificate checks off.
+    for bad in [
+        "redis_url = \"rediss://:pw@redis.internal:6380/#insecure\"\n",
+        "redis_cluster_urls = [\"rediss://:pw@10.0.0.1:7000/#insecure\"]\n",
+    ] {
+        let errs = errors(&with_store(bad));
+        assert!(
+            errs[0].contains("certificate checks cannot be turned off"),
+            "{errs:?}"
+        );
+        assert!(!errs[0].contains("pw"), "{errs:?}");
+    }
+}
+
+#[test]
+fn redis_sentinel_needs_its_master_and_no_other_topology() {
+    let c = parse_str(
+        Path::new("gw.toml"),
+        &with_store(
+            "redis_sentinel_urls = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]\nredis_sentinel_master = \"redis://app:pw@mymaster/2\"\n",
+        ),
+    )
+    .unwrap();
+    let StoreKind::RedisSentinel { urls, master } = &c.rate_limit_store.kind else {
+        panic!("{:?}", c.rate_limit_store.kind);
+    };
+    assert_eq!(
+        (urls.len(), master.as_str()),
+        (2, "redis://app:pw@mymaster/2")
+    );
+    let shown = format!("{:?}", c.rate_limit_store);
+    assert!(!shown.contains("pw"), "{shown}");
+    assert!(parse_str(
+        Path::new("gw.toml"),
+        &with_store(
+            "redis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"mymaster\"\n"
+        ),
+    )
+    .is_ok());
+
+    let errs = errors(&with_store(
+        "redis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\n",
+    ));
+    assert!(errs[0].starts_with("gw.toml:17:23:"), "{errs:?}");
+    assert!(
+        errs[0].contains("needs `redis_sentinel_master`"),
+        "{errs:?}"
+    );
+    let errs = errors(&with_store(
+        "redis_url = \"redis://10.0.0.1\"\nredis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(errs[0].contains("are exclusive"), "{errs:?}");
+    let errs = errors(&with_store(
+        "redis_url = \"redis://10.0.0.1\"\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(errs[0].starts_with("gw.toml:18:25:"), "{errs:?}");
+    assert!(errs[0].contains("needs `redis_sentinel_urls`"), "{errs:?}");
+    for (master, why) in [
+        ("my master", "must be the monitored name"),
+        ("rediss://:pw@mymaster", "must be the monitored name"),
+        ("redis://:pw@mymaster/x", "must be the monitored name"),
+    ] {
+        let errs = errors(&with_store(&format!(
+            "redis_sentinel_urls = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"{master}\"\n"
+        )));
+        assert!(errs[0].contains(why), "{master}: {errs:?}");
+        assert!(!errs[0].contains("pw"), "{errs:?}");
+    }
+    let errs = errors(&with_store(
+        "redis_sentinel_urls = [\"rediss://10.0.0.1:26379\"]\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(errs[0].contains("not supported with Sentinel"), "{errs:?}");
+    let errs = errors(&with_store(
+        "redis_sentinel_urls = [\"redis://10.0.0.1:26379/1\"]\nredis_sentinel_master = \"m\"\n",
+    ));
+    assert!(
+        errs[0].contains("goes in `redis_sentinel_master`"),
+        "{errs:?}"
+    );
+}

@@ -11,9 +11,9 @@
 //!   a torn file. It is read when the configuration is loaded: restarts and
 //!   graceful upgrades start from it; a reload keeps the running list.
 //! - With `[rate_limit_store] kind = "redis"` the list is shared: a hash
-//!   `portcullis:revoked` (field `j:<jti>` or `s:<subject>`) and a version
-//!   counter `portcullis:revoked:v` bumped with every change, in one
-//!   `MULTI`. Each gateway polls the counter every [`SYNC_EVERY`] and
+//!   `portcullis:{revoked}` (field `j:<jti>` or `s:<subject>`) and a version
+//!   counter `portcullis:{revoked}:v` bumped with every change, in one
+//!   `MULTI` (the hash tag keeps both in one Redis Cluster slot). Each gateway polls the counter every [`SYNC_EVERY`] and
 //!   reloads the hash when it moved, so a change made on one gateway is in
 //!   force on all within that period (on the gateway that took the admin
 //!   call, at once). After a Redis outage (and at start) a gateway first
@@ -45,8 +45,8 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// The most entries held: the list lives in memory whole.
 pub const MAX_ENTRIES: usize = 100_000;
 
-const HASH: &str = "portcullis:revoked";
-const VERSION: &str = "portcullis:revoked:v";
+const HASH: &str = "portcullis:{revoked}";
+const VERSION: &str = "portcullis:{revoked}:v";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {

@@ -29,6 +29,7 @@ mod pipeline;
 mod protection;
 mod protocols;
 mod ratelimit_store;
+mod redis_fleet;
 mod replay;
 mod resilience;
 mod revocation;

@@ -31,7 +31,7 @@ fn body(up: &Upstream, sections: &str, routes: &str) -> String {
     )
 }
 
-fn start(key: &TestKey, up: &Upstream, sections: &str, routes: &str) -> Gateway {
+pub(crate) fn start(key: &TestKey, up: &Upstream, sections: &str, routes: &str) -> Gateway {
     Gateway::start_with_files(
         &body(up, sections, routes),
         &[("jwks.json", jwks(&[key]).as_str())],
@@ -39,7 +39,7 @@ fn start(key: &TestKey, up: &Upstream, sections: &str, routes: &str) -> Gateway 
 }
 
 /// A route `name` at `/NAME` with `extra` keys.
-fn route(name: &str, auth: bool, extra: &str) -> String {
+pub(crate) fn route(name: &str, auth: bool, extra: &str) -> String {
     let access = if auth {
         "auth = [\"corp\"]"
     } else {
@@ -50,7 +50,7 @@ fn route(name: &str, auth: bool, extra: &str) -> String {
     )
 }
 
-fn limit(per: &str, requests: u64, window: u64, burst: u64) -> String {
+pub(crate) fn limit(per: &str, requests: u64, window: u64, burst: u64) -> String {
     format!(
         "rate_limit = {{ per = \"{per}\", requests = {requests}, window_seconds = {window}, burst = {burst} }}"
     )
@@ -74,7 +74,7 @@ fn header_u64(r: &Response, name: &str) -> u64 {
 }
 
 /// How many of `n` requests to `path` got 200 (the others must be 429).
-fn count_ok(addr: SocketAddr, path: &str, n: usize) -> usize {
+pub(crate) fn count_ok(addr: SocketAddr, path: &str, n: usize) -> usize {
     (0..n)
         .filter(|_| {
             let r = get(addr, path, &[]);
@@ -167,16 +167,22 @@ fn limits_per_header_and_per_route() {
 
 #[test]
 fn two_gateways_sharing_redis_enforce_one_limit() {
-    let key = TestKey::rsa("k1");
-    let up = Upstream::start("app");
     let redis = RedisServer::start();
-    let store = format!(
+    two_gateways_enforce_one_limit(&format!(
         "[rate_limit_store]\nkind = \"redis\"\nredis_url = \"{}\"\ntimeout_ms = 1000\n",
         redis.url()
-    );
+    ));
+}
+
+/// 60 requests alternating between two gateways of one shared
+/// `[rate_limit_store]` (a TOML table, tests/it/redis_fleet.rs gives a
+/// cluster and TLS): 25 pass.
+pub(crate) fn two_gateways_enforce_one_limit(store: &str) {
+    let key = TestKey::rsa("k1");
+    let up = Upstream::start("app");
     let routes = route("api", false, &limit("route", 1, 3600, 25));
-    let a = start(&key, &up, &store, &routes);
-    let b = start(&key, &up, &store, &routes);
+    let a = start(&key, &up, store, &routes);
+    let b = start(&key, &up, store, &routes);
     let mut ok = 0;
     for i in 0..60 {
         let gw = if i % 2 == 0 { &a } else { &b };

@@ -18,20 +18,30 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// Generous, so a loaded CI machine does not turn into a false outage.
-const TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound of every wait for an event or a recovery.
 const WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 
 /// One gateway's store with its own security log.
-struct Gateway {
-    store: Arc<RateLimitStore>,
+pub(crate) struct Gateway {
+    pub(crate) store: Arc<RateLimitStore>,
     log: PathBuf,
     _dir: TempDir,
 }
 
 impl Gateway {
     fn new(redis: &RedisServer, on_error: OnError) -> Self {
+        Self::with(StoreConfig {
+            kind: StoreKind::Redis { url: redis.url() },
+            on_error,
+            timeout: TIMEOUT,
+            ..StoreConfig::default()
+        })
+    }
+
+    /// A store of any kind (tests/it/redis_fleet.rs: TLS, cluster).
+    pub(crate) fn with(config: StoreConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("security.log");
         let observer = Observer::new(&Log {
@@ -41,12 +51,6 @@ impl Gateway {
             ..Log::default()
         })
         .unwrap();
-        let config = StoreConfig {
-            kind: StoreKind::Redis { url: redis.url() },
-            on_error,
-            timeout: TIMEOUT,
-            ..StoreConfig::default()
-        };
         let store = RateLimitStore::new(config, Arc::new(observer)).unwrap();
         Gateway {
             store: Arc::new(store),
@@ -56,12 +60,12 @@ impl Gateway {
     }
 
     /// `(event, reason)` of the security events written so far.
-    fn events(&self) -> Vec<(String, String)> {
+    pub(crate) fn events(&self) -> Vec<(String, String)> {
         read_events(&self.log)
     }
 
     /// The events once `want` is among them (bounded wait).
-    async fn events_with(&self, want: &str) -> Vec<(String, String)> {
+    pub(crate) async fn events_with(&self, want: &str) -> Vec<(String, String)> {
         let polls = WAIT.as_millis() / POLL.as_millis();
         for _ in 0..polls {
             let events = self.events();
@@ -73,7 +77,7 @@ impl Gateway {
         self.events()
     }
 
-    async fn allowed(&self, key: &[u8], limit: &Limit, n: usize) -> usize {
+    pub(crate) async fn allowed(&self, key: &[u8], limit: &Limit, n: usize) -> usize {
         let mut allowed = 0;
         for _ in 0..n {
             if self.store.check(key, limit).await.allowed {
@@ -98,11 +102,11 @@ fn read_events(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn names(events: &[(String, String)]) -> Vec<&str> {
+pub(crate) fn names(events: &[(String, String)]) -> Vec<&str> {
     events.iter().map(|(e, _)| e.as_str()).collect()
 }
 
-fn limit(burst: u64) -> Limit {
+pub(crate) fn limit(burst: u64) -> Limit {
     // A long window: nothing refills during a test.
     Limit {
         requests: burst,
@@ -116,6 +120,18 @@ async fn two_gateways_sharing_redis_enforce_one_limit_exactly() {
     let redis = RedisServer::start();
     let a = Gateway::new(&redis, OnError::Deny);
     let b = Gateway::new(&redis, OnError::Deny);
+    one_limit_exactly(&a, &b).await;
+    assert_eq!(
+        redis
+            .command("EXISTS portcullis:rl:orders|consumer:acme")
+            .unwrap(),
+        ":1"
+    );
+}
+
+/// 200 decisions raced on two stores of one shared backend: exactly the
+/// bucket's 100 pass, each with its own `remaining`.
+pub(crate) async fn one_limit_exactly(a: &Gateway, b: &Gateway) {
     let limit = limit(100);
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -149,12 +165,6 @@ async fn two_gateways_sharing_redis_enforce_one_limit_exactly() {
             .check(b"orders|consumer:other", &limit)
             .await
             .allowed
-    );
-    assert_eq!(
-        redis
-            .command("EXISTS portcullis:rl:orders|consumer:acme")
-            .unwrap(),
-        ":1"
     );
     assert!(a.events().is_empty() && b.events().is_empty());
 }
@@ -250,6 +260,24 @@ async fn lockout_is_shared_across_gateways() {
     let redis = RedisServer::start();
     let a = Gateway::new(&redis, OnError::Deny);
     let b = Gateway::new(&redis, OnError::Deny);
+    lockout_shared(&a, &b).await;
+    assert_eq!(
+        redis
+            .command("EXISTS portcullis:lock:{203.0.113.7}:b")
+            .unwrap(),
+        ":1"
+    );
+    // The counter was reset when the block was placed.
+    assert_eq!(
+        redis
+            .command("EXISTS portcullis:lock:{203.0.113.7}:n")
+            .unwrap(),
+        ":0"
+    );
+}
+
+/// Failures counted on two stores of one shared backend block together.
+pub(crate) async fn lockout_shared(a: &Gateway, b: &Gateway) {
     let lockout = Lockout {
         threshold: 3,
         window: Duration::from_secs(60),
@@ -269,19 +297,6 @@ async fn lockout_is_shared_across_gateways() {
         assert!((1..=120).contains(&left), "{left}");
     }
     assert_eq!(a.store.is_blocked(b"203.0.113.8").await, None);
-    assert_eq!(
-        redis
-            .command("EXISTS portcullis:lock:{203.0.113.7}:b")
-            .unwrap(),
-        ":1"
-    );
-    // The counter was reset when the block was placed.
-    assert_eq!(
-        redis
-            .command("EXISTS portcullis:lock:{203.0.113.7}:n")
-            .unwrap(),
-        ":0"
-    );
     assert!(a.events().is_empty() && b.events().is_empty());
 }
 

@@ -555,14 +555,20 @@ fn the_revoke_cli_talks_to_the_admin_listener() {
 #[test]
 fn two_gateways_share_revocations_through_redis() {
     let redis = RedisServer::start();
-    let store = format!(
+    two_gateways_share_revocations(&format!(
         "\n[rate_limit_store]\nkind = \"redis\"\nredis_url = \"{}\"\n",
         redis.url()
-    );
+    ));
+}
+
+/// Revoked on one gateway, refused by the other; deleted there, accepted
+/// again here: on any shared `[rate_limit_store]` (tests/it/redis_fleet.rs
+/// runs it on a cluster).
+pub(crate) fn two_gateways_share_revocations(store: &str) {
     let key = TestKey::rsa("k1");
     let token = key.sign(claims("https://idp.test/", "orders", "alice", 300));
-    let a = start_with_key(key, &store);
-    let b = start_with_key(a.key.with_kid("k1"), &store);
+    let a = start_with_key(key, store);
+    let b = start_with_key(a.key.with_kid("k1"), store);
     assert_eq!(get_token(a.gw.addr, &token).status, 200);
     assert_eq!(get_token(b.gw.addr, &token).status, 200);
     let r = revoke(

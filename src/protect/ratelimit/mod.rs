@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use self::local::LocalStore;
 use self::redis::RedisStore;
-pub use crate::config::{Limit, Lockout, OnError, StoreConfig, StoreKind};
+pub use crate::config::{Limit, Lockout, OnError, RedisTls, StoreConfig, StoreKind};
 use crate::observe::Observer;
 
 /// The outcome of one request against a [`Limit`], with what the
@@ -64,10 +64,7 @@ impl RateLimitStore {
     /// Never connects: Redis connections are made by the first call, on
     /// the runtime that serves requests.
     pub fn new(config: StoreConfig, observer: Arc<Observer>) -> Result<Self, StoreError> {
-        let redis = match &config.kind {
-            StoreKind::Local => None,
-            StoreKind::Redis { url } => Some(RedisStore::new(url, config.timeout, observer)?),
-        };
+        let redis = RedisStore::new(&config, observer)?;
         Ok(RateLimitStore {
             local: LocalStore::new(config.max_local_keys),
             config,

@@ -5,13 +5,25 @@
 //!   ([`redis::Script`] loads it on `NOSCRIPT`, e.g. after a Redis
 //!   restart), which reads Redis's own clock (`TIME`) and sets a
 //!   `PEXPIRE`-style expiry so idle keys vanish.
-//! - [`POOL`] multiplexed [`ConnectionManager`]s, used round-robin, made on
-//!   first use (they must be spawned on a running Tokio runtime, which the
-//!   constructor may not have). A manager reconnects by itself; its own
-//!   retries are off so that each of our calls is bounded by our timeout
-//!   alone, and a call whose connection turns out to be dead is retried
-//!   once on the reconnected one, within the same timeout (if the lost
-//!   call had in fact run, that request counts twice: the strict side).
+//! - One server (`redis_url`, plain or `rediss://`): [`POOL`] multiplexed
+//!   [`ConnectionManager`]s, used round-robin, made on first use (they
+//!   must be spawned on a running Tokio runtime, which the constructor may
+//!   not have). A manager reconnects by itself; its own retries are off so
+//!   that each of our calls is bounded by our timeout alone, and a call
+//!   whose connection turns out to be dead is retried once on the
+//!   reconnected one, within the same timeout (if the lost call had in
+//!   fact run, that request counts twice: the strict side).
+//! - A Redis Cluster (`redis_cluster_urls`): one [`ClusterConnection`],
+//!   which multiplexes over a connection per node, follows `MOVED`/`ASK`
+//!   and refreshes the slot map itself. Every script and pipeline touches
+//!   the keys of one slot: a key's parts that must stay together are in a
+//!   `{hash tag}`.
+//! - A primary watched by Redis Sentinel (`redis_sentinel_urls`): the
+//!   sentinels are asked for the primary (which must confirm its role),
+//!   then it is used like one server. Any failed call drops those
+//!   connections, so the next call (the next probe, while down) asks the
+//!   sentinels again: a failover is followed within about a probe period,
+//!   and a demoted primary answering `READONLY` is left too.
 //! - Health: the first failure marks Redis down and emits
 //!   `rate_limit_store_unavailable` once. While down, calls are skipped
 //!   (the caller applies `on_error` at once instead of waiting for a
@@ -23,16 +35,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, Pipeline, RedisError, RedisResult, Script, ScriptInvocation, Value};
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    Client, ClientTlsConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Script, ScriptInvocation,
+    TlsCertificates, Value,
+};
 
 use super::gcra::{self, Params, MICROS};
-use super::{Decision, Limit, Lockout, StoreError};
+use super::{Decision, Limit, Lockout, StoreConfig, StoreError, StoreKind};
 use crate::observe::security::SecurityEvent;
 use crate::observe::Observer;
 
-/// Connections per store: enough to spread pipelining over a few sockets.
+/// Connections per single-server store: enough to spread pipelining over
+/// a few sockets.
 const POOL: usize = 4;
+/// Attempts of one cluster call on a node that fails or has moved the
+/// slot, each on a fresh slot map; all within our timeout.
+const CLUSTER_RETRIES: u32 = 2;
 /// How often a down Redis is tried again: bounds how long recovery goes
 /// unnoticed, and how many requests pay a timeout while it is down.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -60,8 +84,8 @@ pub struct FailureOutcome {
 }
 
 pub struct RedisStore {
-    client: Client,
-    pool: OnceLock<Option<Box<[ConnectionManager]>>>,
+    client: Backend,
+    pool: OnceLock<Option<Box<[Conn]>>>,
     next: AtomicUsize,
     timeout: Duration,
     rate: Script,
@@ -70,10 +94,37 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Parses the URL only; nothing connects before the first call.
-    pub fn new(url: &str, timeout: Duration, observer: Arc<Observer>) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError::RedisUrl(e.to_string()))?;
-        Ok(RedisStore {
+    /// Parses the URLs and certificates only; nothing connects before the
+    /// first call. `None` for a local store.
+    pub fn new(config: &StoreConfig, observer: Arc<Observer>) -> Result<Option<Self>, StoreError> {
+        let timeout = config.timeout;
+        let client = match &config.kind {
+            StoreKind::Local => return Ok(None),
+            StoreKind::Redis { url } => Backend::Single(single_client(url, config)?),
+            StoreKind::RedisCluster { urls } => Backend::Cluster(
+                ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                    .retries(CLUSTER_RETRIES)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()
+                    .map_err(|e| StoreError::RedisUrl(e.to_string()))?,
+            ),
+            StoreKind::RedisSentinel { urls, master } => {
+                let (name, account) = primary_account(master)?;
+                let client = SentinelClient::build(
+                    urls.iter().map(String::as_str).collect(),
+                    name,
+                    Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(account)),
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| StoreError::RedisUrl(e.to_string()))?;
+                Backend::Sentinel(Sentinel {
+                    client: tokio::sync::Mutex::new(client),
+                    primary: ArcSwapOption::empty(),
+                })
+            }
+        };
+        Ok(Some(RedisStore {
             client,
             pool: OnceLock::new(),
             next: AtomicUsize::new(0),
@@ -81,7 +132,7 @@ impl RedisStore {
             rate: Script::new(RATE_SCRIPT),
             lockout: Script::new(LOCKOUT_SCRIPT),
             health: Health::new(observer),
-        })
+        }))
     }
 
     pub async fn check(&self, key: &[u8], limit: &Limit) -> Result<Decision, Unavailable> {
@@ -183,25 +234,21 @@ impl RedisStore {
         if !self.health.should_try() {
             return Err(Unavailable);
         }
-        let outcome = match self.connection() {
-            None => Err(Failure::Connection),
-            Some(mut con) => {
-                let attempt = async {
-                    match request.send(&mut con).await {
-                        // The manager has started reconnecting; the second
-                        // try waits for that connection.
-                        Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
-                            request.send(&mut con).await
-                        }
-                        other => other,
-                    }
-                };
-                match tokio::time::timeout(self.timeout, attempt).await {
-                    Err(_) => Err(Failure::Timeout),
-                    Ok(Err(e)) => Err(Failure::of(&e)),
-                    Ok(Ok(reply)) => parse(reply).ok_or(Failure::BadReply),
+        let attempt = async {
+            let mut con = self.connection().await?;
+            match request.send(&mut con).await {
+                // The manager has started reconnecting; the second try
+                // waits for that connection.
+                Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                    request.send(&mut con).await
                 }
+                other => other,
             }
+        };
+        let outcome = match tokio::time::timeout(self.timeout, attempt).await {
+            Err(_) => Err(Failure::Timeout),
+            Ok(Err(e)) => Err(Failure::of(&e)),
+            Ok(Ok(reply)) => parse(reply).ok_or(Failure::BadReply),
         };
         match outcome {
             Ok(value) => {
@@ -209,30 +256,166 @@ impl RedisStore {
                 Ok(value)
             }
             Err(failure) => {
+                if let Backend::Sentinel(sentinel) = &self.client {
+                    sentinel.primary.store(None);
+                }
                 self.health.failed(failure);
                 Err(Unavailable)
             }
         }
     }
 
-    fn connection(&self) -> Option<ConnectionManager> {
+    async fn connection(&self) -> RedisResult<Conn> {
+        if let Backend::Sentinel(sentinel) = &self.client {
+            return self.primary(sentinel).await;
+        }
         let pool = self
             .pool
-            .get_or_init(|| {
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(0)
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout));
-                (0..POOL)
-                    .map(|_| {
-                        ConnectionManager::new_lazy_with_config(self.client.clone(), config.clone())
-                    })
-                    .collect::<RedisResult<Box<[_]>>>()
-                    .ok()
+            .get_or_init(|| match &self.client {
+                Backend::Single(client) => self.managers(client).ok(),
+                Backend::Cluster(client) => {
+                    let config = ClusterConfig::new()
+                        .set_connection_timeout(self.timeout)
+                        .set_response_timeout(self.timeout);
+                    Some(Box::new([Conn::Cluster(
+                        client.get_pending_async_connection_with_config(config),
+                    )]))
+                }
+                Backend::Sentinel(_) => None,
             })
-            .as_ref()?;
+            .as_ref();
+        pool.and_then(|p| self.pick(p)).ok_or_else(no_connection)
+    }
+
+    /// The primary's connections, asking the sentinels for it first when
+    /// there are none (at the first call, and after a failure).
+    async fn primary(&self, sentinel: &Sentinel) -> RedisResult<Conn> {
+        if let Some(pool) = sentinel.primary.load().as_deref() {
+            return self.pick(pool).ok_or_else(no_connection);
+        }
+        let mut client = sentinel.client.lock().await;
+        // Another call may have found it while this one waited.
+        if let Some(pool) = sentinel.primary.load().as_deref() {
+            return self.pick(pool).ok_or_else(no_connection);
+        }
+        let primary = client.async_get_client().await?;
+        let pool = Arc::new(self.managers(&primary)?);
+        sentinel.primary.store(Some(Arc::clone(&pool)));
+        self.pick(&pool).ok_or_else(no_connection)
+    }
+
+    fn managers(&self, client: &Client) -> RedisResult<Box<[Conn]>> {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        (0..POOL)
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                    .map(Conn::Single)
+            })
+            .collect()
+    }
+
+    fn pick(&self, pool: &[Conn]) -> Option<Conn> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len().max(1);
         pool.get(i).cloned()
+    }
+}
+
+/// A `rediss://` URL's client carries the configured roots and client
+/// certificate; without `redis_ca_file` the system's roots are trusted.
+fn single_client(url: &str, config: &StoreConfig) -> Result<Client, StoreError> {
+    let client = if url.starts_with("rediss:") {
+        Client::build_with_tls(
+            url,
+            TlsCertificates {
+                client_tls: config
+                    .tls
+                    .client
+                    .as_ref()
+                    .map(|(cert, key)| ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.expose().as_bytes().to_vec(),
+                    }),
+                root_cert: config.tls.ca.clone(),
+            },
+        )
+    } else {
+        Client::open(url)
+    };
+    client.map_err(|e| StoreError::RedisUrl(e.to_string()))
+}
+
+fn no_connection() -> RedisError {
+    RedisError::from((ErrorKind::Io, "no connection to Redis"))
+}
+
+/// `redis_sentinel_master`: the monitored name, and the primary's own
+/// account from `redis://[user:password@]NAME[/db]`.
+fn primary_account(master: &str) -> Result<(String, RedisConnectionInfo), StoreError> {
+    if !master.contains("://") {
+        return Ok((master.to_string(), RedisConnectionInfo::default()));
+    }
+    let info = master
+        .into_connection_info()
+        .map_err(|e| StoreError::RedisUrl(e.to_string()))?;
+    match info.addr() {
+        ConnectionAddr::Tcp(name, _) => Ok((name.clone(), info.redis_settings().clone())),
+        _ => Err(StoreError::RedisUrl(
+            "redis_sentinel_master: not a redis:// URL".into(),
+        )),
+    }
+}
+
+/// One per store, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Single(Client),
+    Cluster(ClusterClient),
+    Sentinel(Sentinel),
+}
+
+struct Sentinel {
+    /// Held while asking the sentinels, so that one call asks for all.
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The current primary's connections; empty until found, and again
+    /// after a failure.
+    primary: ArcSwapOption<Box<[Conn]>>,
+}
+
+/// A handle on one of the pool's connections (cheap to clone).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -243,7 +426,7 @@ enum Request<'a> {
 }
 
 impl Request<'_> {
-    async fn send(&self, con: &mut ConnectionManager) -> RedisResult<Value> {
+    async fn send(&self, con: &mut Conn) -> RedisResult<Value> {
         match self {
             Request::Script(invocation) => invocation.invoke_async(con).await,
             Request::Command(cmd) => cmd.query_async(con).await,
