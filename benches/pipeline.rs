@@ -6,6 +6,9 @@
 //! and a JWT route with its token cached, uncached, and missing (401).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The type of the whole pipeline's future over an in-memory stream is
+// deeper than rustc's default query limit.
+#![recursion_limit = "256"]
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "peers/tokens.rs"]

@@ -269,9 +269,15 @@ fn a_reload_leaves_open_websockets_alone() {
         );
         // ...and the open socket keeps running on the snapshot it started on.
         ws.send(Message::text("still here")).await.unwrap();
-        let answer = next_event(&mut ws)
-            .await
-            .unwrap_or_else(|closed| panic!("{closed}; gateway: {}", gw.stderr()));
+        let answer = next_event(&mut ws).await.unwrap_or_else(|closed| {
+            // How the gateway ended the socket is in its access log line.
+            panic!(
+                "{closed}; gateway: {}\naccess log: {:?}\nsecurity log: {:?}",
+                gw.stderr(),
+                gw.access_log(),
+                gw.security_log()
+            )
+        });
         assert_eq!(answer, Message::text("echo: still here"));
     });
 }
