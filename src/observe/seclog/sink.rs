@@ -283,8 +283,7 @@ impl ChainedSink {
     }
 
     fn push(&mut self, event: &str) {
-        if let Some(line) = self.chain.seal(event) {
-            self.buf.extend_from_slice(line.as_bytes());
+        if self.chain.seal_into(event, &mut self.buf) {
             self.buf.push(b'\n');
         }
     }
