@@ -10,18 +10,15 @@
 //! time. When the collector is slow, down or hanging, spans are dropped
 //! and counted, and no request waits.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span, status, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{span, status};
 use prometheus::IntCounter;
-use prost::Message;
 use rand::Rng;
 
 use crate::config::TracingConfig;
@@ -54,8 +51,44 @@ pub struct Tracing {
     pub config: TracingConfig,
     /// New traces whose id's low 63 bits fall below this are sampled.
     threshold: u64,
-    queue: SyncSender<Done>,
+    queue: Arc<Queue>,
+}
+
+/// The request path's end of the exporter's queue. The exporter sleeps
+/// until a batch is full or the flush interval ends, never woken per span:
+/// a sender wakes it only when its span makes a full batch.
+struct Queue {
+    /// Taken on drop, so the exporter, woken then, finds the queue closed.
+    tx: Option<SyncSender<Done>>,
     dropped: IntCounter,
+    /// Spans sent and not yet taken by the exporter.
+    pending: Arc<AtomicUsize>,
+    exporter: Thread,
+}
+
+impl Queue {
+    fn send(&self, done: Done) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let pending = self.pending.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        match tx.try_send(done) {
+            Ok(()) if pending == BATCH => self.exporter.unpark(),
+            Ok(()) => {}
+            Err(_) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+impl Drop for Queue {
+    /// The last span is in: the exporter sends the rest now.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        self.exporter.unpark();
+    }
 }
 
 /// The counters the exporter keeps.
@@ -74,20 +107,26 @@ pub enum TracingError {
 impl Tracing {
     pub fn new(config: TracingConfig, counters: ExportCounters) -> Result<Tracing, TracingError> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
         let exporter = Exporter {
             endpoint: config.otlp_endpoint.clone(),
             service_name: config.service_name.clone(),
             failed: counters.failed,
+            pending: pending.clone(),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("otlp-exporter".into())
             .spawn(move || exporter.run(rx))
             .map_err(TracingError::Exporter)?;
         Ok(Tracing {
             threshold: threshold(config.sample_ratio),
             config,
-            queue: tx,
-            dropped: counters.dropped,
+            queue: Arc::new(Queue {
+                tx: Some(tx),
+                dropped: counters.dropped,
+                pending,
+                exporter: handle.thread().clone(),
+            }),
         })
     }
 
@@ -119,7 +158,7 @@ impl Tracing {
             start,
             traceparent,
             tracestate,
-            queue: (flags & SAMPLED != 0).then(|| (self.queue.clone(), self.dropped.clone())),
+            queue: (flags & SAMPLED != 0).then(|| self.queue.clone()),
         }
     }
 
@@ -281,7 +320,7 @@ pub struct RequestSpan {
     /// The incoming `tracestate`, when trusted.
     pub tracestate: Option<HeaderValue>,
     /// Where a sampled span goes when it ends (none: not sampled).
-    queue: Option<(SyncSender<Done>, IntCounter)>,
+    queue: Option<Arc<Queue>>,
 }
 
 /// What the span says about a finished request (never a token or query).
@@ -313,7 +352,7 @@ impl RequestSpan {
     }
 
     pub fn finish(self, end: &SpanEnd<'_>) {
-        let Some((queue, dropped)) = self.queue else {
+        let Some(queue) = self.queue else {
             return;
         };
         let parts = [
@@ -342,10 +381,7 @@ impl RequestSpan {
             strings,
             lens,
         };
-        match queue.try_send(done) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => dropped.inc(),
-        }
+        queue.send(done);
     }
 }
 
@@ -377,28 +413,46 @@ impl Done {
         })
     }
 
-    fn into_proto(self) -> Span {
+    /// This span as an OTLP `Span` message's fields, in the order and
+    /// with the defaults left out as prost writes them.
+    fn encode(&self, out: &mut Vec<u8>) {
         let [method, route, pattern, upstream, auth] = self.parts();
         let method = method.unwrap_or_default();
-        let name = match route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_string(),
-        };
-        let text = |key: &str, v: &str| KeyValue {
-            key: key.to_string(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.to_string())),
-            }),
-        };
-        let mut attributes = vec![
-            text("http.request.method", method),
-            KeyValue {
-                key: "http.response.status_code".to_string(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::IntValue(i64::from(self.status))),
-                }),
-            },
-        ];
+        bytes(out, 1, &self.trace_id);
+        bytes(out, 2, &self.span_id);
+        if let Some(parent) = &self.parent_id {
+            bytes(out, 4, parent);
+        }
+        // `<METHOD> <route>`, or the method alone.
+        let name_len = method.len() + route.map_or(0, |r| r.len() + 1);
+        if name_len > 0 {
+            tag(out, 5, LEN);
+            varint(out, name_len as u64);
+            out.extend_from_slice(method.as_bytes());
+            if let Some(route) = route {
+                out.push(b' ');
+                out.extend_from_slice(route.as_bytes());
+            }
+        }
+        tag(out, 6, VARINT);
+        varint(out, span::SpanKind::Server as u64);
+        for (field, t) in [(7, self.start), (8, self.end)] {
+            let nanos = unix_nanos(t);
+            if nanos != 0 {
+                tag(out, field, I64);
+                out.extend_from_slice(&nanos.to_le_bytes());
+            }
+        }
+        message(out, 9, |out| {
+            text_attribute(out, "http.request.method", method)
+        });
+        message(out, 9, |out| {
+            text(out, 1, "http.response.status_code");
+            message(out, 2, |out| {
+                tag(out, 3, VARINT);
+                varint(out, u64::from(self.status));
+            });
+        });
         for (key, value) in [
             ("http.route", pattern),
             ("portcullis.route", route),
@@ -406,31 +460,22 @@ impl Done {
             ("portcullis.auth_method", auth),
         ] {
             if let Some(v) = value {
-                attributes.push(text(key, v));
+                message(out, 9, |out| text_attribute(out, key, v));
             }
         }
-        let status = (self.status >= 500 || self.status == 0).then(|| Status {
-            message: String::new(),
-            code: status::StatusCode::Error as i32,
-        });
+        if self.status >= 500 || self.status == 0 {
+            message(out, 15, |out| {
+                tag(out, 3, VARINT);
+                varint(out, status::StatusCode::Error as u64);
+            });
+        }
         let remote = if self.parent_id.is_some() {
             IS_REMOTE
         } else {
             0
         };
-        Span {
-            trace_id: self.trace_id.to_vec(),
-            span_id: self.span_id.to_vec(),
-            parent_span_id: self.parent_id.map_or(Vec::new(), |p| p.to_vec()),
-            flags: u32::from(self.flags) | HAS_IS_REMOTE | remote,
-            name,
-            kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: unix_nanos(self.start),
-            end_time_unix_nano: unix_nanos(self.end),
-            attributes,
-            status,
-            ..Span::default()
-        }
+        tag(out, 16, I32);
+        out.extend_from_slice(&(u32::from(self.flags) | HAS_IS_REMOTE | remote).to_le_bytes());
     }
 }
 
@@ -439,10 +484,72 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Protobuf wire types.
+const VARINT: u8 = 0;
+const I64: u8 = 1;
+const LEN: u8 = 2;
+const I32: u8 = 5;
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v & 0x7f) as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
+    varint(out, u64::from(field << 3 | u32::from(wire)));
+}
+
+fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+    tag(out, field, LEN);
+    varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// A string field; proto3 leaves an empty one out.
+fn text(out: &mut Vec<u8>, field: u32, s: &str) {
+    if !s.is_empty() {
+        bytes(out, field, s.as_bytes());
+    }
+}
+
+/// A `KeyValue` with a string `AnyValue` (a oneof: written even empty).
+fn text_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
+    text(out, 1, key);
+    message(out, 2, |out| bytes(out, 1, value.as_bytes()));
+}
+
+/// A length-delimited field whose bytes `body` appends: written after a
+/// one-byte length, moved up in the rare case the length needs more.
+fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
+    tag(out, field, LEN);
+    let at = out.len();
+    out.push(0);
+    body(out);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+        return;
+    }
+    let mut prefix = [0u8; 10];
+    let mut n = 0;
+    let mut v = len as u64;
+    while v >= 0x80 {
+        prefix[n] = (v & 0x7f) as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    out.splice(at..=at, prefix[..=n].iter().copied());
+}
+
 struct Exporter {
     endpoint: String,
     service_name: String,
     failed: IntCounter,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Exporter {
@@ -462,26 +569,35 @@ impl Exporter {
         let mut batch = Vec::with_capacity(BATCH);
         let mut since = Instant::now();
         loop {
-            let open = match rx.recv_timeout(FLUSH_EVERY) {
-                Ok(span) => {
-                    batch.push(span);
-                    true
+            // Woken early by a full batch or the queue's close.
+            std::thread::park_timeout(FLUSH_EVERY.saturating_sub(since.elapsed()));
+            let mut open = true;
+            loop {
+                let before = batch.len();
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(span) => batch.push(span),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => true,
-                Err(RecvTimeoutError::Disconnected) => false,
-            };
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(span) => batch.push(span),
-                    Err(_) => break,
+                self.pending
+                    .fetch_sub(batch.len() - before, Ordering::Relaxed);
+                let full = batch.len() >= BATCH;
+                if full || !open || since.elapsed() >= FLUSH_EVERY {
+                    if !batch.is_empty() {
+                        let body = self.encode(&batch);
+                        batch.clear();
+                        runtime.block_on(self.export(&client, body));
+                    }
+                    since = Instant::now();
                 }
-            }
-            let due = batch.len() >= BATCH || since.elapsed() >= FLUSH_EVERY || !open;
-            if due && !batch.is_empty() {
-                let body = self.encode(std::mem::take(&mut batch));
-                batch.reserve(BATCH);
-                runtime.block_on(self.export(&client, body));
-                since = Instant::now();
+                if !full {
+                    break;
+                }
             }
             if !open {
                 return;
@@ -489,32 +605,24 @@ impl Exporter {
         }
     }
 
-    /// One `ExportTraceServiceRequest` for the whole batch: one resource,
-    /// one scope.
-    fn encode(&self, spans: Vec<Done>) -> Vec<u8> {
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![KeyValue {
-                        key: "service.name".to_string(),
-                        value: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(self.service_name.clone())),
-                        }),
-                    }],
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "portcullis".to_string(),
-                        ..InstrumentationScope::default()
-                    }),
-                    spans: spans.into_iter().map(Done::into_proto).collect(),
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
-            }],
-        };
-        request.encode_to_vec()
+    /// One `ExportTraceServiceRequest` for the whole batch (one resource,
+    /// one scope), written straight from the records: no message tree.
+    fn encode(&self, spans: &[Done]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + spans.len() * 320);
+        message(&mut out, 1, |out| {
+            message(out, 1, |out| {
+                message(out, 1, |out| {
+                    text_attribute(out, "service.name", &self.service_name)
+                });
+            });
+            message(out, 2, |out| {
+                message(out, 1, |out| text(out, 1, "portcullis"));
+                for span in spans {
+                    message(out, 2, |out| span.encode(out));
+                }
+            });
+        });
+        out
     }
 
     async fn export(&self, client: &reqwest::Client, body: Vec<u8>) {
@@ -533,6 +641,93 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value, AnyValue, InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+
+    /// The export as the OTLP types and prost would make it: what the
+    /// encoder must write.
+    fn reference(d: &Done) -> Span {
+        let [method, route, pattern, upstream, auth] = d.parts();
+        let method = method.unwrap_or_default();
+        let name = match route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        };
+        let text = |key: &str, v: &str| KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.to_string())),
+            }),
+        };
+        let mut attributes = vec![
+            text("http.request.method", method),
+            KeyValue {
+                key: "http.response.status_code".to_string(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(i64::from(d.status))),
+                }),
+            },
+        ];
+        for (key, value) in [
+            ("http.route", pattern),
+            ("portcullis.route", route),
+            ("portcullis.upstream", upstream),
+            ("portcullis.auth_method", auth),
+        ] {
+            if let Some(v) = value {
+                attributes.push(text(key, v));
+            }
+        }
+        let status = (d.status >= 500 || d.status == 0).then(|| Status {
+            message: String::new(),
+            code: status::StatusCode::Error as i32,
+        });
+        let remote = if d.parent_id.is_some() { IS_REMOTE } else { 0 };
+        Span {
+            trace_id: d.trace_id.to_vec(),
+            span_id: d.span_id.to_vec(),
+            parent_span_id: d.parent_id.map_or(Vec::new(), |p| p.to_vec()),
+            flags: u32::from(d.flags) | HAS_IS_REMOTE | remote,
+            name,
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: unix_nanos(d.start),
+            end_time_unix_nano: unix_nanos(d.end),
+            attributes,
+            status,
+            ..Span::default()
+        }
+    }
+
+    fn reference_request(service_name: &str, spans: &[Done]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".to_string(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(service_name.to_string())),
+                        }),
+                    }],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "portcullis".to_string(),
+                        ..InstrumentationScope::default()
+                    }),
+                    spans: spans.iter().map(reference).collect(),
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }
+    }
 
     #[test]
     fn traceparent_round_trips_and_look_alikes_are_refused() {
@@ -598,8 +793,59 @@ mod tests {
             done.parts(),
             [Some("GET"), Some("orders"), None, Some("app"), None]
         );
-        let span = done.into_proto();
+        let span = reference(&done);
         assert_eq!(span.name, "GET orders");
         assert_eq!(span.attributes.len(), 4);
+    }
+
+    fn record(i: usize, route: Option<&str>, parent: bool, status: u16) -> Done {
+        let parts = [
+            Some("GET"),
+            route,
+            route,
+            Some("app"),
+            i.is_multiple_of(2).then_some("jwt"),
+        ];
+        Done {
+            trace_id: [i as u8 | 1; 16],
+            span_id: [i as u8 ^ 0x5a; 8],
+            parent_id: parent.then_some([7; 8]),
+            flags: SAMPLED,
+            start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000 + i as u64),
+            end: UNIX_EPOCH + Duration::from_secs(1_700_000_001),
+            status,
+            strings: parts.iter().flatten().copied().collect(),
+            lens: parts.map(|p| p.map(str::len)),
+        }
+    }
+
+    #[test]
+    fn the_encoding_is_what_prost_writes_from_the_otlp_types() {
+        let long = "r".repeat(300);
+        let mut spans = vec![
+            record(0, Some("orders"), false, 200),
+            record(1, None, true, 503),
+            record(2, Some(&long), true, 0),
+            Done {
+                start: UNIX_EPOCH,
+                ..record(3, Some("x"), false, 404)
+            },
+        ];
+        spans.extend((4..BATCH).map(|i| record(i, Some("orders"), i.is_multiple_of(3), 200)));
+        let exporter = Exporter {
+            endpoint: String::new(),
+            service_name: "svc".into(),
+            failed: IntCounter::new("failed", "failed").unwrap(),
+            pending: Arc::new(AtomicUsize::new(0)),
+        };
+        for batch in [&spans[..1], &spans[..4], &spans[..]] {
+            let body = exporter.encode(batch);
+            let expected = reference_request("svc", batch);
+            assert_eq!(
+                ExportTraceServiceRequest::decode(&body[..]).unwrap(),
+                expected
+            );
+            assert_eq!(body, expected.encode_to_vec());
+        }
     }
 }

@@ -10,6 +10,8 @@ pub mod keys;
 pub(crate) mod sink;
 pub mod verify;
 
+use std::io::Write;
+
 use sha2::{Digest, Sha256};
 
 /// The domain string of the chain's start and of checkpoint signatures.
@@ -68,25 +70,43 @@ impl Chain {
     /// Appends `event` (a serialized JSON object without `seq` or `chain`)
     /// to the chain and returns the line to write, without its newline.
     /// `None` when `event` is not a non-empty JSON object text.
+    #[cfg(test)]
     pub fn seal(&mut self, event: &str) -> Option<String> {
-        let body = event.strip_suffix('}')?;
+        let mut line = Vec::new();
+        self.seal_into(event, &mut line)
+            .then(|| String::from_utf8(line).ok())
+            .flatten()
+    }
+
+    /// [`Chain::seal`] appending the line to `out`: the writer seals every
+    /// line into the one buffer it writes a batch from. `false` (and `out`
+    /// unchanged) when `event` is not a non-empty JSON object text.
+    pub fn seal_into(&mut self, event: &str, out: &mut Vec<u8>) -> bool {
+        let Some(body) = event.strip_suffix('}') else {
+            return false;
+        };
         if !body.starts_with('{') || body.len() < 2 {
-            return None;
+            return false;
         }
         let seq = self.seq + 1;
-        let mut line = String::with_capacity(event.len() + 24 + CHAIN_SUFFIX_LEN);
-        line.push_str(body);
-        line.push_str(",\"seq\":");
-        line.push_str(&seq.to_string());
-        line.push('}');
-        let value = next(&self.value, line.as_bytes());
-        line.pop();
-        line.push_str(CHAIN_PREFIX);
-        line.push_str(&hex::encode(value));
-        line.push_str("\"}");
+        let start = out.len();
+        out.reserve(event.len() + 24 + CHAIN_SUFFIX_LEN);
+        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(b",\"seq\":");
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{seq}");
+        out.push(b'}');
+        let value = next(&self.value, &out[start..]);
+        out.pop();
+        out.extend_from_slice(CHAIN_PREFIX.as_bytes());
+        let mut digits = [0u8; 64];
+        // 64 digits are exactly 32 bytes in hex.
+        let _ = hex::encode_to_slice(value, &mut digits);
+        out.extend_from_slice(&digits);
+        out.extend_from_slice(b"\"}");
         self.seq = seq;
         self.value = value;
-        Some(line)
+        true
     }
 }
 

@@ -57,6 +57,17 @@ pub(crate) struct ChainedSink {
     failing: bool,
 }
 
+/// The file as a batch finds it once it holds the lock.
+#[derive(Clone, Copy)]
+struct Locked {
+    /// Whether the flock is held (to be released after the batch).
+    locked: bool,
+    /// Whether the path named another file than the one this process had.
+    rotated: bool,
+    /// The file's length.
+    len: u64,
+}
+
 /// The last line of a file, as far as continuing its chain goes.
 enum Tail {
     Chained(Chain),
@@ -155,57 +166,69 @@ impl ChainedSink {
     }
 
     fn write_file(&mut self, lines: &[String], checkpoint: Option<&'static str>) -> io::Result<()> {
-        let rotated = self.open()?;
-        let Some(open) = self.file.as_mut() else {
-            return Ok(());
-        };
-        // Unlocked only on filesystems without flock; the chain is then
-        // right as long as one process writes at a time.
-        let locked = open.file.lock().is_ok();
-        let result = self.write_locked(rotated, lines, checkpoint);
-        if let Some(open) = &self.file {
-            if locked {
-                let _ = open.file.unlock();
-            }
+        let locked = self.open_locked()?;
+        let result = self.write_locked(locked, lines, checkpoint);
+        if let (Some(open), true) = (&self.file, locked.locked) {
+            let _ = open.file.unlock();
         }
         result
     }
 
-    /// Opens the file when this process has none or the path now names
-    /// another file; `true` when that was a rotation.
-    fn open(&mut self) -> io::Result<bool> {
-        let at_path = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        let rotated = match &self.file {
-            Some(open) if Some(open.id) == at_path => return Ok(false),
-            Some(_) => true,
-            None => false,
-        };
+    /// Locks the file at the path, first opening it when this process has
+    /// none or the path now names another file. Unlocked only on
+    /// filesystems without flock; the chain is then right as long as one
+    /// process writes at a time.
+    fn open_locked(&mut self) -> io::Result<Locked> {
+        let mut rotated = false;
+        if let Some(open) = &self.file {
+            let locked = open.file.lock().is_ok();
+            // The path's length under the lock is the file's, when the path
+            // still names the file this process holds.
+            match std::fs::metadata(&self.path) {
+                Ok(m) if (m.dev(), m.ino()) == open.id => {
+                    return Ok(Locked {
+                        locked,
+                        rotated,
+                        len: m.len(),
+                    })
+                }
+                _ => {
+                    if locked {
+                        let _ = open.file.unlock();
+                    }
+                    rotated = true;
+                }
+            }
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(&self.path)?;
+        let locked = file.lock().is_ok();
         let meta = file.metadata()?;
         self.file = Some(OpenFile {
             file,
             id: (meta.dev(), meta.ino()),
             end: None,
         });
-        Ok(rotated)
+        Ok(Locked {
+            locked,
+            rotated,
+            len: meta.len(),
+        })
     }
 
     fn write_locked(
         &mut self,
-        rotated: bool,
+        at: Locked,
         lines: &[String],
         checkpoint: Option<&'static str>,
     ) -> io::Result<()> {
         let Some(open) = self.file.as_ref() else {
             return Ok(());
         };
-        let len = open.file.metadata()?.len();
+        let (len, rotated) = (at.len, at.rotated);
         match open.end {
             Some(end) if end == len => {}
             Some(_) if len > 0 => {
@@ -241,7 +264,13 @@ impl ChainedSink {
             return Ok(());
         };
         open.file.write_all(&self.buf)?;
-        open.end = Some(open.file.metadata()?.len());
+        // Under the lock nobody else appended: the file now ends where
+        // this batch does.
+        open.end = Some(if at.locked {
+            len + self.buf.len() as u64
+        } else {
+            open.file.metadata()?.len()
+        });
         self.wrote = true;
         Ok(())
     }
@@ -283,8 +312,7 @@ impl ChainedSink {
     }
 
     fn push(&mut self, event: &str) {
-        if let Some(line) = self.chain.seal(event) {
-            self.buf.extend_from_slice(line.as_bytes());
+        if self.chain.seal_into(event, &mut self.buf) {
             self.buf.push(b'\n');
         }
     }
