@@ -295,8 +295,21 @@ impl Kong<'_> {
                 let db = text(c, "redis_database")
                     .or_else(|| text(&redis, "database"))
                     .unwrap_or_else(|| "0".into());
+                let setting = |key: &str| {
+                    c.get(&format!("redis_{key}"))
+                        .filter(|v| !is_default(v))
+                        .or_else(|| redis.get(key).filter(|v| !is_default(v)))
+                };
+                let tls = setting("ssl") == Some(&Value::Bool(true));
+                if tls && setting("ssl_verify") != Some(&Value::Bool(true)) {
+                    self.approx(
+                        &format!("{path}.redis_ssl_verify"),
+                        "Portcullis always verifies the Redis server's certificate (system roots, or redis_ca_file)",
+                    );
+                }
                 if let Some(host) = host {
-                    let url = format!("redis://{}/{db}", join_host_port(&host, &port));
+                    let scheme = if tls { "rediss" } else { "redis" };
+                    let url = format!("{scheme}://{}/{db}", join_host_port(&host, &port));
                     if self.redis_url.as_ref().is_some_and(|u| *u != url) {
                         self.not(
                             &path,
@@ -308,22 +321,19 @@ impl Kong<'_> {
                         self.redis_url = Some(url);
                     }
                 }
-                for key in [
-                    "redis_password",
-                    "redis_username",
-                    "redis_ssl",
-                    "redis_server_name",
-                ] {
-                    if c.get(key).is_some_and(|v| !is_default(v))
-                        || redis
-                            .get(key.trim_start_matches("redis_"))
-                            .is_some_and(|v| !is_default(v))
-                    {
+                for key in ["password", "username"] {
+                    if setting(key).is_some() {
                         self.not(
-                            &format!("{path}.{key}"),
-                            "Redis authentication and TLS: put them in redis_url by hand",
+                            &format!("{path}.redis_{key}"),
+                            "Redis credentials are not written out: put them in redis_url by hand",
                         );
                     }
+                }
+                if setting("server_name").is_some() {
+                    self.not(
+                        &format!("{path}.redis_server_name"),
+                        "the certificate is checked against the host of redis_url",
+                    );
                 }
             }
             Some(other) => {
@@ -365,6 +375,7 @@ impl Kong<'_> {
                 "redis_password",
                 "redis_username",
                 "redis_ssl",
+                "redis_ssl_verify",
                 "redis_server_name",
                 "fault_tolerant",
                 "hide_client_headers",

@@ -155,3 +155,38 @@ plugins:
     assert!(joined.contains("kong.yaml: plugins[0]: not converted: plugin prometheus"));
     assert!(joined.contains("kong.yaml: plugins[1]: not converted: plugin cors is disabled"));
 }
+
+#[test]
+fn redis_over_tls_becomes_rediss_and_credentials_stay_out() {
+    let c = run(r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r
+        paths: ["/x"]
+plugins:
+  - name: rate-limiting
+    config:
+      minute: 10
+      policy: redis
+      redis:
+        host: redis.internal
+        port: 6380
+        ssl: true
+        ssl_verify: false
+        password: hunter2hunter2
+"#);
+    assert!(
+        c.config
+            .contains("redis_url = \"rediss://redis.internal:6380/0\""),
+        "{}",
+        c.config
+    );
+    assert!(!c.config.contains("hunter2"));
+    let notes = c.notes.join("\n");
+    assert!(notes.contains("redis_ssl_verify: converted approximately: Portcullis always verifies"));
+    assert!(notes.contains("redis_password: not converted: Redis credentials are not written out"));
+    assert!(!notes.contains("hunter2"));
+}
