@@ -239,12 +239,18 @@ fn redis_outage_follows_on_error_and_recovers() {
     redis.restart();
     // The empty Redis gives the deny gateway a full shared bucket again,
     // once a probe has seen it back.
+    recovered_after_one_outage(&deny, [&local, &allow, &deny]);
+}
+
+/// The `deny` gateway serves `/deny` again once its store is back and says
+/// so; each gateway reported the outage exactly once.
+pub(crate) fn recovered_after_one_outage(deny: &Gateway, all: [&Gateway; 3]) {
     let back = wait_until(WAIT, || get(deny.addr, "/deny", &[]).status == 200);
     assert!(back, "the deny gateway recovered");
     assert!(deny
         .wait_security_event("rate_limit_store_recovered")
         .is_some());
-    for gw in [&local, &allow, &deny] {
+    for gw in all {
         assert_eq!(
             gw.security_events("rate_limit_store_unavailable").len(),
             1,

@@ -385,18 +385,7 @@ fn cluster_node_killed_mid_run_follows_on_error_and_recovers() {
     assert!(cluster.wait_ok(), "the node did not rejoin");
     // The restarted node is empty: the deny gateway gets a full shared
     // bucket once a probe sees the cluster back.
-    let back = wait_until(WAIT, || protection::count_ok(deny.addr, "/deny", 1) == 1);
-    assert!(back, "the deny gateway recovered");
-    assert!(deny
-        .wait_security_event("rate_limit_store_recovered")
-        .is_some());
-    for gw in [&local, &allow, &deny] {
-        assert_eq!(
-            gw.security_events("rate_limit_store_unavailable").len(),
-            1,
-            "one event per outage"
-        );
-    }
+    protection::recovered_after_one_outage(&deny, [&local, &allow, &deny]);
 }
 
 #[test]
