@@ -462,8 +462,13 @@ impl Drop for Gateway {
                 start += 1; // terminates: len() is a boundary
             }
             let tail = &stderr[start..];
+            // Whether the process was still there says which side failed.
+            let process = match self.try_wait() {
+                Some(status) => format!("exited: {status}"),
+                None => "still running".to_string(),
+            };
             eprintln!(
-                "---- portcullis stderr ({}) ----\n{tail}\n---- end ----",
+                "---- portcullis stderr ({}, {process}) ----\n{tail}\n---- end ----",
                 self.dir.path().display()
             );
         }
