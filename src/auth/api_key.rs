@@ -147,15 +147,20 @@ impl Authenticator for ApiKeyAuthenticator {
         if presented.is_empty() || presented.len() > MAX_KEY_BYTES {
             return Err(AuthError::invalid("malformed", "the API key is malformed"));
         }
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let unknown = AuthError::invalid("unknown_key", "the API key is not valid");
-        let entry = match key_id(presented).and_then(|id| self.by_id.get(id)) {
-            Some(entry) if bool::from(digest.ct_eq(&entry.key.hash)) => entry,
+        let id = key_id(presented);
+        let digest = || -> [u8; 32] { Sha256::digest(presented.as_bytes()).into() };
+        let entry = match id.and_then(|id| self.by_id.get(id)) {
+            Some(entry) if bool::from(digest().ct_eq(&entry.key.hash)) => entry,
             Some(_) => return Err(unknown),
-            None if self.by_hash.is_empty() && key_id(presented).is_none() => {
-                return Err(AuthError::invalid("malformed", "the API key is malformed"))
+            // Without opaque keys, nothing but a pc_ id can match: no hash.
+            None if self.by_hash.is_empty() => {
+                return Err(match id {
+                    Some(_) => unknown,
+                    None => AuthError::invalid("malformed", "the API key is malformed"),
+                })
             }
-            None => self.by_hash.get(&digest).ok_or(unknown)?,
+            None => self.by_hash.get(&digest()).ok_or(unknown)?,
         };
         if entry.key.disabled {
             return Err(AuthError::invalid("disabled", "the API key is disabled"));

@@ -17,7 +17,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use crate::common::gateway::{check, config_header, free_addr, run_bounded, Gateway, BIN};
-use crate::common::{assert_error, request, Response, Upstream};
+use crate::common::{assert_error, request, Upstream};
 
 const ALICE_KEY: &str = "pc_alice1_AliceSecretAliceSecretAliceSecret42";
 const BOB_KEY: &str = "pc_bob1_BobSecretBobSecretBobSecretBobSecret7";
@@ -232,16 +232,6 @@ fn every_file(dir: &Path) -> String {
     all
 }
 
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Response {
-    request(addr, method, path, headers, body)
-}
-
 #[test]
 fn import_kong_converts_checks_and_answers_like_kong() {
     let (a, b, c) = (
@@ -318,7 +308,7 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     // from the upstream (hide_credentials); strip_path; both targets used.
     let mut saw = (0, 0);
     for _ in 0..6 {
-        let r = call(addr, "GET", "/orders/7", &[("apikey", ALICE_KEY)], None);
+        let r = request(addr, "GET", "/orders/7", &[("apikey", ALICE_KEY)], None);
         assert_eq!(r.status, 200, "{}", r.body_str());
         let echo = r.json();
         assert_eq!(echo["uri"], "/7");
@@ -332,24 +322,24 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     }
     assert!(saw.0 > 0 && saw.1 > 0, "{saw:?}");
     assert_error(
-        &call(addr, "GET", "/orders/7", &[], None),
+        &request(addr, "GET", "/orders/7", &[], None),
         401,
         "missing_credentials",
     );
     let wrong = "pc_alice1_NotTheRightSecretNotTheRightSecret1";
     assert_error(
-        &call(addr, "GET", "/orders/7", &[("apikey", wrong)], None),
+        &request(addr, "GET", "/orders/7", &[("apikey", wrong)], None),
         401,
         "invalid_api_key",
     );
     // Kong-form keys work as they did in Kong.
     for (key, consumer) in [(CAROL_KEY, "carol"), (DAVE_KEY, "dave")] {
-        let r = call(addr, "GET", "/orders/7", &[("apikey", key)], None);
+        let r = request(addr, "GET", "/orders/7", &[("apikey", key)], None);
         assert_eq!(r.status, 200, "{key}: {}", r.body_str());
         assert_eq!(r.json()["headers"]["x-auth-consumer"], consumer);
     }
     assert_error(
-        &call(
+        &request(
             addr,
             "GET",
             "/orders/7",
@@ -360,7 +350,7 @@ fn import_kong_converts_checks_and_answers_like_kong() {
         "invalid_api_key",
     );
     // key_in_query (Kong's default): the parameter is read and removed.
-    let r = call(
+    let r = request(
         addr,
         "GET",
         &format!("/orders/1?apikey={ALICE_KEY}&x=1"),
@@ -371,12 +361,12 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     assert_eq!(r.json()["uri"], "/1?x=1");
     // acl allow [buyers]: bob is no buyer; methods [GET]: POST is 405.
     assert_error(
-        &call(addr, "GET", "/orders/7", &[("apikey", BOB_KEY)], None),
+        &request(addr, "GET", "/orders/7", &[("apikey", BOB_KEY)], None),
         403,
         "forbidden",
     );
     assert_error(
-        &call(
+        &request(
             addr,
             "POST",
             "/orders/7",
@@ -388,16 +378,16 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     );
     // The route's acl (deny buyers) replaces the service's; strip_path false.
     assert_error(
-        &call(addr, "GET", "/admin/x", &[("apikey", ALICE_KEY)], None),
+        &request(addr, "GET", "/admin/x", &[("apikey", ALICE_KEY)], None),
         403,
         "forbidden",
     );
-    let r = call(addr, "GET", "/admin/x", &[("apikey", BOB_KEY)], None);
+    let r = request(addr, "GET", "/admin/x", &[("apikey", BOB_KEY)], None);
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(r.json()["uri"], "/admin/x");
 
     // request-transformer and cors on a public route.
-    let r = call(
+    let r = request(
         addr,
         "GET",
         "/hello/there",
@@ -410,7 +400,7 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     assert_eq!(echo["headers"]["x-added"], "yes");
     assert!(echo["headers"].get("x-secret").is_none());
     let preflight = |origin: &str| {
-        call(
+        request(
             addr,
             "OPTIONS",
             "/hello",
@@ -433,26 +423,34 @@ fn import_kong_converts_checks_and_answers_like_kong() {
 
     // rate-limiting minute: 3 by ip.
     for _ in 0..3 {
-        assert_eq!(call(addr, "GET", "/limited", &[], None).status, 200);
+        assert_eq!(request(addr, "GET", "/limited", &[], None).status, 200);
     }
-    let r = call(addr, "GET", "/limited", &[], None);
+    let r = request(addr, "GET", "/limited", &[], None);
     assert_error(&r, 429, "rate_limited");
     assert_eq!(r.header("ratelimit-limit"), Some("3"));
 
     // request-size-limiting 1 KiB.
     assert_eq!(
-        call(addr, "POST", "/upload", &[], Some(&[b'x'; 1024])).status,
+        request(addr, "POST", "/upload", &[], Some(&[b'x'; 1024])).status,
         200
     );
     assert_error(
-        &call(addr, "POST", "/upload", &[], Some(&[b'x'; 1025])),
+        &request(addr, "POST", "/upload", &[], Some(&[b'x'; 1025])),
         413,
         "payload_too_large",
     );
     // ip-restriction deny 127.0.0.1.
-    assert_error(&call(addr, "GET", "/internal", &[], None), 403, "forbidden");
+    assert_error(
+        &request(addr, "GET", "/internal", &[], None),
+        403,
+        "forbidden",
+    );
     // The regex route was not converted: nothing routes there.
-    assert_error(&call(addr, "GET", "/v1/items", &[], None), 404, "no_route");
+    assert_error(
+        &request(addr, "GET", "/v1/items", &[], None),
+        404,
+        "no_route",
+    );
 
     // jwt: each consumer's credential is a provider (iss = its key).
     let hs = token(
@@ -462,7 +460,7 @@ fn import_kong_converts_checks_and_answers_like_kong() {
     );
     let rs = token(Algorithm::RS256, &rsa_key, "https://bob.example/");
     for t in [&hs, &rs] {
-        let r = call(
+        let r = request(
             addr,
             "GET",
             "/tokens",
@@ -477,7 +475,7 @@ fn import_kong_converts_checks_and_answers_like_kong() {
         "https://alice.example/",
     );
     assert_error(
-        &call(
+        &request(
             addr,
             "GET",
             "/tokens",
@@ -488,7 +486,7 @@ fn import_kong_converts_checks_and_answers_like_kong() {
         "invalid_token",
     );
     assert_error(
-        &call(addr, "GET", "/tokens", &[], None),
+        &request(addr, "GET", "/tokens", &[], None),
         401,
         "missing_credentials",
     );
